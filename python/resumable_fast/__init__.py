@@ -1,0 +1,47 @@
+"""Resumable LLM token streams, persisted to S2 in batches by a Rust core."""
+
+from resumable_fast.config import S2Config
+from resumable_fast.context import (
+    MakeStream,
+    ResumableStreamContext,
+    StreamState,
+    create_resumable_stream_context,
+)
+from resumable_fast.errors import (
+    ConfigurationError,
+    FencingTokenMismatchError,
+    InvalidChunkError,
+    InvalidStreamIdError,
+    RangeNotSatisfiableError,
+    ResumableStreamError,
+    S2AuthError,
+    S2ConnectionError,
+    S2Error,
+    SeqNumMismatchError,
+    StreamExistsError,
+    StreamFailedError,
+    StreamNotFoundError,
+)
+from resumable_fast.streams import ResumableStream
+
+__all__ = [
+    "ConfigurationError",
+    "FencingTokenMismatchError",
+    "InvalidChunkError",
+    "InvalidStreamIdError",
+    "MakeStream",
+    "RangeNotSatisfiableError",
+    "ResumableStream",
+    "ResumableStreamContext",
+    "ResumableStreamError",
+    "S2AuthError",
+    "S2Config",
+    "S2ConnectionError",
+    "S2Error",
+    "SeqNumMismatchError",
+    "StreamExistsError",
+    "StreamFailedError",
+    "StreamNotFoundError",
+    "StreamState",
+    "create_resumable_stream_context",
+]

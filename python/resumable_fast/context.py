@@ -1,0 +1,498 @@
+"""The resumable stream context: create, resume, inspect and stop streams.
+
+Stream layout on S2 (shared with the TypeScript seed package):
+
+* seq 0: a fence command ``session-<random>`` appended with the empty token;
+  only one producer can win it.
+* seq 1..: header-less data records, one per chunk (a chunk over 1 MiB is
+  split), written in batches under the session token, the first batch at
+  ``match_seq_num`` 1.
+* last: a fence ``end-<random>`` when the source finished, or
+  ``error-<random>`` when it failed. ``stop_stream`` appends an ``end-`` fence
+  without a token, which fences the producer out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import secrets
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from types import TracebackType
+from typing import Literal
+
+from resumable_fast import _core
+from resumable_fast.config import S2Config
+from resumable_fast.errors import (
+    FencingTokenMismatchError,
+    InvalidChunkError,
+    InvalidStreamIdError,
+    ResumableStreamError,
+    S2Error,
+    SeqNumMismatchError,
+    StreamExistsError,
+)
+from resumable_fast.s2 import S2Client, SequencedRecord, is_fence
+from resumable_fast.streams import (
+    END_FENCE_PREFIX,
+    ERROR_FENCE_PREFIX,
+    ChunkChannel,
+    ProducerStream,
+    ResumableStream,
+    ResumedStream,
+)
+
+__all__ = [
+    "MakeStream",
+    "ResumableStreamContext",
+    "StreamState",
+    "create_resumable_stream_context",
+]
+
+logger = logging.getLogger("resumable_fast")
+
+MAX_STREAM_ID_BYTES = 512
+SESSION_FENCE_PREFIX = "session-"
+DEFAULT_DRAIN_TIMEOUT = 30.0
+
+MakeStream = Callable[[], AsyncIterable[str] | Awaitable[AsyncIterable[str]]]
+StreamState = Literal[True, "DONE"] | None
+
+
+def _new_token(prefix: str) -> str:
+    # 12 random bytes: 24 hex digits, so every fence fits S2's 36-byte limit.
+    return prefix + secrets.token_hex(12)
+
+
+def validate_stream_id(stream_id: object) -> str:
+    if not isinstance(stream_id, str):
+        raise InvalidStreamIdError(f"stream id must be a str, got {type(stream_id).__name__}")
+    if not stream_id:
+        raise InvalidStreamIdError("stream id must not be empty")
+    try:
+        size = len(stream_id.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidStreamIdError("stream id must be valid Unicode text") from None
+    if size > MAX_STREAM_ID_BYTES:
+        raise InvalidStreamIdError(
+            f"stream id is {size} bytes, S2 allows at most {MAX_STREAM_ID_BYTES}"
+        )
+    return stream_id
+
+
+def _validate_skip(skip_characters: int | None) -> int:
+    if skip_characters is None:
+        return 0
+    if isinstance(skip_characters, bool) or not isinstance(skip_characters, int):
+        raise TypeError("skip_characters must be an int or None")
+    if skip_characters < 0:
+        raise ValueError("skip_characters must be >= 0")
+    return skip_characters
+
+
+def _state_of(last: SequencedRecord | None) -> StreamState:
+    if last is None:
+        return None
+    body = last.get("body", "")
+    if is_fence(last) and body.startswith((END_FENCE_PREFIX, ERROR_FENCE_PREFIX)):
+        return "DONE"
+    return True
+
+
+class _Producer:
+    """Pulls one source, hands chunks to the producer's client as they come, and
+    persists them through the native accumulator in order.
+
+    Two tracked tasks: the pump (source -> client + accumulator) and the writer
+    (framed batches -> S2, one append in flight, then the closing fence).
+    """
+
+    def __init__(
+        self,
+        context: ResumableStreamContext,
+        stream_id: str,
+        token: str,
+        source: AsyncIterable[str],
+    ) -> None:
+        self.context = context
+        self.stream_id = stream_id
+        self.token = token
+        self.source = source
+        self.channel = ChunkChannel()
+        self.slot = context._accumulator.open(token, 1)
+        self.frames: deque[bytes] = deque()
+        self.frames_ready = asyncio.Event()
+        self.closing_fence: str | None = None
+        self.failure: BaseException | None = None
+        # stopped: fenced out by a stop, nothing more is pulled or written.
+        # persisting: False once S2 refused a batch for good; the client still
+        # gets its chunks, nothing more is written.
+        self.stopped = False
+        self.persisting = True
+        self.pump_task = context._spawn(self._pump(), f"resumable_fast pump {stream_id}")
+        self.writer_task = context._spawn(self._write(), f"resumable_fast writer {stream_id}")
+
+    def enqueue(self, frames: list[bytes]) -> None:
+        if self.persisting and not self.stopped:
+            self.frames.extend(frames)
+            self.frames_ready.set()
+
+    async def _pump(self) -> None:
+        accumulator = self.context._accumulator
+        slot = self.slot
+        put = self.channel.put
+        push = accumulator.push
+        failure: BaseException | None = None
+        try:
+            async for chunk in self.source:
+                if type(chunk) is not str:
+                    raise InvalidChunkError(
+                        f"stream {self.stream_id!r}: source yielded {type(chunk).__name__}, not str"
+                    )
+                put(chunk)
+                if not self.persisting:
+                    continue
+                try:
+                    flags = push(slot, chunk)
+                except UnicodeEncodeError:
+                    raise InvalidChunkError(
+                        f"stream {self.stream_id!r}: chunk is not valid Unicode (lone surrogate)"
+                    ) from None
+                if flags:
+                    if flags & _core.FRAMES_READY:
+                        self.enqueue(accumulator.take_frames(slot))
+                    if flags & _core.WAKE_TIMER:
+                        self.context._linger_wake.set()
+        except asyncio.CancelledError:
+            if not self.stopped:
+                self._finish(ResumableStreamError("producer cancelled before its source ended"))
+                raise
+        except Exception as exc:
+            failure = exc
+            logger.warning("stream %r: source failed: %r", self.stream_id, exc)
+        finally:
+            await _aclose_quietly(self.source)
+        if self.stopped:
+            self.channel.close()
+        else:
+            self._finish(failure)
+
+    def _finish(self, failure: BaseException | None) -> None:
+        """Seal what was accepted and queue the closing fence after it. The
+        producer's client sees the end once that fence has landed, so a stream
+        it saw finish is finished for every reader too."""
+        self.failure = failure
+        if self.writer_task.done():
+            self.channel.close(failure)
+            return
+        self.enqueue(self.context._accumulator.close(self.slot))
+        prefix = END_FENCE_PREFIX if failure is None else ERROR_FENCE_PREFIX
+        self.closing_fence = _new_token(prefix)
+        self.frames_ready.set()
+
+    def stop(self) -> None:
+        """Fenced out by a stop: stop pulling the source; nothing more is written."""
+        if self.stopped:
+            return
+        self.stopped = True
+        self.frames.clear()
+        self.frames_ready.set()
+        if not self.pump_task.done():
+            self.pump_task.cancel()
+
+    async def _write(self) -> None:
+        client = self.context._client
+        try:
+            while self.closing_fence is None or self.frames:
+                await self.frames_ready.wait()
+                self.frames_ready.clear()
+                while self.frames:
+                    await client.append(self.stream_id, self.frames.popleft())
+                if self.stopped:
+                    return
+            await client.append(
+                self.stream_id, _core.fence_append_input(self.closing_fence, self.token)
+            )
+        except (FencingTokenMismatchError, SeqNumMismatchError):
+            logger.info("stream %r was stopped; its producer is fenced out", self.stream_id)
+            self.stop()
+        except ResumableStreamError as exc:
+            # Transient faults are retried below this layer; what reaches here is
+            # final. The producer's client keeps receiving its chunks.
+            logger.error("stream %r: persisting failed: %s", self.stream_id, exc)
+            self.persisting = False
+            self.frames.clear()
+        finally:
+            self.context._accumulator.discard(self.slot)
+            if self.closing_fence is not None or self.stopped:
+                self.channel.close(self.failure)
+
+    async def drained(self) -> None:
+        await asyncio.gather(self.pump_task, self.writer_task, return_exceptions=True)
+
+
+async def _aclose_quietly(source: object) -> None:
+    close = getattr(source, "aclose", None)
+    if close is None:
+        return
+    try:
+        await close()
+    except Exception as exc:
+        logger.debug("closing a source raised %r", exc)
+
+
+class ResumableStreamContext:
+    """Creates and resumes streams in one S2 basin.
+
+    Use it as an async context manager, or call :meth:`aclose` at shutdown: it
+    waits for producers to finish and drains their pending batches.
+    """
+
+    def __init__(self, config: S2Config, *, drain_timeout: float = DEFAULT_DRAIN_TIMEOUT) -> None:
+        self.config = config
+        self.drain_timeout = drain_timeout
+        self._client = S2Client(config)
+        self._accumulator = _core.Accumulator(
+            config.batch_size, config.max_batch_bytes, float(config.linger_ms)
+        )
+        self._producers: dict[str, _Producer] = {}
+        self._by_slot: dict[int, _Producer] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._linger_wake = asyncio.Event()
+        self._linger_task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"ResumableStreamContext({self.config!r})"
+
+    async def __aenter__(self) -> ResumableStreamContext:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- background work ------------------------------------------------------
+
+    def _spawn(self, coroutine: Awaitable[None], name: str) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _ensure_linger_task(self) -> None:
+        if self._linger_task is None or self._linger_task.done():
+            self._linger_task = self._spawn(self._linger_loop(), "resumable_fast linger")
+
+    async def _linger_loop(self) -> None:
+        accumulator = self._accumulator
+        while True:
+            delay = accumulator.next_deadline_in()
+            if delay is None:
+                self._linger_wake.clear()
+                await self._linger_wake.wait()
+                continue
+            if delay > 0:
+                await asyncio.sleep(delay)
+            for slot in accumulator.seal_due():
+                producer = self._by_slot.get(slot)
+                if producer is not None:
+                    producer.enqueue(accumulator.take_frames(slot))
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ResumableStreamError("the context is closed")
+
+    # -- public API -----------------------------------------------------------
+
+    async def resumable_stream(
+        self,
+        stream_id: str,
+        make_stream: MakeStream,
+        skip_characters: int | None = None,
+    ) -> ResumableStream | None:
+        """Produce the stream if nobody does yet, else resume it.
+
+        Returns None, without calling ``make_stream``, when the stream is
+        finished. Of concurrent callers exactly one calls ``make_stream``.
+        """
+        self._check_open()
+        validate_stream_id(stream_id)
+        skip = _validate_skip(skip_characters)
+        state = _state_of(await self._client.last_record(stream_id))
+        if state == "DONE":
+            return None
+        if state is None:
+            token = await self._claim(stream_id)
+            if token is not None:
+                return await self._start_producer(stream_id, token, make_stream)
+        return self._resumed(stream_id, skip)
+
+    async def create_new_resumable_stream(
+        self,
+        stream_id: str,
+        make_stream: MakeStream,
+        skip_characters: int | None = None,
+    ) -> ResumableStream:
+        """Always produce: claim the stream and return the producer's stream.
+
+        S2 streams are append-only, so a stream that already has a producer or
+        has finished cannot be produced again: that raises
+        :class:`StreamExistsError`.
+        """
+        self._check_open()
+        validate_stream_id(stream_id)
+        _validate_skip(skip_characters)
+        token = await self._claim(stream_id)
+        if token is None:
+            raise StreamExistsError(stream_id)
+        return await self._start_producer(stream_id, token, make_stream)
+
+    async def resume_existing_stream(
+        self, stream_id: str, skip_characters: int | None = None
+    ) -> ResumableStream | None:
+        """A resumed stream, or None when the stream does not exist or is finished."""
+        self._check_open()
+        validate_stream_id(stream_id)
+        skip = _validate_skip(skip_characters)
+        state = _state_of(await self._client.last_record(stream_id))
+        if state is not True:
+            return None
+        return self._resumed(stream_id, skip)
+
+    async def resume_stream(self, stream_id: str) -> ResumableStream:
+        """The seed's resume: replay from the start and follow the live tail to
+        the end fence, also for a stream whose producer has not started yet."""
+        self._check_open()
+        validate_stream_id(stream_id)
+        return self._resumed(stream_id, 0)
+
+    async def has_existing_stream(self, stream_id: str) -> StreamState:
+        """None if never created, True while in progress, ``"DONE"`` when finished."""
+        self._check_open()
+        validate_stream_id(stream_id)
+        return _state_of(await self._client.last_record(stream_id))
+
+    async def stop_stream(self, stream_id: str) -> None:
+        """End a stream now: an ``end-`` fence appended without a token check
+        fences the producer out; readers end."""
+        self._check_open()
+        validate_stream_id(stream_id)
+        body = _core.fence_append_input(_new_token(END_FENCE_PREFIX), None)
+        await self._client.append(stream_id, body)
+        producer = self._producers.get(stream_id)
+        if producer is not None:
+            producer.stop()
+
+    async def aclose(self) -> None:
+        """Wait for producers to finish (up to ``drain_timeout``), flush what they
+        accepted, and release connections. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        producers = list(self._producers.values())
+        if producers:
+            _, pending = await asyncio.wait(
+                [asyncio.ensure_future(p.drained()) for p in producers],
+                timeout=self.drain_timeout,
+            )
+            for future in pending:
+                future.cancel()
+            unfinished = [p for p in producers if not p.pump_task.done()]
+            for producer in unfinished:
+                producer.pump_task.cancel()
+            if unfinished:
+                logger.warning(
+                    "closing with %d unfinished producer(s); their streams end with an error",
+                    len(unfinished),
+                )
+                await asyncio.gather(*(p.drained() for p in unfinished), return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._client.aclose()
+
+    # -- internals --------------------------------------------------------------
+
+    async def _claim(self, stream_id: str) -> str | None:
+        """Append the session fence at seq 0; None if another producer got there first."""
+        token = _new_token(SESSION_FENCE_PREFIX)
+        body = _core.fence_append_input(token, "", 0)
+        try:
+            await self._client.append(stream_id, body)
+        except (FencingTokenMismatchError, SeqNumMismatchError):
+            return None
+        return token
+
+    async def _start_producer(
+        self, stream_id: str, token: str, make_stream: MakeStream
+    ) -> ResumableStream:
+        try:
+            source = make_stream()
+            if inspect.isawaitable(source):
+                source = await source
+            if not isinstance(source, AsyncIterable):
+                raise InvalidChunkError(
+                    f"make_stream must return an async iterable of str, got {type(source).__name__}"
+                )
+        except BaseException:
+            await self._append_error_fence(stream_id, token)
+            raise
+        self._ensure_linger_task()
+        producer = _Producer(self, stream_id, token, source)
+        self._producers[stream_id] = producer
+        self._by_slot[producer.slot] = producer
+        producer.writer_task.add_done_callback(lambda _task: self._forget(producer))
+        return ProducerStream(stream_id, producer.channel)
+
+    def _forget(self, producer: _Producer) -> None:
+        if self._producers.get(producer.stream_id) is producer:
+            del self._producers[producer.stream_id]
+        self._by_slot.pop(producer.slot, None)
+
+    async def _append_error_fence(self, stream_id: str, token: str) -> None:
+        try:
+            await self._client.append(
+                stream_id, _core.fence_append_input(_new_token(ERROR_FENCE_PREFIX), token)
+            )
+        except S2Error as exc:
+            logger.error("stream %r: could not append error fence: %s", stream_id, exc)
+
+    def _resumed(self, stream_id: str, skip_characters: int) -> ResumedStream:
+        batches: AsyncIterator[list[SequencedRecord]] = self._client.read_session(stream_id, 0)
+        return ResumedStream(stream_id, batches, skip_characters)
+
+
+def create_resumable_stream_context(
+    *,
+    basin: str | None = None,
+    access_token: str | None = None,
+    account_endpoint: str | None = None,
+    basin_endpoint: str | None = None,
+    batch_size: int | None = None,
+    linger_ms: float | None = None,
+    max_batch_bytes: int | None = None,
+    request_timeout: float | None = None,
+    http2: bool | None = None,
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
+) -> ResumableStreamContext:
+    """Create a context. Explicit options win over ``S2_*`` environment variables."""
+    config = S2Config.from_options(
+        basin=basin,
+        access_token=access_token,
+        account_endpoint=account_endpoint,
+        basin_endpoint=basin_endpoint,
+        batch_size=batch_size,
+        linger_ms=linger_ms,
+        max_batch_bytes=max_batch_bytes,
+        request_timeout=request_timeout,
+        http2=http2,
+    )
+    return ResumableStreamContext(config, drain_timeout=drain_timeout)

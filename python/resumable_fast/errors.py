@@ -1,0 +1,105 @@
+"""Typed errors raised by resumable_fast.
+
+Every error the library raises derives from :class:`ResumableStreamError`.
+Messages never carry the access token.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigurationError",
+    "FencingTokenMismatchError",
+    "InvalidChunkError",
+    "InvalidStreamIdError",
+    "RangeNotSatisfiableError",
+    "ResumableStreamError",
+    "S2AuthError",
+    "S2ConnectionError",
+    "S2Error",
+    "SeqNumMismatchError",
+    "StreamExistsError",
+    "StreamFailedError",
+    "StreamNotFoundError",
+]
+
+
+class ResumableStreamError(Exception):
+    """Base class of every error raised by resumable_fast."""
+
+
+class ConfigurationError(ResumableStreamError, ValueError):
+    """An option or environment variable has an invalid value."""
+
+
+class InvalidStreamIdError(ResumableStreamError, ValueError):
+    """A stream id is empty, too long, or not a string."""
+
+
+class InvalidChunkError(ResumableStreamError, TypeError):
+    """A source yielded something that is not text S2 can store."""
+
+
+class StreamExistsError(ResumableStreamError):
+    """``create_new_resumable_stream`` found the stream already started."""
+
+    def __init__(self, stream_id: str) -> None:
+        super().__init__(f"stream {stream_id!r} already has a producer or is finished")
+        self.stream_id = stream_id
+
+
+class StreamFailedError(ResumableStreamError):
+    """The producer's source failed; the stream ends with an ``error-`` fence."""
+
+    def __init__(self, stream_id: str, fence: str) -> None:
+        super().__init__(f"stream {stream_id!r} ended with an error ({fence})")
+        self.stream_id = stream_id
+        self.fence = fence
+
+
+class S2Error(ResumableStreamError):
+    """S2 answered with an error status."""
+
+    def __init__(self, status: int, code: str | None, message: str) -> None:
+        detail = f"{code}: {message}" if code else message
+        super().__init__(f"S2 error {status}: {detail}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class S2AuthError(S2Error):
+    """S2 refused the access token (401/403)."""
+
+
+class S2ConnectionError(ResumableStreamError, ConnectionError):
+    """S2 could not be reached, or the connection broke."""
+
+
+class StreamNotFoundError(S2Error):
+    """The stream (or basin) does not exist and was not created on demand."""
+
+
+class FencingTokenMismatchError(S2Error):
+    """An append carried a fencing token that is not the stream's current one."""
+
+    def __init__(self, current_token: str) -> None:
+        super().__init__(412, "fencing_token_mismatch", "fencing token mismatch")
+        self.current_token = current_token
+
+
+class SeqNumMismatchError(S2Error):
+    """An append's ``match_seq_num`` is not the stream's next sequence number."""
+
+    def __init__(self, expected_seq_num: int) -> None:
+        super().__init__(
+            412, "seq_num_mismatch", f"sequence number mismatch, tail is at {expected_seq_num}"
+        )
+        self.expected_seq_num = expected_seq_num
+
+
+class RangeNotSatisfiableError(S2Error):
+    """A read started past the stream's tail (416)."""
+
+    def __init__(self, tail_seq_num: int | None) -> None:
+        super().__init__(416, "range_not_satisfiable", f"read start is past tail {tail_seq_num}")
+        self.tail_seq_num = tail_seq_num

@@ -1,0 +1,265 @@
+"""A small async client for the parts of S2's REST API that resumable_fast uses.
+
+One :class:`httpx.AsyncClient` per client keeps pooled keep-alive connections.
+Every error S2 answers with becomes a typed exception from
+:mod:`resumable_fast.errors`; transport failures become
+:class:`~resumable_fast.errors.S2ConnectionError`. The access token is only
+ever placed in the ``Authorization`` header, never in a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, TypedDict
+from urllib.parse import quote
+
+import httpx
+import orjson
+
+from resumable_fast.config import S2Config
+from resumable_fast.errors import (
+    FencingTokenMismatchError,
+    RangeNotSatisfiableError,
+    S2AuthError,
+    S2ConnectionError,
+    S2Error,
+    SeqNumMismatchError,
+    StreamNotFoundError,
+)
+
+__all__ = ["FENCE_HEADER", "S2Client", "SequencedRecord", "is_fence"]
+
+logger = logging.getLogger("resumable_fast")
+
+FENCE_HEADER = ["", "fence"]
+# S2 heartbeats an idle read session every 5-15 s; a longer silence means the
+# connection is gone and the session should be reopened.
+READ_SESSION_IDLE_TIMEOUT = 45.0
+RECONNECT_ATTEMPTS = 8
+
+
+class SequencedRecord(TypedDict, total=False):
+    seq_num: int
+    timestamp: int
+    headers: list[list[str]]
+    body: str
+
+
+def is_fence(record: SequencedRecord) -> bool:
+    """True for a fence command record: one header whose name is empty."""
+    headers = record.get("headers")
+    return headers is not None and len(headers) == 1 and headers[0] == FENCE_HEADER
+
+
+def _error_from_response(status: int, content: bytes) -> S2Error:
+    try:
+        payload: Any = orjson.loads(content) if content else None
+    except orjson.JSONDecodeError:
+        payload = None
+    if status == 412 and isinstance(payload, dict):
+        if "fencing_token_mismatch" in payload:
+            return FencingTokenMismatchError(str(payload["fencing_token_mismatch"]))
+        if "seq_num_mismatch" in payload:
+            return SeqNumMismatchError(int(payload["seq_num_mismatch"]))
+    if status == 416:
+        tail = payload.get("tail", {}).get("seq_num") if isinstance(payload, dict) else None
+        return RangeNotSatisfiableError(tail)
+    code = payload.get("code") if isinstance(payload, dict) else None
+    message = (
+        str(payload.get("message", ""))
+        if isinstance(payload, dict)
+        else content[:200].decode("utf-8", "replace")
+    )
+    if status in (401, 403):
+        return S2AuthError(status, code, message or "access token refused")
+    if status == 404:
+        return StreamNotFoundError(status, code, message or "not found")
+    return S2Error(status, code, message)
+
+
+class S2Client:
+    """Append, read, follow and inspect the streams of one basin."""
+
+    def __init__(self, config: S2Config) -> None:
+        self.config = config
+        headers = {"User-Agent": "resumable_fast"}
+        if config.access_token:
+            headers["Authorization"] = f"Bearer {config.access_token}"
+        self._basin_headers = dict(headers)
+        if config.shared_basin_endpoint:
+            self._basin_headers["s2-basin"] = config.basin
+        self._account_headers = headers
+        self._basin_url = config.basin_url
+        self._http = httpx.AsyncClient(
+            http2=config.http2,
+            timeout=httpx.Timeout(config.request_timeout),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+        )
+
+    def __repr__(self) -> str:
+        return f"S2Client({self.config!r})"
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def _records_url(self, stream: str) -> str:
+        return f"{self._basin_url}/streams/{quote(stream, safe='')}/records"
+
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str],
+        content: bytes | None = None,
+        params: dict[str, str | int] | None = None,
+    ) -> bytes:
+        try:
+            response = await self._http.request(
+                method, url, headers=headers, content=content, params=params
+            )
+        except httpx.TransportError as exc:
+            raise S2ConnectionError(f"S2 unreachable at {_origin(url)}: {exc!r}") from None
+        if response.status_code >= 400:
+            raise _error_from_response(response.status_code, response.content)
+        return response.content
+
+    async def append(self, stream: str, append_input: bytes) -> dict[str, Any]:
+        """POST one framed ``AppendInput``; returns the ``AppendAck``."""
+        headers = dict(self._basin_headers)
+        headers["Content-Type"] = "application/json"
+        content = await self._request(
+            "POST", self._records_url(stream), headers=headers, content=append_input
+        )
+        ack: dict[str, Any] = orjson.loads(content)
+        return ack
+
+    async def read(
+        self,
+        stream: str,
+        *,
+        seq_num: int | None = None,
+        tail_offset: int | None = None,
+        count: int | None = None,
+    ) -> list[SequencedRecord]:
+        """One unary read (at most 1000 records / 1 MiB)."""
+        params: dict[str, str | int] = {}
+        if seq_num is not None:
+            params["seq_num"] = seq_num
+        if tail_offset is not None:
+            params["tail_offset"] = tail_offset
+        if count is not None:
+            params["count"] = count
+        headers = dict(self._basin_headers)
+        headers["Accept"] = "application/json"
+        content = await self._request(
+            "GET", self._records_url(stream), headers=headers, params=params
+        )
+        records: list[SequencedRecord] = orjson.loads(content).get("records", [])
+        return records
+
+    async def last_record(self, stream: str) -> SequencedRecord | None:
+        """The stream's last record, or None when it has none (creating it on read)."""
+        try:
+            records = await self.read(stream, tail_offset=1, count=1)
+        except RangeNotSatisfiableError:
+            return None
+        return records[-1] if records else None
+
+    async def check_tail(self, stream: str) -> int:
+        """The sequence number the next record will get."""
+        content = await self._request(
+            "GET", self._records_url(stream) + "/tail", headers=self._basin_headers
+        )
+        tail: int = orjson.loads(content)["tail"]["seq_num"]
+        return tail
+
+    async def read_session(self, stream: str, seq_num: int) -> AsyncIterator[list[SequencedRecord]]:
+        """Follow a stream from ``seq_num`` on, batch by batch, without end.
+
+        When the connection drops or S2 closes the session, it is reopened just
+        after the last record seen, so nothing is repeated or skipped.
+        """
+        next_seq_num = seq_num
+        failures = 0
+        headers = dict(self._basin_headers)
+        headers["Accept"] = "text/event-stream"
+        url = self._records_url(stream)
+        timeout = httpx.Timeout(self.config.request_timeout, read=READ_SESSION_IDLE_TIMEOUT)
+        while True:
+            try:
+                async with self._http.stream(
+                    "GET", url, headers=headers, params={"seq_num": next_seq_num}, timeout=timeout
+                ) as response:
+                    if response.status_code >= 400:
+                        raise _error_from_response(response.status_code, await response.aread())
+                    async for event, data in _sse_events(response):
+                        if event == "batch":
+                            records: list[SequencedRecord] = orjson.loads(data)["records"]
+                            if records:
+                                failures = 0
+                                next_seq_num = records[-1]["seq_num"] + 1
+                                yield records
+                        elif event == "error":
+                            raise _error_from_response(500, data)
+                        # "ping" heartbeats and the final "[DONE]" need no action:
+                        # the loop reopens the session after the last record seen.
+            except httpx.TransportError as exc:
+                failures += 1
+                if failures > RECONNECT_ATTEMPTS:
+                    raise S2ConnectionError(
+                        f"read session on {stream!r} failed {failures} times: {exc!r}"
+                    ) from None
+                logger.debug("read session on %r dropped (%r); reopening", stream, exc)
+                await asyncio.sleep(min(0.05 * 2**failures, 2.0))
+
+    async def create_basin(
+        self, basin: str, *, create_stream_on_append: bool, create_stream_on_read: bool
+    ) -> None:
+        """Create a basin (account-level call)."""
+        body = orjson.dumps(
+            {
+                "basin": basin,
+                "config": {
+                    "create_stream_on_append": create_stream_on_append,
+                    "create_stream_on_read": create_stream_on_read,
+                },
+            }
+        )
+        headers = dict(self._account_headers)
+        headers["Content-Type"] = "application/json"
+        await self._request(
+            "POST", f"{self.config.account_url}/basins", headers=headers, content=body
+        )
+
+
+def _origin(url: str) -> str:
+    parsed = httpx.URL(url)
+    return f"{parsed.scheme}://{parsed.host}" + (f":{parsed.port}" if parsed.port else "")
+
+
+async def _sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, bytes]]:
+    """Parse a ``text/event-stream`` body into ``(event, data)`` pairs."""
+    buffer = b""
+    event = "message"
+    data: list[bytes] = []
+    async for chunk in response.aiter_bytes():
+        buffer += chunk
+        lines = buffer.split(b"\n")
+        buffer = lines.pop()
+        for raw_line in lines:
+            line = raw_line[:-1] if raw_line.endswith(b"\r") else raw_line
+            if not line:
+                if data:
+                    yield event, b"\n".join(data)
+                event, data = "message", []
+                continue
+            field, _, value = line.partition(b":")
+            if value.startswith(b" "):
+                value = value[1:]
+            if field == b"event":
+                event = value.decode()
+            elif field == b"data":
+                data.append(value)

@@ -1,0 +1,167 @@
+"""The async iterators handed to callers: the producer's own stream and resumed ones."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator
+
+from resumable_fast.errors import StreamFailedError
+from resumable_fast.s2 import SequencedRecord, is_fence
+
+__all__ = ["ChunkChannel", "ProducerStream", "ResumableStream", "ResumedStream"]
+
+END_FENCE_PREFIX = "end-"
+ERROR_FENCE_PREFIX = "error-"
+
+
+class ResumableStream(AsyncIterator[str]):
+    """An async iterator of text chunks with ``aclose()``.
+
+    Both the producer's stream and resumed streams have this type.
+    """
+
+    stream_id: str
+
+    def __aiter__(self) -> ResumableStream:
+        return self
+
+    async def __anext__(self) -> str:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def read_all(self) -> str:
+        """Read the rest of the stream and return it as one string."""
+        return "".join([chunk async for chunk in self])
+
+
+class ChunkChannel:
+    """An unbounded single-consumer channel of chunks that can end with an error.
+
+    It is cheaper than :class:`asyncio.Queue` on the per-token path: one deque
+    append and, only when the consumer is parked, one future wake-up.
+    """
+
+    __slots__ = ("_closed", "_error", "_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: deque[str] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+        self._error: BaseException | None = None
+
+    def put(self, chunk: str) -> None:
+        if self._closed:
+            return
+        self._items.append(chunk)
+        self._wake()
+
+    def close(self, error: BaseException | None = None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._error = error
+        self._wake()
+
+    def detach(self) -> None:
+        """The consumer has gone: drop what is buffered and accept nothing more."""
+        self._closed = True
+        self._items.clear()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> str:
+        while not self._items:
+            if self._closed:
+                if self._error is not None:
+                    error, self._error = self._error, None
+                    raise error
+                raise StopAsyncIteration
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
+
+
+class ProducerStream(ResumableStream):
+    """The producer's client side: chunks as the source yields them.
+
+    Closing it only detaches this client; persistence runs on to the end.
+    """
+
+    def __init__(self, stream_id: str, channel: ChunkChannel) -> None:
+        self.stream_id = stream_id
+        self._channel = channel
+
+    async def __anext__(self) -> str:
+        return await self._channel.get()
+
+    async def aclose(self) -> None:
+        self._channel.detach()
+
+    def __repr__(self) -> str:
+        return f"ProducerStream({self.stream_id!r})"
+
+
+async def chunks_from_records(
+    stream_id: str, batches: AsyncIterator[list[SequencedRecord]], skip_characters: int = 0
+) -> AsyncGenerator[str, None]:
+    """Data record bodies in order, until an ``end-`` fence; an ``error-`` fence raises.
+
+    The first ``skip_characters`` characters of the text are left out.
+    """
+    to_skip = skip_characters
+    try:
+        async for records in batches:
+            for record in records:
+                body = record.get("body")
+                if is_fence(record):
+                    if body and body.startswith(END_FENCE_PREFIX):
+                        return
+                    if body and body.startswith(ERROR_FENCE_PREFIX):
+                        raise StreamFailedError(stream_id, body)
+                    continue
+                if not body:
+                    continue
+                if to_skip:
+                    if len(body) <= to_skip:
+                        to_skip -= len(body)
+                        continue
+                    body = body[to_skip:]
+                    to_skip = 0
+                yield body
+    finally:
+        close = getattr(batches, "aclose", None)
+        if close is not None:
+            await close()
+
+
+class ResumedStream(ResumableStream):
+    """Replays a stream from its start, then follows the live tail to its end."""
+
+    def __init__(
+        self,
+        stream_id: str,
+        batches: AsyncIterator[list[SequencedRecord]],
+        skip_characters: int = 0,
+    ) -> None:
+        self.stream_id = stream_id
+        self._chunks: AsyncGenerator[str, None] = chunks_from_records(
+            stream_id, batches, skip_characters
+        )
+
+    async def __anext__(self) -> str:
+        return await self._chunks.__anext__()
+
+    async def aclose(self) -> None:
+        await self._chunks.aclose()
+
+    def __repr__(self) -> str:
+        return f"ResumedStream({self.stream_id!r})"

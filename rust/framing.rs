@@ -1,0 +1,201 @@
+//! S2 record framing: metered sizes, JSON escaping and `AppendInput` bodies.
+//!
+//! Bodies are written for S2's default `raw` format, where record bodies and
+//! header values are UTF-8 text carried as JSON strings.
+
+/// Largest metered size of one record, and of one append batch (1 MiB).
+pub const MAX_METERED_BYTES: usize = 1024 * 1024;
+/// Most records S2 accepts in one append batch.
+pub const MAX_BATCH_RECORDS: usize = 1000;
+/// Longest fencing token S2 accepts, in bytes.
+pub const MAX_FENCING_TOKEN_BYTES: usize = 36;
+
+/// Fixed part of every record's metered size.
+const RECORD_OVERHEAD: usize = 8;
+/// Largest body a header-less record can carry.
+pub const MAX_DATA_BODY_BYTES: usize = MAX_METERED_BYTES - RECORD_OVERHEAD;
+
+/// Metered size of a record: `8 + 2 * headers + sum(name + value) + body`.
+pub fn metered_size(headers: &[(&str, &str)], body_len: usize) -> usize {
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(name, value)| 2 + name.len() + value.len())
+        .sum();
+    RECORD_OVERHEAD + header_bytes + body_len
+}
+
+/// Metered size of a header-less data record.
+pub fn data_record_size(body: &str) -> usize {
+    RECORD_OVERHEAD + body.len()
+}
+
+/// Metered size of a fence command record (one header `("", "fence")`).
+pub fn fence_record_size(token: &str) -> usize {
+    metered_size(&[("", "fence")], token.len())
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends `text` to `out` as a JSON string literal, quotes included.
+///
+/// Only `"`, `\` and control characters below U+0020 need escaping; every
+/// other character, including U+2028/U+2029 and astral planes, is copied as
+/// UTF-8, which keeps the common case a straight memory copy.
+pub fn write_json_string(out: &mut Vec<u8>, text: &str) {
+    let bytes = text.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    for (index, &byte) in bytes.iter().enumerate() {
+        let escape: &[u8] = match byte {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0x00..=0x1f => &[],
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..index]);
+        if escape.is_empty() {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(byte >> 4)]);
+            out.push(HEX[usize::from(byte & 0x0f)]);
+        } else {
+            out.extend_from_slice(escape);
+        }
+        start = index + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Splits `text` into pieces that each fit in one data record, cutting only
+/// on character boundaries. Readers concatenate bodies, so the text is kept.
+pub fn split_for_records(text: &str) -> impl Iterator<Item = &str> {
+    split_at_most(text, MAX_DATA_BODY_BYTES)
+}
+
+fn split_at_most(text: &str, limit: usize) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut cut = rest.len().min(limit);
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let (piece, tail) = rest.split_at(cut);
+        rest = tail;
+        Some(piece)
+    })
+}
+
+/// Appends the closing part of an `AppendInput` whose records array is open.
+pub fn close_append_input(
+    out: &mut Vec<u8>,
+    fencing_token: Option<&str>,
+    match_seq_num: Option<u64>,
+) {
+    out.push(b']');
+    if let Some(token) = fencing_token {
+        out.extend_from_slice(b",\"fencing_token\":");
+        write_json_string(out, token);
+    }
+    if let Some(seq_num) = match_seq_num {
+        out.extend_from_slice(b",\"match_seq_num\":");
+        out.extend_from_slice(seq_num.to_string().as_bytes());
+    }
+    out.push(b'}');
+}
+
+/// The opening of an `AppendInput` body, up to its records array.
+pub const APPEND_INPUT_OPEN: &[u8] = b"{\"records\":[";
+
+/// Appends one header-less data record object.
+pub fn write_data_record(out: &mut Vec<u8>, body: &str) {
+    out.extend_from_slice(b"{\"body\":");
+    write_json_string(out, body);
+    out.push(b'}');
+}
+
+/// A whole `AppendInput` holding one fence command that sets `new_token`.
+///
+/// `fencing_token` is the token the stream must currently have (`Some("")`
+/// for a new stream); `None` appends without a token check, as a stop does.
+pub fn fence_append_input(
+    new_token: &str,
+    fencing_token: Option<&str>,
+    match_seq_num: Option<u64>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(96 + new_token.len());
+    out.extend_from_slice(APPEND_INPUT_OPEN);
+    out.extend_from_slice(b"{\"headers\":[[\"\",\"fence\"]],\"body\":");
+    write_json_string(&mut out, new_token);
+    out.push(b'}');
+    close_append_input(&mut out, fencing_token, match_seq_num);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(text: &str) -> String {
+        let mut out = Vec::new();
+        write_json_string(&mut out, text);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn escapes_quotes_backslashes_and_controls() {
+        assert_eq!(json("plain"), "\"plain\"");
+        assert_eq!(json("a\"b\\c"), "\"a\\\"b\\\\c\"");
+        assert_eq!(json("\n\r\t\u{8}\u{c}"), "\"\\n\\r\\t\\b\\f\"");
+        assert_eq!(json("\u{0}\u{1f}"), "\"\\u0000\\u001f\"");
+        assert_eq!(json("\u{7f}é😀\u{2028}"), "\"\u{7f}é😀\u{2028}\"");
+    }
+
+    #[test]
+    fn metered_size_matches_s2_formula() {
+        assert_eq!(metered_size(&[], 5), 13);
+        assert_eq!(data_record_size("héllo"), 8 + 6);
+        assert_eq!(fence_record_size("session-abc"), 8 + 2 + 5 + 11);
+    }
+
+    #[test]
+    fn split_keeps_pieces_within_limit_on_char_boundaries() {
+        let text = "aé😀".repeat(10);
+        let pieces: Vec<&str> = split_at_most(&text, 5).collect();
+        assert!(pieces.iter().all(|p| !p.is_empty() && p.len() <= 5));
+        assert_eq!(pieces.concat(), text);
+        assert_eq!(split_for_records("").count(), 0);
+    }
+
+    #[test]
+    fn split_of_large_text_fits_records() {
+        let text = "ü".repeat(MAX_DATA_BODY_BYTES);
+        let pieces: Vec<&str> = split_for_records(&text).collect();
+        assert_eq!(pieces.len(), 2);
+        assert!(pieces.iter().all(|p| data_record_size(p) <= MAX_METERED_BYTES));
+        assert_eq!(pieces.concat(), text);
+    }
+
+    #[test]
+    fn fence_input_shapes() {
+        let body = fence_append_input("session-1", Some(""), Some(0));
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            "{\"records\":[{\"headers\":[[\"\",\"fence\"]],\"body\":\"session-1\"}],\
+             \"fencing_token\":\"\",\"match_seq_num\":0}"
+        );
+        let stop = fence_append_input("end-1", None, None);
+        assert_eq!(
+            String::from_utf8(stop).unwrap(),
+            "{\"records\":[{\"headers\":[[\"\",\"fence\"]],\"body\":\"end-1\"}]}"
+        );
+    }
+}

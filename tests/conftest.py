@@ -1,0 +1,130 @@
+"""Shared fixtures: a real s2-lite server on a free loopback port.
+
+The server binary comes from ``S2LITE_BIN`` (set by the Makefile to the cached
+build). If it is missing or does not start, the tests fail: they never fall
+back to a fake.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from resumable_fast import ResumableStreamContext, create_resumable_stream_context
+
+TEST_BASIN = "resumable-fast-test"
+DEFAULT_S2LITE_BIN = Path.home() / ".cache/resumable_fast/s2-lite-0.42.7/bin/server"
+
+
+@dataclass(frozen=True)
+class S2Lite:
+    endpoint: str
+    basin: str
+    process: subprocess.Popen[bytes]
+
+    def env(self) -> dict[str, str]:
+        """Environment for a child process that talks to this server."""
+        return {
+            "S2_ACCESS_TOKEN": "test-token-not-checked",
+            "S2_ACCOUNT_ENDPOINT": self.endpoint,
+            "S2_BASIN_ENDPOINT": self.endpoint,
+            "S2_BASIN": self.basin,
+        }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_s2lite(
+    tmp_dir: Path, *, port: int | None = None, local_root: Path | None = None
+) -> S2Lite:
+    binary = Path(os.environ.get("S2LITE_BIN", str(DEFAULT_S2LITE_BIN)))
+    if not binary.is_file():
+        pytest.fail(f"s2-lite binary not found at {binary}: run `make test`, which builds it")
+    port = port or free_port()
+    init_file = tmp_dir / "s2lite-init.json"
+    init_file.write_text(
+        json.dumps(
+            {
+                "basins": [
+                    {
+                        "name": TEST_BASIN,
+                        "config": {"create_stream_on_append": True, "create_stream_on_read": True},
+                    }
+                ]
+            }
+        )
+    )
+    args = [str(binary), "--port", str(port), "--init-file", str(init_file)]
+    if local_root is not None:
+        args += ["--local-root", str(local_root)]
+    log = (tmp_dir / f"s2lite-{port}.log").open("wb")
+    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"s2-lite exited with {process.returncode}; see {log.name}")
+        try:
+            if httpx.get(f"{endpoint}/health", timeout=1).status_code == 200:
+                return S2Lite(endpoint, TEST_BASIN, process)
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    process.kill()
+    pytest.fail(f"s2-lite did not become healthy on {endpoint} within 30 s; see {log.name}")
+
+
+def stop_s2lite(server: S2Lite) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+@pytest.fixture(scope="session")
+def s2lite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S2Lite]:
+    server = start_s2lite(tmp_path_factory.mktemp("s2lite"))
+    yield server
+    stop_s2lite(server)
+
+
+def make_context(server: S2Lite, **options: object) -> ResumableStreamContext:
+    settings: dict[str, object] = {
+        "basin": server.basin,
+        "access_token": "test-token-not-checked",
+        "account_endpoint": server.endpoint,
+        "basin_endpoint": server.endpoint,
+        "linger_ms": 5,
+    }
+    settings.update(options)
+    return create_resumable_stream_context(**settings)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def ctx(s2lite: S2Lite) -> AsyncIterator[ResumableStreamContext]:
+    context = make_context(s2lite)
+    yield context
+    await context.aclose()
+
+
+@pytest.fixture
+def stream_id() -> str:
+    """A fresh stream name per test, so tests never see each other's streams."""
+    return f"test-{uuid.uuid4().hex}"

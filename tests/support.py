@@ -1,0 +1,75 @@
+"""Helpers shared by the tests: a writable source stream and bounded readers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from resumable_fast import ResumableStream
+
+READ_TIMEOUT = 15.0
+
+
+class TestingStream:
+    """A source the test writes into, like Vercel's ``createTestingStream``."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
+        self.pulled = 0
+        self.closed_by_consumer = False
+
+    def write(self, chunk: str) -> None:
+        self._queue.put_nowait(chunk)
+
+    def close(self) -> None:
+        self._queue.put_nowait(None)
+
+    def fail(self, error: BaseException) -> None:
+        self._queue.put_nowait(error)
+
+    async def readable(self) -> AsyncIterator[str]:
+        try:
+            while True:
+                item = await self._queue.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                self.pulled += 1
+                yield item
+        except GeneratorExit:
+            self.closed_by_consumer = True
+            raise
+
+
+async def from_list(chunks: list[str], delay: float = 0.0) -> AsyncIterator[str]:
+    for chunk in chunks:
+        if delay:
+            await asyncio.sleep(delay)
+        yield chunk
+
+
+async def read_chunks(
+    stream: ResumableStream | None, max_reads: int | None = None, timeout: float = READ_TIMEOUT
+) -> list[str]:
+    """Read up to ``max_reads`` chunks (all when None), failing after ``timeout``."""
+    assert stream is not None, "expected a stream, got None"
+    chunks: list[str] = []
+
+    async def read() -> None:
+        while max_reads is None or len(chunks) < max_reads:
+            try:
+                chunks.append(await stream.__anext__())
+            except StopAsyncIteration:
+                return
+
+    await asyncio.wait_for(read(), timeout)
+    return chunks
+
+
+async def read_text(
+    stream: ResumableStream | None, max_reads: int | None = None, timeout: float = READ_TIMEOUT
+) -> str:
+    return "".join(await read_chunks(stream, max_reads, timeout))
