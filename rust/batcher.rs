@@ -1,5 +1,5 @@
-//! Per-stream accumulation of chunks into framed S2 append batches, and the
-//! linger clock shared by every stream of one context.
+//! Accumulation of chunks into framed S2 append batches, and the linger clock
+//! shared by every stream of one context.
 //!
 //! A batch is sealed when it reaches its record count or its metered-size cap,
 //! or when the linger time since its first chunk has passed. Sealing frames
@@ -79,52 +79,43 @@ pub struct Frame {
     pub match_seq_num: u64,
 }
 
-/// What a push changed, for the caller to act on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct PushOutcome {
-    /// Sealed frames are waiting in `take_frames`.
-    pub frames_ready: bool,
-    /// The linger clock went from idle to armed: whoever sleeps until
-    /// `next_deadline` must look again.
-    pub wake_timer: bool,
-}
-
 struct OpenStream {
     fencing_token: String,
     next_seq_num: u64,
-    body: Vec<u8>,
-    records: usize,
-    metered: usize,
+    /// Bumped whenever the stream's pending chunks are framed, so linger
+    /// deadlines armed before that are recognised as stale.
     generation: u64,
-    sealed: Vec<Frame>,
+    armed: bool,
 }
 
 impl OpenStream {
-    fn seal(&mut self) {
-        let mut body = std::mem::take(&mut self.body);
+    fn seal(&mut self, body: &mut Vec<u8>, records: usize, frames: &mut Vec<Frame>) {
+        let mut sealed = std::mem::take(body);
         close_append_input(
-            &mut body,
+            &mut sealed,
             Some(&self.fencing_token),
             Some(self.next_seq_num),
         );
-        self.sealed.push(Frame {
-            body,
-            records: self.records,
+        frames.push(Frame {
+            body: sealed,
+            records,
             match_seq_num: self.next_seq_num,
         });
-        self.next_seq_num += self.records as u64;
-        self.records = 0;
-        self.metered = 0;
-        self.generation += 1;
+        self.next_seq_num += records as u64;
     }
 }
 
-/// Batches for many streams, with one linger clock for all of them.
+/// Frames the pending chunks of many streams, with one linger clock for all.
+///
+/// The caller keeps each stream's pending chunks (appending one is the only
+/// per-chunk work on its side), arms the stream's linger clock when its first
+/// pending chunk arrives, and hands all pending chunks to [`Accumulator::frame`]
+/// when the batch is full or the linger has passed.
 pub struct Accumulator {
     limits: BatchLimits,
     streams: HashMap<u64, OpenStream>,
     /// Deadlines in arming order. The linger is the same for every stream, so
-    /// arming order is deadline order; entries whose batch was sealed early
+    /// arming order is deadline order; entries whose chunks were framed early
     /// are stale and skipped by generation.
     lingering: VecDeque<(Instant, u64, u64)>,
     next_slot: u64,
@@ -145,7 +136,7 @@ impl Accumulator {
     }
 
     /// Opens a stream whose next data record lands at `next_seq_num`, written
-    /// under `fencing_token`. Returns the slot to push into.
+    /// under `fencing_token`. Returns its slot.
     pub fn open(&mut self, fencing_token: &str, next_seq_num: u64) -> Result<u64, BatchError> {
         if fencing_token.len() > MAX_FENCING_TOKEN_BYTES {
             return Err(BatchError::FencingTokenTooLong(fencing_token.len()));
@@ -157,62 +148,79 @@ impl Accumulator {
             OpenStream {
                 fencing_token: fencing_token.to_owned(),
                 next_seq_num,
-                body: Vec::new(),
-                records: 0,
-                metered: 0,
                 generation: 0,
-                sealed: Vec::new(),
+                armed: false,
             },
         );
         Ok(slot)
     }
 
-    /// Adds one chunk. A chunk larger than a record is split into several.
-    pub fn push(&mut self, slot: u64, chunk: &str, now: Instant) -> Result<PushOutcome, BatchError> {
+    /// Starts the linger clock of a stream's pending batch at `now`, unless it
+    /// runs already. Returns true when the clock went from idle to armed, so
+    /// whoever sleeps until [`Accumulator::next_deadline`] must look again.
+    pub fn arm(&mut self, slot: u64, now: Instant) -> Result<bool, BatchError> {
+        let stream = self
+            .streams
+            .get_mut(&slot)
+            .ok_or(BatchError::UnknownStream(slot))?;
+        if stream.armed {
+            return Ok(false);
+        }
+        stream.armed = true;
+        let wake = self.lingering.is_empty();
+        self.lingering
+            .push_back((now + self.limits.linger, slot, stream.generation));
+        Ok(wake)
+    }
+
+    /// Frames every pending chunk of a stream into append batches, in order.
+    /// A batch is sealed at the record limit or before its metered size would
+    /// pass the byte limit; a chunk larger than a record becomes several.
+    pub fn frame<S: AsRef<str>>(
+        &mut self,
+        slot: u64,
+        chunks: &[S],
+    ) -> Result<Vec<Frame>, BatchError> {
         let limits = self.limits;
         let stream = self
             .streams
             .get_mut(&slot)
             .ok_or(BatchError::UnknownStream(slot))?;
-        let mut outcome = PushOutcome::default();
-        for piece in split_for_records(chunk) {
-            let size = data_record_size(piece);
-            if stream.records > 0 && stream.metered + size > limits.max_bytes {
-                stream.seal();
-                outcome.frames_ready = true;
-            }
-            if stream.records == 0 {
-                outcome.wake_timer |= self.lingering.is_empty();
-                self.lingering
-                    .push_back((now + limits.linger, slot, stream.generation));
-                stream.body.reserve(APPEND_INPUT_OPEN.len() + piece.len() + 64);
-                stream.body.extend_from_slice(APPEND_INPUT_OPEN);
-            } else {
-                stream.body.push(b',');
-            }
-            write_data_record(&mut stream.body, piece);
-            stream.records += 1;
-            stream.metered += size;
-            if stream.records >= limits.max_records || stream.metered >= limits.max_bytes {
-                stream.seal();
-                outcome.frames_ready = true;
+        stream.generation += 1;
+        stream.armed = false;
+        let mut frames = Vec::new();
+        let mut body = Vec::new();
+        let mut records = 0;
+        let mut metered = 0;
+        for chunk in chunks {
+            for piece in split_for_records(chunk.as_ref()) {
+                let size = data_record_size(piece);
+                if records > 0
+                    && (records == limits.max_records || metered + size > limits.max_bytes)
+                {
+                    stream.seal(&mut body, records, &mut frames);
+                    records = 0;
+                    metered = 0;
+                }
+                if records == 0 {
+                    body.reserve(APPEND_INPUT_OPEN.len() + 128);
+                    body.extend_from_slice(APPEND_INPUT_OPEN);
+                } else {
+                    body.push(b',');
+                }
+                write_data_record(&mut body, piece);
+                records += 1;
+                metered += size;
             }
         }
-        Ok(outcome)
+        if records > 0 {
+            stream.seal(&mut body, records, &mut frames);
+        }
+        Ok(frames)
     }
 
-    /// Takes the sealed frames of one stream, oldest first.
-    pub fn take_frames(&mut self, slot: u64) -> Result<Vec<Frame>, BatchError> {
-        let stream = self
-            .streams
-            .get_mut(&slot)
-            .ok_or(BatchError::UnknownStream(slot))?;
-        Ok(std::mem::take(&mut stream.sealed))
-    }
-
-    /// Seals every batch whose linger has passed by `now`; returns the slots
-    /// that have frames waiting.
-    pub fn seal_due(&mut self, now: Instant) -> Vec<u64> {
+    /// The slots whose linger has passed by `now`; their pending chunks are due.
+    pub fn due(&mut self, now: Instant) -> Vec<u64> {
         let mut slots = Vec::new();
         while let Some(&(deadline, slot, generation)) = self.lingering.front() {
             if deadline > now {
@@ -220,8 +228,8 @@ impl Accumulator {
             }
             self.lingering.pop_front();
             if let Some(stream) = self.streams.get_mut(&slot) {
-                if stream.generation == generation && stream.records > 0 {
-                    stream.seal();
+                if stream.armed && stream.generation == generation {
+                    stream.armed = false;
                     slots.push(slot);
                 }
             }
@@ -234,20 +242,8 @@ impl Accumulator {
         self.lingering.front().map(|&(deadline, _, _)| deadline)
     }
 
-    /// Seals what is left of a stream, closes it and returns its frames.
-    pub fn close(&mut self, slot: u64) -> Result<Vec<Frame>, BatchError> {
-        let mut stream = self
-            .streams
-            .remove(&slot)
-            .ok_or(BatchError::UnknownStream(slot))?;
-        if stream.records > 0 {
-            stream.seal();
-        }
-        Ok(stream.sealed)
-    }
-
-    /// Drops a stream and whatever it had not handed out.
-    pub fn discard(&mut self, slot: u64) {
+    /// Forgets a stream.
+    pub fn close(&mut self, slot: u64) {
         self.streams.remove(&slot);
     }
 
@@ -280,66 +276,64 @@ mod tests {
     fn seals_on_record_count_with_running_seq_nums() {
         let mut acc = Accumulator::new(limits(2, MAX_METERED_BYTES, 1000));
         let slot = acc.open("session-x", 1).unwrap();
-        let now = Instant::now();
-        let first = acc.push(slot, "a", now).unwrap();
-        assert!(!first.frames_ready && first.wake_timer);
-        let second = acc.push(slot, "b\"", now).unwrap();
-        assert!(second.frames_ready && !second.wake_timer);
-        acc.push(slot, "c", now).unwrap();
-        acc.push(slot, "d", now).unwrap();
-        let frames = acc.take_frames(slot).unwrap();
+        let frames = acc.frame(slot, &["a", "b\"", "c"]).unwrap();
         assert_eq!(frames.len(), 2);
         assert_eq!(
             text(&frames[0]),
             "{\"records\":[{\"body\":\"a\"},{\"body\":\"b\\\"\"}],\
              \"fencing_token\":\"session-x\",\"match_seq_num\":1}"
         );
-        assert_eq!(frames[1].match_seq_num, 3);
-        assert!(acc.take_frames(slot).unwrap().is_empty());
+        assert_eq!((frames[1].match_seq_num, frames[1].records), (3, 1));
+        let next = acc.frame(slot, &["d"]).unwrap();
+        assert_eq!(next[0].match_seq_num, 4);
+        assert!(acc.frame(slot, &[] as &[&str]).unwrap().is_empty());
     }
 
     #[test]
-    fn seals_on_metered_bytes() {
+    fn seals_before_passing_metered_bytes() {
         let mut acc = Accumulator::new(limits(1000, 30, 1000));
         let slot = acc.open("t", 1).unwrap();
-        let now = Instant::now();
-        acc.push(slot, "0123456789", now).unwrap(); // 18 metered
-        let outcome = acc.push(slot, "0123456789", now).unwrap(); // would be 36
-        assert!(outcome.frames_ready);
-        let frames = acc.take_frames(slot).unwrap();
-        assert_eq!(frames.len(), 1);
-        assert_eq!(frames[0].records, 1);
-        let rest = acc.close(slot).unwrap();
-        assert_eq!(rest.len(), 1);
-        assert_eq!(rest[0].match_seq_num, 2);
+        // 18 metered bytes each: two would be 36 > 30.
+        let frames = acc.frame(slot, &["0123456789", "0123456789"]).unwrap();
+        assert_eq!(frames.len(), 2);
+        assert!(frames.iter().all(|f| f.records == 1));
+        assert_eq!(frames[1].match_seq_num, 2);
     }
 
     #[test]
-    fn linger_seals_only_after_deadline() {
+    fn linger_is_due_only_after_deadline_and_once() {
         let mut acc = Accumulator::new(limits(10, MAX_METERED_BYTES, 50));
         let a = acc.open("a", 1).unwrap();
         let b = acc.open("b", 1).unwrap();
         let start = Instant::now();
-        acc.push(a, "x", start).unwrap();
+        assert!(
+            acc.arm(a, start).unwrap(),
+            "first armed clock wakes the timer"
+        );
+        assert!(!acc.arm(a, start).unwrap(), "already armed");
         let later = start + Duration::from_millis(20);
-        let outcome = acc.push(b, "y", later).unwrap();
-        assert!(!outcome.wake_timer, "clock already armed by stream a");
+        assert!(
+            !acc.arm(b, later).unwrap(),
+            "clock already armed by stream a"
+        );
         assert_eq!(acc.next_deadline(), Some(start + Duration::from_millis(50)));
-        assert!(acc.seal_due(start + Duration::from_millis(49)).is_empty());
-        assert_eq!(acc.seal_due(start + Duration::from_millis(50)), vec![a]);
-        assert_eq!(acc.seal_due(later + Duration::from_millis(50)), vec![b]);
+        assert!(acc.due(start + Duration::from_millis(49)).is_empty());
+        assert_eq!(acc.due(start + Duration::from_millis(50)), vec![a]);
+        assert_eq!(acc.due(later + Duration::from_millis(50)), vec![b]);
         assert_eq!(acc.next_deadline(), None);
-        assert_eq!(acc.take_frames(a).unwrap().len(), 1);
     }
 
     #[test]
-    fn stale_deadline_of_size_sealed_batch_is_skipped() {
+    fn framing_early_makes_the_deadline_stale() {
         let mut acc = Accumulator::new(limits(1, MAX_METERED_BYTES, 10));
         let slot = acc.open("t", 1).unwrap();
         let now = Instant::now();
-        acc.push(slot, "x", now).unwrap();
-        assert!(acc.seal_due(now + Duration::from_secs(1)).is_empty());
-        assert_eq!(acc.take_frames(slot).unwrap().len(), 1);
+        acc.arm(slot, now).unwrap();
+        assert_eq!(acc.frame(slot, &["x"]).unwrap().len(), 1);
+        assert!(acc.due(now + Duration::from_secs(1)).is_empty());
+        // Re-armed after framing: a fresh deadline counts.
+        acc.arm(slot, now).unwrap();
+        assert_eq!(acc.due(now + Duration::from_secs(1)), vec![slot]);
     }
 
     #[test]
@@ -348,8 +342,7 @@ mod tests {
         let slot = acc.open("t", 1).unwrap();
         // 3 MiB of text: three full records and a short fourth one.
         let chunk = "é".repeat(MAX_METERED_BYTES * 3 / 2);
-        acc.push(slot, &chunk, Instant::now()).unwrap();
-        let frames = acc.close(slot).unwrap();
+        let frames = acc.frame(slot, &[chunk]).unwrap();
         assert_eq!(frames.len(), 4);
         assert!(frames.iter().all(|f| f.records == 1));
         assert_eq!(
@@ -361,13 +354,14 @@ mod tests {
     #[test]
     fn unknown_slot_and_long_token_are_errors() {
         let mut acc = Accumulator::new(limits(10, 100, 10));
+        assert_eq!(acc.frame(7, &["x"]), Err(BatchError::UnknownStream(7)));
         assert_eq!(
-            acc.push(7, "x", Instant::now()),
+            acc.arm(7, Instant::now()),
             Err(BatchError::UnknownStream(7))
         );
         assert!(acc.open(&"t".repeat(37), 1).is_err());
         let slot = acc.open("t", 1).unwrap();
-        acc.discard(slot);
+        acc.close(slot);
         assert_eq!(acc.open_streams(), 0);
     }
 }

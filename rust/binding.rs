@@ -1,23 +1,21 @@
 //! The Python binding: converts types and releases the GIL around the core's
 //! work. Everything else lives in the plain Rust modules.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use pyo3::exceptions::{PyKeyError, PyValueError};
+use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyString};
+use pyo3::types::{PyBytes, PyList, PyString};
 
 use crate::batcher::{self, BatchError, BatchLimits, Frame};
 use crate::framing;
 
-/// Chunks shorter than this are copied with the GIL held: releasing and
-/// re-taking it costs more than copying a few hundred bytes. Longer chunks
-/// (escaping, splitting, sealing) run with the GIL released.
-const DETACH_THRESHOLD_BYTES: usize = 1024;
-
-const FRAMES_READY: u8 = 1;
-const WAKE_TIMER: u8 = 2;
+/// Each frame as `(body, end_seq_num)`: the tail the stream has once the
+/// frame has landed, which tells a retry whether its first attempt landed.
+type PyFrame<'py> = (Bound<'py, PyBytes>, u64);
 
 fn to_py_error(error: BatchError) -> PyErr {
     match error {
@@ -26,26 +24,74 @@ fn to_py_error(error: BatchError) -> PyErr {
     }
 }
 
-fn frames_to_py(py: Python<'_>, frames: Vec<Frame>) -> Vec<Bound<'_, PyBytes>> {
+fn frames_to_py(py: Python<'_>, frames: Vec<Frame>) -> Vec<PyFrame<'_>> {
     frames
         .into_iter()
-        .map(|frame| PyBytes::new(py, &frame.body))
+        .map(|frame| {
+            let end_seq_num = frame.match_seq_num + frame.records as u64;
+            (PyBytes::new(py, &frame.body), end_seq_num)
+        })
         .collect()
 }
 
-/// Batches for every stream of one context, and their shared linger clock.
+/// The text of a chunk. A lone surrogate cannot be stored as UTF-8; it is
+/// stored as U+FFFD rather than losing the chunk.
+fn chunk_text<'a>(chunk: &'a Bound<'_, PyString>) -> Cow<'a, str> {
+    match chunk.to_str() {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => chunk.to_string_lossy(),
+    }
+}
+
+/// Framing state for every stream of one context, and their linger clock.
+///
+/// Each stream's pending chunks live in a Python list owned by the caller:
+/// appending to it is the only per-chunk work, and the list is handed over,
+/// emptied and framed with the GIL released once per batch.
 #[pyclass(frozen, module = "resumable_fast._core")]
 struct Accumulator {
-    inner: Mutex<batcher::Accumulator>,
+    core: Mutex<batcher::Accumulator>,
+    pending: Mutex<HashMap<u64, Py<PyList>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic in the core cannot leave state that matters more than the
+    // process it would take down, so a poisoned lock is still used.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Accumulator {
-    fn lock(&self) -> MutexGuard<'_, batcher::Accumulator> {
-        // A panic inside the core cannot leave a batch half-written in a way
-        // that matters more than losing the process, so poisoning is ignored.
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn pending_list<'py>(&self, py: Python<'py>, slot: u64) -> PyResult<Bound<'py, PyList>> {
+        lock(&self.pending)
+            .get(&slot)
+            .map(|list| list.bind(py).clone())
+            .ok_or_else(|| to_py_error(BatchError::UnknownStream(slot)))
+    }
+
+    /// Empties a stream's pending list and frames what it held.
+    fn frame_pending<'py>(
+        &self,
+        py: Python<'py>,
+        slot: u64,
+        list: &Bound<'py, PyList>,
+    ) -> PyResult<Vec<PyFrame<'py>>> {
+        let count = list.len();
+        let mut chunks = Vec::with_capacity(count);
+        for item in list.iter() {
+            chunks.push(
+                item.cast_into::<PyString>().map_err(|error| {
+                    PyTypeError::new_err(format!("chunks must be str: {error}"))
+                })?,
+            );
+        }
+        list.del_slice(0, count)?;
+        let texts: Vec<Cow<'_, str>> = chunks.iter().map(chunk_text).collect();
+        let frames = py
+            .detach(|| lock(&self.core).frame(slot, &texts))
+            .map_err(to_py_error)?;
+        Ok(frames_to_py(py, frames))
     }
 }
 
@@ -61,44 +107,56 @@ impl Accumulator {
         let linger = Duration::from_secs_f64(linger_ms / 1000.0);
         let limits = BatchLimits::new(batch_size, max_batch_bytes, linger).map_err(to_py_error)?;
         Ok(Self {
-            inner: Mutex::new(batcher::Accumulator::new(limits)),
+            core: Mutex::new(batcher::Accumulator::new(limits)),
+            pending: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Opens a stream; returns its slot.
-    fn open(&self, fencing_token: &str, next_seq_num: u64) -> PyResult<u64> {
-        self.lock()
+    /// Opens a stream whose pending chunks are collected in `pending`.
+    fn open(
+        &self,
+        fencing_token: &str,
+        next_seq_num: u64,
+        pending: Bound<'_, PyList>,
+    ) -> PyResult<u64> {
+        let slot = lock(&self.core)
             .open(fencing_token, next_seq_num)
+            .map_err(to_py_error)?;
+        lock(&self.pending).insert(slot, pending.unbind());
+        Ok(slot)
+    }
+
+    /// Starts the linger clock of a stream's pending batch. True when the
+    /// clock was idle, so the caller's timer must look at it again.
+    fn arm(&self, slot: u64) -> PyResult<bool> {
+        lock(&self.core)
+            .arm(slot, Instant::now())
             .map_err(to_py_error)
     }
 
-    /// Adds a chunk. Returns bit flags: 1 = frames ready, 2 = wake the timer.
-    fn push(&self, py: Python<'_>, slot: u64, chunk: &Bound<'_, PyString>) -> PyResult<u8> {
-        let text = chunk.to_str()?;
-        let outcome = if text.len() < DETACH_THRESHOLD_BYTES {
-            self.lock().push(slot, text, Instant::now())
-        } else {
-            py.detach(|| self.lock().push(slot, text, Instant::now()))
+    /// Frames every pending chunk of a stream; returns its frames, oldest first.
+    fn drain<'py>(&self, py: Python<'py>, slot: u64) -> PyResult<Vec<PyFrame<'py>>> {
+        let list = self.pending_list(py, slot)?;
+        self.frame_pending(py, slot, &list)
+    }
+
+    /// Frames the pending chunks of every stream whose linger has passed.
+    fn seal_due<'py>(&self, py: Python<'py>) -> PyResult<Vec<(u64, Vec<PyFrame<'py>>)>> {
+        let slots = py.detach(|| lock(&self.core).due(Instant::now()));
+        let mut sealed = Vec::with_capacity(slots.len());
+        for slot in slots {
+            let list = self.pending_list(py, slot)?;
+            let frames = self.frame_pending(py, slot, &list)?;
+            if !frames.is_empty() {
+                sealed.push((slot, frames));
+            }
         }
-        .map_err(to_py_error)?;
-        Ok(u8::from(outcome.frames_ready) * FRAMES_READY
-            | u8::from(outcome.wake_timer) * WAKE_TIMER)
-    }
-
-    /// The sealed `AppendInput` bodies of one stream, oldest first.
-    fn take_frames<'py>(&self, py: Python<'py>, slot: u64) -> PyResult<Vec<Bound<'py, PyBytes>>> {
-        let frames = self.lock().take_frames(slot).map_err(to_py_error)?;
-        Ok(frames_to_py(py, frames))
-    }
-
-    /// Seals every batch whose linger has passed; returns their slots.
-    fn seal_due(&self, py: Python<'_>) -> Vec<u64> {
-        py.detach(|| self.lock().seal_due(Instant::now()))
+        Ok(sealed)
     }
 
     /// Seconds until the next lingering batch may be due, or None when idle.
     fn next_deadline_in(&self) -> Option<f64> {
-        let deadline = self.lock().next_deadline()?;
+        let deadline = lock(&self.core).next_deadline()?;
         Some(
             deadline
                 .saturating_duration_since(Instant::now())
@@ -106,20 +164,22 @@ impl Accumulator {
         )
     }
 
-    /// Seals what is left of a stream, closes it and returns its frames.
-    fn close<'py>(&self, py: Python<'py>, slot: u64) -> PyResult<Vec<Bound<'py, PyBytes>>> {
-        let frames = py.detach(|| self.lock().close(slot)).map_err(to_py_error)?;
-        Ok(frames_to_py(py, frames))
+    /// Frames what is pending, closes the stream and returns its last frames.
+    fn close<'py>(&self, py: Python<'py>, slot: u64) -> PyResult<Vec<PyFrame<'py>>> {
+        let frames = self.drain(py, slot)?;
+        self.discard(slot);
+        Ok(frames)
     }
 
-    /// Drops a stream and whatever it had not handed out.
+    /// Forgets a stream and whatever it had pending.
     fn discard(&self, slot: u64) {
-        self.lock().discard(slot);
+        lock(&self.core).close(slot);
+        lock(&self.pending).remove(&slot);
     }
 
     #[getter]
     fn open_streams(&self) -> usize {
-        self.lock().open_streams()
+        lock(&self.core).open_streams()
     }
 }
 
@@ -142,8 +202,6 @@ fn fence_append_input<'py>(
 fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Accumulator>()?;
     module.add_function(wrap_pyfunction!(fence_append_input, module)?)?;
-    module.add("FRAMES_READY", FRAMES_READY)?;
-    module.add("WAKE_TIMER", WAKE_TIMER)?;
     module.add("MAX_METERED_BYTES", framing::MAX_METERED_BYTES)?;
     module.add("MAX_BATCH_RECORDS", framing::MAX_BATCH_RECORDS)?;
     module.add("MAX_FENCING_TOKEN_BYTES", framing::MAX_FENCING_TOKEN_BYTES)?;

@@ -180,7 +180,9 @@ mod tests {
         let text = "ü".repeat(MAX_DATA_BODY_BYTES);
         let pieces: Vec<&str> = split_for_records(&text).collect();
         assert_eq!(pieces.len(), 2);
-        assert!(pieces.iter().all(|p| data_record_size(p) <= MAX_METERED_BYTES));
+        assert!(pieces
+            .iter()
+            .all(|p| data_record_size(p) <= MAX_METERED_BYTES));
         assert_eq!(pieces.concat(), text);
     }
 

@@ -39,7 +39,7 @@ class TestingStream:
                     raise item
                 self.pulled += 1
                 yield item
-        except GeneratorExit:
+        except (GeneratorExit, asyncio.CancelledError):
             self.closed_by_consumer = True
             raise
 
@@ -73,3 +73,22 @@ async def read_text(
     stream: ResumableStream | None, max_reads: int | None = None, timeout: float = READ_TIMEOUT
 ) -> str:
     return "".join(await read_chunks(stream, max_reads, timeout))
+
+
+async def read_until_error(
+    stream: ResumableStream | None, timeout: float = READ_TIMEOUT
+) -> tuple[list[str], BaseException | None]:
+    """Read to the end; return the chunks and the error the stream ended with."""
+    assert stream is not None, "expected a stream, got None"
+    chunks: list[str] = []
+
+    async def read() -> BaseException | None:
+        try:
+            async for chunk in stream:
+                chunks.append(chunk)
+        except Exception as exc:
+            return exc
+        return None
+
+    error = await asyncio.wait_for(read(), timeout)
+    return chunks, error

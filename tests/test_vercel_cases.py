@@ -7,6 +7,7 @@ from collections.abc import AsyncIterable
 import pytest
 
 from resumable_fast import ResumableStreamContext
+
 from support import TestingStream, read_text
 
 

@@ -121,8 +121,9 @@ class _Producer:
         self.token = token
         self.source = source
         self.channel = ChunkChannel()
-        self.slot = context._accumulator.open(token, 1)
-        self.frames: deque[bytes] = deque()
+        self.pending: list[str] = []
+        self.slot = context._accumulator.open(token, 1, self.pending)
+        self.frames: deque[_core.Frame] = deque()
         self.frames_ready = asyncio.Event()
         self.closing_fence: str | None = None
         self.failure: BaseException | None = None
@@ -134,7 +135,7 @@ class _Producer:
         self.pump_task = context._spawn(self._pump(), f"resumable_fast pump {stream_id}")
         self.writer_task = context._spawn(self._write(), f"resumable_fast writer {stream_id}")
 
-    def enqueue(self, frames: list[bytes]) -> None:
+    def enqueue(self, frames: list[_core.Frame]) -> None:
         if self.persisting and not self.stopped:
             self.frames.extend(frames)
             self.frames_ready.set()
@@ -143,7 +144,9 @@ class _Producer:
         accumulator = self.context._accumulator
         slot = self.slot
         put = self.channel.put
-        push = accumulator.push
+        pending = self.pending
+        add_pending = pending.append
+        batch_size = self.context.config.batch_size
         failure: BaseException | None = None
         try:
             async for chunk in self.source:
@@ -154,17 +157,14 @@ class _Producer:
                 put(chunk)
                 if not self.persisting:
                     continue
-                try:
-                    flags = push(slot, chunk)
-                except UnicodeEncodeError:
-                    raise InvalidChunkError(
-                        f"stream {self.stream_id!r}: chunk is not valid Unicode (lone surrogate)"
-                    ) from None
-                if flags:
-                    if flags & _core.FRAMES_READY:
-                        self.enqueue(accumulator.take_frames(slot))
-                    if flags & _core.WAKE_TIMER:
-                        self.context._linger_wake.set()
+                # The only per-chunk work: the native core frames the pending
+                # list once per batch, with the GIL released.
+                add_pending(chunk)
+                count = len(pending)
+                if count >= batch_size:
+                    self.enqueue(accumulator.drain(slot))
+                elif count == 1 and accumulator.arm(slot):
+                    self.context._linger_wake.set()
         except asyncio.CancelledError:
             if not self.stopped:
                 self._finish(ResumableStreamError("producer cancelled before its source ended"))
@@ -209,11 +209,14 @@ class _Producer:
                 await self.frames_ready.wait()
                 self.frames_ready.clear()
                 while self.frames:
-                    await client.append(self.stream_id, self.frames.popleft())
+                    body, end_seq_num = self.frames.popleft()
+                    await client.append(self.stream_id, body, end_seq_num=end_seq_num)
                 if self.stopped:
                     return
             await client.append(
-                self.stream_id, _core.fence_append_input(self.closing_fence, self.token)
+                self.stream_id,
+                _core.fence_append_input(self.closing_fence, self.token),
+                new_fence=self.closing_fence,
             )
         except (FencingTokenMismatchError, SeqNumMismatchError):
             logger.info("stream %r was stopped; its producer is fenced out", self.stream_id)
@@ -301,10 +304,10 @@ class ResumableStreamContext:
                 continue
             if delay > 0:
                 await asyncio.sleep(delay)
-            for slot in accumulator.seal_due():
+            for slot, frames in accumulator.seal_due():
                 producer = self._by_slot.get(slot)
                 if producer is not None:
-                    producer.enqueue(accumulator.take_frames(slot))
+                    producer.enqueue(frames)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -385,8 +388,8 @@ class ResumableStreamContext:
         fences the producer out; readers end."""
         self._check_open()
         validate_stream_id(stream_id)
-        body = _core.fence_append_input(_new_token(END_FENCE_PREFIX), None)
-        await self._client.append(stream_id, body)
+        fence = _new_token(END_FENCE_PREFIX)
+        await self._client.append(stream_id, _core.fence_append_input(fence, None), new_fence=fence)
         producer = self._producers.get(stream_id)
         if producer is not None:
             producer.stop()
@@ -426,7 +429,7 @@ class ResumableStreamContext:
         token = _new_token(SESSION_FENCE_PREFIX)
         body = _core.fence_append_input(token, "", 0)
         try:
-            await self._client.append(stream_id, body)
+            await self._client.append(stream_id, body, new_fence=token)
         except (FencingTokenMismatchError, SeqNumMismatchError):
             return None
         return token
@@ -458,9 +461,10 @@ class ResumableStreamContext:
         self._by_slot.pop(producer.slot, None)
 
     async def _append_error_fence(self, stream_id: str, token: str) -> None:
+        fence = _new_token(ERROR_FENCE_PREFIX)
         try:
             await self._client.append(
-                stream_id, _core.fence_append_input(_new_token(ERROR_FENCE_PREFIX), token)
+                stream_id, _core.fence_append_input(fence, token), new_fence=fence
             )
         except S2Error as exc:
             logger.error("stream %r: could not append error fence: %s", stream_id, exc)

@@ -65,6 +65,7 @@ class S2Error(ResumableStreamError):
         self.status = status
         self.code = code
         self.message = message
+        self.attempts = 1
 
 
 class S2AuthError(S2Error):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import AsyncIterator
 from typing import Any, TypedDict
 from urllib.parse import quote
@@ -28,6 +29,7 @@ from resumable_fast.errors import (
     SeqNumMismatchError,
     StreamNotFoundError,
 )
+from resumable_fast.transport import PooledHTTP11Transport
 
 __all__ = ["FENCE_HEADER", "S2Client", "SequencedRecord", "is_fence"]
 
@@ -38,6 +40,8 @@ FENCE_HEADER = ["", "fence"]
 # connection is gone and the session should be reopened.
 READ_SESSION_IDLE_TIMEOUT = 45.0
 RECONNECT_ATTEMPTS = 8
+DEFAULT_MAX_ATTEMPTS = 6
+MAX_BACKOFF_SECONDS = 2.0
 
 
 class SequencedRecord(TypedDict, total=False):
@@ -51,6 +55,28 @@ def is_fence(record: SequencedRecord) -> bool:
     """True for a fence command record: one header whose name is empty."""
     headers = record.get("headers")
     return headers is not None and len(headers) == 1 and headers[0] == FENCE_HEADER
+
+
+def _is_transient(error: S2Error) -> bool:
+    """Faults after which the same request may succeed."""
+    return error.status in (429, 500, 502, 503, 504) or (
+        error.status == 409 and error.code == "transaction_conflict"
+    )
+
+
+def _backoff(attempt: int) -> float:
+    """Exponential backoff with full jitter, capped."""
+    return random.uniform(0, min(MAX_BACKOFF_SECONDS, 0.025 * 2**attempt))
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return min(max(float(value), 0.0), 30.0)
+    except ValueError:
+        return None
 
 
 def _error_from_response(status: int, content: bytes) -> S2Error:
@@ -82,8 +108,9 @@ def _error_from_response(status: int, content: bytes) -> S2Error:
 class S2Client:
     """Append, read, follow and inspect the streams of one basin."""
 
-    def __init__(self, config: S2Config) -> None:
+    def __init__(self, config: S2Config, *, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> None:
         self.config = config
+        self.max_attempts = max_attempts
         headers = {"User-Agent": "resumable_fast"}
         if config.access_token:
             headers["Authorization"] = f"Bearer {config.access_token}"
@@ -92,10 +119,11 @@ class S2Client:
             self._basin_headers["s2-basin"] = config.basin
         self._account_headers = headers
         self._basin_url = config.basin_url
-        self._http = httpx.AsyncClient(
-            http2=config.http2,
-            timeout=httpx.Timeout(config.request_timeout),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+        # Read sessions hold their connection for as long as they follow a
+        # stream, so they get a pool of their own.
+        self._http = _make_http_client(config, httpx.Timeout(config.request_timeout))
+        self._sessions_http = _make_http_client(
+            config, httpx.Timeout(config.request_timeout, read=READ_SESSION_IDLE_TIMEOUT)
         )
 
     def __repr__(self) -> str:
@@ -103,6 +131,7 @@ class S2Client:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        await self._sessions_http.aclose()
 
     def _records_url(self, stream: str) -> str:
         return f"{self._basin_url}/streams/{quote(stream, safe='')}/records"
@@ -116,25 +145,67 @@ class S2Client:
         content: bytes | None = None,
         params: dict[str, str | int] | None = None,
     ) -> bytes:
-        try:
-            response = await self._http.request(
-                method, url, headers=headers, content=content, params=params
-            )
-        except httpx.TransportError as exc:
-            raise S2ConnectionError(f"S2 unreachable at {_origin(url)}: {exc!r}") from None
-        if response.status_code >= 400:
-            raise _error_from_response(response.status_code, response.content)
-        return response.content
+        """Send a request, retrying transient faults with capped, jittered backoff.
 
-    async def append(self, stream: str, append_input: bytes) -> dict[str, Any]:
-        """POST one framed ``AppendInput``; returns the ``AppendAck``."""
+        Appends are safe to retry: data batches carry ``match_seq_num`` and
+        fences change the token, so a retried append that already landed fails
+        with a 412 instead of landing twice (see :meth:`append`).
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = await self._http.request(
+                    method, url, headers=headers, content=content, params=params
+                )
+            except httpx.TransportError as exc:
+                if attempt >= self.max_attempts:
+                    raise S2ConnectionError(
+                        f"S2 unreachable at {_origin(url)} after {attempt} attempts: {exc!r}"
+                    ) from None
+                delay = _backoff(attempt)
+                logger.debug("%s %s: %r; retrying in %.3fs", method, _origin(url), exc, delay)
+            else:
+                if response.status_code < 400:
+                    return response.content
+                error = _error_from_response(response.status_code, response.content)
+                if not _is_transient(error) or attempt >= self.max_attempts:
+                    if attempt > 1:
+                        error.attempts = attempt
+                    raise error
+                delay = _retry_after(response) or _backoff(attempt)
+                logger.debug("%s %s: %s; retrying in %.3fs", method, _origin(url), error, delay)
+            await asyncio.sleep(delay)
+
+    async def append(
+        self,
+        stream: str,
+        append_input: bytes,
+        *,
+        end_seq_num: int | None = None,
+        new_fence: str | None = None,
+    ) -> None:
+        """POST one framed ``AppendInput``.
+
+        ``end_seq_num`` (the tail once a data batch has landed) and
+        ``new_fence`` (the token a fence sets) let a retry recognise that an
+        earlier attempt landed although its answer was lost.
+        """
         headers = dict(self._basin_headers)
         headers["Content-Type"] = "application/json"
-        content = await self._request(
-            "POST", self._records_url(stream), headers=headers, content=append_input
-        )
-        ack: dict[str, Any] = orjson.loads(content)
-        return ack
+        try:
+            await self._request(
+                "POST", self._records_url(stream), headers=headers, content=append_input
+            )
+        except SeqNumMismatchError as exc:
+            if exc.attempts > 1 and end_seq_num is not None and exc.expected_seq_num == end_seq_num:
+                return
+            raise
+        except FencingTokenMismatchError as exc:
+            if exc.attempts > 1 and new_fence is not None and exc.current_token == new_fence:
+                return
+
+            raise
 
     async def read(
         self,
@@ -187,14 +258,18 @@ class S2Client:
         headers = dict(self._basin_headers)
         headers["Accept"] = "text/event-stream"
         url = self._records_url(stream)
-        timeout = httpx.Timeout(self.config.request_timeout, read=READ_SESSION_IDLE_TIMEOUT)
         while True:
             try:
-                async with self._http.stream(
-                    "GET", url, headers=headers, params={"seq_num": next_seq_num}, timeout=timeout
+                async with self._sessions_http.stream(
+                    "GET", url, headers=headers, params={"seq_num": next_seq_num}
                 ) as response:
                     if response.status_code >= 400:
-                        raise _error_from_response(response.status_code, await response.aread())
+                        error = _error_from_response(response.status_code, await response.aread())
+                        if not _is_transient(error) or failures >= RECONNECT_ATTEMPTS:
+                            raise error
+                        failures += 1
+                        await asyncio.sleep(_retry_after(response) or _backoff(failures))
+                        continue
                     async for event, data in _sse_events(response):
                         if event == "batch":
                             records: list[SequencedRecord] = orjson.loads(data)["records"]
@@ -213,7 +288,7 @@ class S2Client:
                         f"read session on {stream!r} failed {failures} times: {exc!r}"
                     ) from None
                 logger.debug("read session on %r dropped (%r); reopening", stream, exc)
-                await asyncio.sleep(min(0.05 * 2**failures, 2.0))
+                await asyncio.sleep(_backoff(failures))
 
     async def create_basin(
         self, basin: str, *, create_stream_on_append: bool, create_stream_on_read: bool
@@ -233,6 +308,16 @@ class S2Client:
         await self._request(
             "POST", f"{self.config.account_url}/basins", headers=headers, content=body
         )
+
+
+def _make_http_client(config: S2Config, timeout: httpx.Timeout) -> httpx.AsyncClient:
+    if config.http2:
+        return httpx.AsyncClient(http1=False, http2=True, timeout=timeout)
+    return httpx.AsyncClient(
+        transport=PooledHTTP11Transport(),
+        timeout=timeout,
+        headers={"Accept-Encoding": "identity"},
+    )
 
 
 def _origin(url: str) -> str:

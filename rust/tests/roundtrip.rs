@@ -51,17 +51,22 @@ proptest! {
         let slot = acc.open(token, 1).unwrap();
         let start = Instant::now();
         let mut frames = Vec::new();
+        let mut pending: Vec<&str> = Vec::new();
         for (i, chunk) in chunks.iter().enumerate() {
             let now = start + Duration::from_millis(i as u64);
-            acc.push(slot, chunk, now).unwrap();
-            if i % seal_every == 0 {
-                for ready in acc.seal_due(now) {
-                    prop_assert_eq!(ready, slot);
-                }
+            pending.push(chunk);
+            if pending.len() == 1 {
+                acc.arm(slot, now).unwrap();
             }
-            frames.extend(acc.take_frames(slot).unwrap());
+            let due = acc.due(now);
+            if pending.len() >= max_records || i % seal_every == 0 || !due.is_empty() {
+                prop_assert!(due.iter().all(|&s| s == slot));
+                frames.extend(acc.frame(slot, &pending).unwrap());
+                pending.clear();
+            }
         }
-        frames.extend(acc.close(slot).unwrap());
+        frames.extend(acc.frame(slot, &pending).unwrap());
+        acc.close(slot);
 
         let mut expected_seq = 1u64;
         let mut text = String::new();

@@ -1,0 +1,381 @@
+"""A lean HTTP/1.1 transport for httpx, made for many concurrent streams.
+
+httpcore's default pool re-scans every queued request against every
+connection whenever a request starts or ends, which grows with the square of
+the load: with hundreds of concurrent streams (each read session holds a
+connection) it costs more CPU than the requests themselves. This transport
+keeps a LIFO stack of idle keep-alive connections per origin, so taking and
+returning a connection is O(1), writes each request in one syscall, and reads
+responses with asyncio's stream reader.
+
+It plugs in below :class:`httpx.AsyncClient`, so requests, responses,
+timeouts and errors keep httpx's types (``httpx.ConnectError``,
+``httpx.ReadTimeout``, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, nullcontext
+from typing import Any
+
+import httpx
+
+__all__ = ["PooledHTTP11Transport"]
+
+_Origin = tuple[str, str, int]
+_NO_BODY_STATUSES = frozenset({204, 304})
+_MAX_HEAD_BYTES = 64 * 1024
+
+
+def _timeout(seconds: float | None) -> AbstractAsyncContextManager[Any]:
+    if seconds is None:
+        return nullcontext()
+    if sys.version_info >= (3, 11):
+        return asyncio.timeout(seconds)
+    return _LegacyTimeout(seconds)  # pragma: no cover - Python 3.10 only
+
+
+class _LegacyTimeout:  # pragma: no cover - Python 3.10 only
+    """``asyncio.timeout`` for Python 3.10: cancels the task when time is up."""
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._handle: asyncio.TimerHandle | None = None
+        self._expired = False
+
+    async def __aenter__(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+
+        def expire() -> None:
+            self._expired = True
+            task.cancel()
+
+        self._handle = loop.call_later(self._seconds, expire)
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> bool:
+        assert self._handle is not None
+        self._handle.cancel()
+        if self._expired and exc_type is asyncio.CancelledError:
+            raise TimeoutError
+        return False
+
+
+class _Connection:
+    __slots__ = ("origin", "reader", "writer")
+
+    def __init__(
+        self, origin: _Origin, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.origin = origin
+        self.reader = reader
+        self.writer = writer
+
+    def is_usable(self) -> bool:
+        return not self.reader.at_eof() and not self.writer.is_closing()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class _ResponseBody(httpx.AsyncByteStream):
+    """The body of one response; gives its connection back once fully read."""
+
+    def __init__(
+        self,
+        transport: PooledHTTP11Transport,
+        connection: _Connection,
+        request: httpx.Request,
+        *,
+        length: int | None,
+        chunked: bool,
+        reusable: bool,
+        read_timeout: float | None,
+        prefetched: bytes | None,
+    ) -> None:
+        self._transport = transport
+        self._connection = connection
+        self._request = request
+        self._length = length
+        self._chunked = chunked
+        self._reusable = reusable
+        self._read_timeout = read_timeout
+        self._prefetched = prefetched
+        self._complete = False
+        self._released = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._prefetched is not None:
+            data, self._prefetched = self._prefetched, None
+            self._complete = True
+            if data:
+                yield data
+            return
+        reader = self._connection.reader
+        try:
+            if self._chunked:
+                async for chunk in self._read_chunked(reader):
+                    yield chunk
+            elif self._length is not None:
+                remaining = self._length
+                while remaining:
+                    async with _timeout(self._read_timeout):
+                        data = await reader.read(min(remaining, 256 * 1024))
+                    if not data:
+                        raise httpx.RemoteProtocolError(
+                            "server closed the connection mid-body", request=self._request
+                        )
+                    remaining -= len(data)
+                    yield data
+            else:
+                while True:
+                    async with _timeout(self._read_timeout):
+                        data = await reader.read(256 * 1024)
+                    if not data:
+                        break
+                    yield data
+            self._complete = True
+        except TimeoutError:
+            raise httpx.ReadTimeout(
+                "timed out reading the response", request=self._request
+            ) from None
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            raise httpx.ReadError(
+                f"reading the response failed: {exc!r}", request=self._request
+            ) from None
+
+    async def _read_chunked(self, reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
+        while True:
+            async with _timeout(self._read_timeout):
+                size_line = await reader.readuntil(b"\r\n")
+            size = int(size_line.split(b";", 1)[0].strip(), 16)
+            if size == 0:
+                async with _timeout(self._read_timeout):
+                    while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                        pass  # trailers, ignored
+                return
+            async with _timeout(self._read_timeout):
+                data = await reader.readexactly(size + 2)
+            yield data[:-2]
+
+    async def aclose(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        if self._complete and self._reusable:
+            self._transport._release(self._connection)
+        else:
+            self._connection.close()
+
+
+class PooledHTTP11Transport(httpx.AsyncBaseTransport):
+    """HTTP/1.1 with keep-alive connections kept in an O(1) per-origin stack."""
+
+    def __init__(
+        self, *, ssl_context: ssl.SSLContext | None = None, max_idle_per_origin: int = 512
+    ) -> None:
+        self._ssl_context = ssl_context
+        self._max_idle = max_idle_per_origin
+        self._idle: dict[_Origin, list[_Connection]] = {}
+        self._closed = False
+
+    def _ssl(self) -> ssl.SSLContext:
+        if self._ssl_context is None:
+            import certifi
+
+            self._ssl_context = ssl.create_default_context(cafile=certifi.where())
+        return self._ssl_context
+
+    async def _connect(self, origin: _Origin, request: httpx.Request) -> _Connection:
+        scheme, host, port = origin
+        timeouts = request.extensions.get("timeout", {})
+        try:
+            async with _timeout(timeouts.get("connect")):
+                reader, writer = await asyncio.open_connection(
+                    host,
+                    port,
+                    ssl=self._ssl() if scheme == "https" else None,
+                    limit=_MAX_HEAD_BYTES,
+                )
+        except TimeoutError:
+            raise httpx.ConnectTimeout(
+                f"connecting to {host}:{port} timed out", request=request
+            ) from None
+        except OSError as exc:
+            raise httpx.ConnectError(
+                f"connecting to {host}:{port} failed: {exc!r}", request=request
+            ) from None
+        return _Connection(origin, reader, writer)
+
+    def _release(self, connection: _Connection) -> None:
+        stack = self._idle.setdefault(connection.origin, [])
+        if self._closed or len(stack) >= self._max_idle or not connection.is_usable():
+            connection.close()
+        else:
+            stack.append(connection)
+
+    def _take_idle(self, origin: _Origin) -> _Connection | None:
+        stack = self._idle.get(origin)
+        while stack:
+            connection = stack.pop()
+            if connection.is_usable():
+                return connection
+            connection.close()
+        return None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._closed:
+            raise RuntimeError("the transport is closed")
+        url = request.url
+        scheme = url.scheme
+        port = url.port or (443 if scheme == "https" else 80)
+        origin: _Origin = (scheme, url.host, port)
+        payload = self._serialize(request, await request.aread())
+        # A kept-alive connection may have been closed by the server while it
+        # sat idle; a GET that fails on one before any answer arrived is sent
+        # again, once, on a new connection.
+        connection = self._take_idle(origin)
+        if connection is not None:
+            try:
+                return await self._exchange(connection, request, payload)
+            except _StaleConnection as stale:
+                connection.close()
+                if request.method not in ("GET", "HEAD"):
+                    # The server may have acted on it: the caller decides.
+                    raise httpx.RemoteProtocolError(
+                        "server closed a kept-alive connection", request=request
+                    ) from stale.__cause__
+        connection = await self._connect(origin, request)
+        try:
+            return await self._exchange(connection, request, payload)
+        except _StaleConnection as stale:
+            connection.close()
+            raise httpx.RemoteProtocolError(
+                "server closed the connection without answering", request=request
+            ) from stale.__cause__
+
+    @staticmethod
+    def _serialize(request: httpx.Request, body: bytes) -> bytes:
+        parts = [request.method.encode(), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
+        for name, value in request.headers.raw:
+            parts += (name, b": ", value, b"\r\n")
+        parts.append(b"\r\n")
+        parts.append(body)
+        return b"".join(parts)
+
+    async def _exchange(
+        self, connection: _Connection, request: httpx.Request, payload: bytes
+    ) -> httpx.Response:
+        timeouts = request.extensions.get("timeout", {})
+        read_timeout = timeouts.get("read")
+        writer = connection.writer
+        try:
+            writer.write(payload)
+            async with _timeout(timeouts.get("write")):
+                await writer.drain()
+        except TimeoutError:
+            connection.close()
+            raise httpx.WriteTimeout("timed out sending the request", request=request) from None
+        except OSError as exc:
+            raise _StaleConnection from exc
+        try:
+            async with _timeout(read_timeout):
+                head = await connection.reader.readuntil(b"\r\n\r\n")
+        except TimeoutError:
+            connection.close()
+            raise httpx.ReadTimeout("timed out waiting for the response", request=request) from None
+        except asyncio.IncompleteReadError as exc:
+            if not exc.partial:
+                raise _StaleConnection from exc
+            connection.close()
+            raise httpx.RemoteProtocolError("truncated response head", request=request) from None
+        except (OSError, asyncio.LimitOverrunError) as exc:
+            if isinstance(exc, OSError):
+                raise _StaleConnection from exc
+            connection.close()
+            raise httpx.RemoteProtocolError("response head too large", request=request) from None
+        return await self._response(connection, request, head, read_timeout)
+
+    async def _response(
+        self,
+        connection: _Connection,
+        request: httpx.Request,
+        head: bytes,
+        read_timeout: float | None,
+    ) -> httpx.Response:
+        lines = head[:-4].split(b"\r\n")
+        try:
+            version, status_text, *_ = lines[0].split(b" ", 2)
+            status = int(status_text)
+        except ValueError:
+            connection.close()
+            raise httpx.RemoteProtocolError(
+                f"bad status line {lines[0]!r}", request=request
+            ) from None
+        headers: list[tuple[bytes, bytes]] = []
+        length: int | None = None
+        chunked = False
+        reusable = version == b"HTTP/1.1"
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            value = value.strip()
+            headers.append((name, value))
+            lowered = name.lower()
+            if lowered == b"content-length":
+                length = int(value)
+            elif lowered == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+            elif lowered == b"connection":
+                reusable = value.lower() != b"close"
+        if request.method == "HEAD" or status in _NO_BODY_STATUSES or status < 200:
+            length, chunked = 0, False
+        if not chunked and length is None:
+            reusable = False
+        prefetched: bytes | None = None
+        if length is not None and not chunked and length <= 64 * 1024:
+            # Small bodies are read now, so the connection is free again as
+            # soon as the caller has the response.
+            try:
+                async with _timeout(read_timeout):
+                    prefetched = await connection.reader.readexactly(length)
+            except TimeoutError:
+                connection.close()
+                raise httpx.ReadTimeout("timed out reading the response", request=request) from None
+            except (OSError, asyncio.IncompleteReadError) as exc:
+                connection.close()
+                raise httpx.ReadError(
+                    f"reading the response failed: {exc!r}", request=request
+                ) from None
+        body = _ResponseBody(
+            self,
+            connection,
+            request,
+            length=length,
+            chunked=chunked,
+            reusable=reusable,
+            read_timeout=read_timeout,
+            prefetched=prefetched,
+        )
+        return httpx.Response(
+            status,
+            headers=headers,
+            stream=body,
+            extensions={"http_version": b"HTTP/1.1"},
+            request=request,
+        )
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for stack in self._idle.values():
+            for connection in stack:
+                connection.close()
+        self._idle.clear()
+
+
+class _StaleConnection(Exception):
+    """The connection failed before any part of an answer arrived."""
