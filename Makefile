@@ -14,7 +14,7 @@ INTEROP_DIR := tests/interop
 
 export S2LITE_BIN
 
-.PHONY: all demo test test-rust lint pytest venv develop s2-lite interop-deps lock bench-core clean
+.PHONY: all demo test test-rust lint pytest venv develop s2-lite interop-deps lock bench-core bench-transport clean
 
 all: develop
 
@@ -68,6 +68,9 @@ demo: develop
 
 bench-core: develop
 	$(BIN)/python benches/bench_core.py
+
+bench-transport: develop s2-lite
+	$(BIN)/python benches/bench_transport.py
 
 # Regenerate the hashed Python lock from requirements/dev.in.
 lock:

@@ -2,11 +2,16 @@
 
 A stdlib-only twin of ``resumable_fast._core.Accumulator`` (rust/batcher.rs,
 rust/framing.rs, rust/binding.rs) with the same public surface and byte-identical
-frames, kept as the baseline of ``benches/bench_core.py``. It is written the way a
-careful Python implementation would be: one dict of per-stream state, escaped
-record bodies kept as a list of strings and joined once per sealed batch, the C
-JSON string escaper that ``json.dumps(..., ensure_ascii=False)`` uses, and the
-clock read only when a batch opens.
+frames, kept as the baseline of ``benches/bench_core.py``.
+
+The design is the same batch-at-a-time one: each stream's pending chunks live in
+a list owned by the caller, who appends to it and hands it over with ``drain``
+once per batch (or when the linger clock armed by ``arm`` has passed, through
+``seal_due``). It is written the way a careful Python implementation would be:
+a pending list that fits one batch (the common case) is framed with one
+``str.join`` over the C JSON string escaper that ``json.dumps(...,
+ensure_ascii=False)`` uses and one ``str.encode``; only lists that need several
+batches, oversize chunks, empty chunks or lone surrogates take the per-chunk loop.
 """
 
 from __future__ import annotations
@@ -16,66 +21,67 @@ import time
 from collections import deque
 from json.encoder import encode_basestring
 
-FRAMES_READY = 1
-WAKE_TIMER = 2
 MAX_METERED_BYTES = 1024 * 1024
 MAX_BATCH_RECORDS = 1000
 MAX_FENCING_TOKEN_BYTES = 36
 
 RECORD_OVERHEAD = 8
 MAX_DATA_BODY_BYTES = MAX_METERED_BYTES - RECORD_OVERHEAD
+# UTF-8 never takes more than 4 bytes per code point (lone surrogates, which take
+# more once stored lossily, make the fast path's encode fail and are handled apart).
+_MAX_UTF8_PER_CHAR = 4
+_MAX_U64 = 2**64 - 1
 
 _FRAME_OPEN = '{"records":[{"body":'
 _RECORD_SEPARATOR = '},{"body":'
 
+Frame = tuple[bytes, int]
+"""An ``AppendInput`` body and the stream's tail once it has landed."""
 
-def split_for_records(text: str, limit: int = MAX_DATA_BODY_BYTES) -> list[str]:
-    """Cuts ``text`` into pieces of at most ``limit`` UTF-8 bytes, on character boundaries."""
-    data = text.encode()
-    pieces: list[str] = []
+
+def split_for_records(data: bytes, limit: int = MAX_DATA_BODY_BYTES) -> list[tuple[str, int]]:
+    """Cuts UTF-8 ``data`` into pieces of at most ``limit`` bytes on character
+    boundaries; returns each piece with its size in bytes."""
+    pieces: list[tuple[str, int]] = []
     start = 0
-    while start < len(data):
-        cut = min(start + limit, len(data))
+    end = len(data)
+    while start < end:
+        cut = min(start + limit, end)
         # A byte 0b10xxxxxx continues a character: back off to where one starts.
-        while cut < len(data) and data[cut] & 0xC0 == 0x80:
+        while cut < end and data[cut] & 0xC0 == 0x80:
             cut -= 1
-        pieces.append(data[start:cut].decode())
+        pieces.append((data[start:cut].decode(), cut - start))
         start = cut
     return pieces
 
 
-class _Stream:
-    __slots__ = ("bodies", "closing", "generation", "metered", "next_seq_num", "sealed")
+def _lossy(chunk: str) -> str:
+    """The text with each lone surrogate's bytes replaced by U+FFFD, as the core stores it."""
+    return chunk.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
-    def __init__(self, fencing_token: str, next_seq_num: int) -> None:
-        # Escaped bodies of the open batch; its record count is their number.
-        self.bodies: list[str] = []
-        self.metered = 0
+
+class _Stream:
+    __slots__ = ("armed", "closing", "generation", "next_seq_num", "pending")
+
+    def __init__(self, fencing_token: str, next_seq_num: int, pending: list[str]) -> None:
+        self.pending = pending
         self.next_seq_num = next_seq_num
+        # Bumped whenever the pending chunks are framed, so linger deadlines
+        # armed before that are recognised as stale.
         self.generation = 0
-        # Sealed frames as (AppendInput body, end seq num once it has landed).
-        self.sealed: list[tuple[bytes, int]] = []
+        self.armed = False
         token = encode_basestring(fencing_token)
         self.closing = '}],"fencing_token":' + token + ',"match_seq_num":'
 
-    def seal(self) -> None:
-        bodies = self.bodies
-        seq_num = self.next_seq_num
-        frame = _FRAME_OPEN + _RECORD_SEPARATOR.join(bodies) + self.closing + str(seq_num) + "}"
-        end_seq_num = seq_num + len(bodies)
-        self.sealed.append((frame.encode(), end_seq_num))
-        self.next_seq_num = end_seq_num
-        self.bodies = []
-        self.metered = 0
-        self.generation += 1
-
 
 class Accumulator:
-    """Batches for every stream of one context, and their shared linger clock."""
+    """Frames the pending chunks of many streams, with one linger clock for all."""
 
     def __init__(self, batch_size: int, max_batch_bytes: int, linger_ms: float) -> None:
         if not math.isfinite(linger_ms) or linger_ms < 0:
             raise ValueError(f"linger_ms must be a finite number >= 0, got {linger_ms}")
+        if batch_size < 0 or max_batch_bytes < 0:
+            raise OverflowError("can't convert negative int to unsigned")
         if not 1 <= batch_size <= MAX_BATCH_RECORDS:
             raise ValueError(
                 f"batch_size must be between 1 and {MAX_BATCH_RECORDS} records, got {batch_size}"
@@ -89,69 +95,136 @@ class Accumulator:
         self._linger = linger_ms / 1000.0
         self._streams: dict[int, _Stream] = {}
         # (deadline, slot, generation) in arming order, which is deadline order
-        # because the linger is the same for every stream. Entries whose batch
-        # was sealed early are stale and skipped by generation.
+        # because the linger is the same for every stream. Entries whose chunks
+        # were framed early are stale and skipped by generation.
         self._lingering: deque[tuple[float, int, int]] = deque()
         self._next_slot = 0
 
-    def open(self, fencing_token: str, next_seq_num: int) -> int:
-        """Opens a stream; returns its slot."""
+    def _stream(self, slot: int) -> _Stream:
+        try:
+            return self._streams[slot]
+        except KeyError:
+            raise KeyError(f"no open stream in slot {slot}") from None
+
+    def open(self, fencing_token: str, next_seq_num: int, pending: list[str]) -> int:
+        """Opens a stream whose pending chunks are collected in ``pending``."""
+        if not isinstance(pending, list):
+            raise TypeError(f"pending must be a list, not {type(pending).__name__}")
+        if not 0 <= next_seq_num <= _MAX_U64:
+            raise OverflowError("next_seq_num must fit in an unsigned 64-bit integer")
         token_bytes = len(fencing_token.encode())
         if token_bytes > MAX_FENCING_TOKEN_BYTES:
             raise ValueError(
                 f"fencing token is {token_bytes} bytes, S2 allows at most {MAX_FENCING_TOKEN_BYTES}"
             )
-        if next_seq_num < 0:
-            raise OverflowError("next_seq_num must be >= 0")
         slot = self._next_slot
         self._next_slot = slot + 1
-        self._streams[slot] = _Stream(fencing_token, next_seq_num)
+        self._streams[slot] = _Stream(fencing_token, next_seq_num, pending)
         return slot
 
-    def push(self, slot: int, chunk: str) -> int:
-        """Adds a chunk. Returns bit flags: 1 = frames ready, 2 = wake the timer."""
-        stream = self._streams.get(slot)
-        if stream is None:
-            raise KeyError(f"no open stream in slot {slot}")
-        size = len(chunk) if chunk.isascii() else len(chunk.encode())
-        if size > MAX_DATA_BODY_BYTES:
-            flags = 0
-            for piece in split_for_records(chunk):
-                flags |= self.push(slot, piece)
-            return flags
-        if not size:
-            return 0
-        size += RECORD_OVERHEAD
-        flags = 0
-        bodies = stream.bodies
-        if bodies and stream.metered + size > self._max_bytes:
-            stream.seal()
-            bodies = stream.bodies
-            flags = FRAMES_READY
-        if not bodies:
-            lingering = self._lingering
-            if not lingering:
-                flags |= WAKE_TIMER
-            lingering.append((time.monotonic() + self._linger, slot, stream.generation))
-        bodies.append(encode_basestring(chunk))
-        metered = stream.metered + size
-        stream.metered = metered
-        if len(bodies) >= self._max_records or metered >= self._max_bytes:
-            stream.seal()
-            flags |= FRAMES_READY
-        return flags
+    def arm(self, slot: int) -> bool:
+        """Starts the linger clock of a stream's pending batch. True when the
+        clock was idle, so the caller's timer must look at it again."""
+        stream = self._stream(slot)
+        if stream.armed:
+            return False
+        stream.armed = True
+        lingering = self._lingering
+        wake = not lingering
+        lingering.append((time.monotonic() + self._linger, slot, stream.generation))
+        return wake
 
-    def take_frames(self, slot: int) -> list[tuple[bytes, int]]:
-        """The sealed frames of one stream, oldest first, as ``(body, end_seq_num)``."""
-        stream = self._streams.get(slot)
-        if stream is None:
-            raise KeyError(f"no open stream in slot {slot}")
-        frames = stream.sealed
-        stream.sealed = []
+    def drain(self, slot: int) -> list[Frame]:
+        """Frames every pending chunk of a stream; returns its frames, oldest first."""
+        try:
+            stream = self._streams[slot]
+        except KeyError:
+            raise KeyError(f"no open stream in slot {slot}") from None
+        return self._frame(stream)
+
+    def _frame(self, stream: _Stream) -> list[Frame]:
+        """Empties a stream's pending list and frames what it held."""
+        pending = stream.pending
+        try:
+            text = "".join(pending)
+        except TypeError as error:
+            raise TypeError(f"chunks must be str: {error}") from None
+        chunks = pending.copy()
+        pending.clear()
+        stream.generation += 1
+        stream.armed = False
+        count = len(chunks)
+        if not count:
+            return []
+        # The common case: every chunk fits one batch, one record each.
+        if count <= self._max_records and "" not in chunks:
+            overhead = RECORD_OVERHEAD * count
+            size = len(text)
+            if size * _MAX_UTF8_PER_CHAR + overhead > self._max_bytes and not text.isascii():
+                try:
+                    size = len(text.encode())
+                except UnicodeEncodeError:  # lone surrogates: the per-chunk path
+                    size = self._max_bytes
+            if size + overhead <= self._max_bytes:
+                seq_num = stream.next_seq_num
+                body = (
+                    _FRAME_OPEN
+                    + _RECORD_SEPARATOR.join(map(encode_basestring, chunks))
+                    + stream.closing
+                    + str(seq_num)
+                    + "}"
+                )
+                try:
+                    frame = body.encode()
+                except UnicodeEncodeError:
+                    pass
+                else:
+                    end_seq_num = seq_num + count
+                    stream.next_seq_num = end_seq_num
+                    return [(frame, end_seq_num)]
+        return self._frame_chunks(stream, chunks)
+
+    def _frame_chunks(self, stream: _Stream, chunks: list[str]) -> list[Frame]:
+        """Frames chunks one record at a time: several batches, oversize or odd chunks."""
+        max_records = self._max_records
+        max_bytes = self._max_bytes
+        closing = stream.closing
+        seq_num = stream.next_seq_num
+        frames: list[Frame] = []
+        bodies: list[str] = []
+        metered = 0
+        for chunk in chunks:
+            try:
+                data = chunk.encode()
+            except UnicodeEncodeError:
+                chunk = _lossy(chunk)
+                data = chunk.encode()
+            size = len(data)
+            if size > MAX_DATA_BODY_BYTES:
+                pieces = split_for_records(data)
+            elif size:
+                pieces = [(chunk, size)]
+            else:
+                continue
+            for piece, piece_size in pieces:
+                size = RECORD_OVERHEAD + piece_size
+                if bodies and (len(bodies) == max_records or metered + size > max_bytes):
+                    body = _FRAME_OPEN + _RECORD_SEPARATOR.join(bodies) + closing
+                    frames.append(((body + str(seq_num) + "}").encode(), seq_num + len(bodies)))
+                    seq_num += len(bodies)
+                    bodies = []
+                    metered = 0
+                bodies.append(encode_basestring(piece))
+                metered += size
+        if bodies:
+            body = _FRAME_OPEN + _RECORD_SEPARATOR.join(bodies) + closing
+            frames.append(((body + str(seq_num) + "}").encode(), seq_num + len(bodies)))
+            seq_num += len(bodies)
+        stream.next_seq_num = seq_num
         return frames
 
-    def seal_due(self) -> list[int]:
-        """Seals every batch whose linger has passed; returns their slots."""
+    def seal_due(self) -> list[tuple[int, list[Frame]]]:
+        """Frames the pending chunks of every stream whose linger has passed."""
         now = time.monotonic()
         lingering = self._lingering
         streams = self._streams
@@ -159,10 +232,15 @@ class Accumulator:
         while lingering and lingering[0][0] <= now:
             _, slot, generation = lingering.popleft()
             stream = streams.get(slot)
-            if stream is not None and stream.generation == generation and stream.bodies:
-                stream.seal()
+            if stream is not None and stream.armed and stream.generation == generation:
+                stream.armed = False
                 slots.append(slot)
-        return slots
+        sealed: list[tuple[int, list[Frame]]] = []
+        for slot in slots:
+            frames = self._frame(self._stream(slot))
+            if frames:
+                sealed.append((slot, frames))
+        return sealed
 
     def next_deadline_in(self) -> float | None:
         """Seconds until the next lingering batch may be due, or None when idle."""
@@ -170,17 +248,14 @@ class Accumulator:
             return None
         return max(0.0, self._lingering[0][0] - time.monotonic())
 
-    def close(self, slot: int) -> list[tuple[bytes, int]]:
-        """Seals what is left of a stream, closes it and returns its frames."""
-        stream = self._streams.pop(slot, None)
-        if stream is None:
-            raise KeyError(f"no open stream in slot {slot}")
-        if stream.bodies:
-            stream.seal()
-        return stream.sealed
+    def close(self, slot: int) -> list[Frame]:
+        """Frames what is pending, closes the stream and returns its last frames."""
+        frames = self.drain(slot)
+        self.discard(slot)
+        return frames
 
     def discard(self, slot: int) -> None:
-        """Drops a stream and whatever it had not handed out."""
+        """Forgets a stream and whatever it had pending."""
         self._streams.pop(slot, None)
 
     @property

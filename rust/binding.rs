@@ -36,11 +36,15 @@ fn frames_to_py(py: Python<'_>, frames: Vec<Frame>) -> Vec<PyFrame<'_>> {
 
 /// The text of a chunk. A lone surrogate cannot be stored as UTF-8; it is
 /// stored as U+FFFD rather than losing the chunk.
-fn chunk_text<'a>(chunk: &'a Bound<'_, PyString>) -> Cow<'a, str> {
-    match chunk.to_str() {
-        Ok(text) => Cow::Borrowed(text),
-        Err(_) => chunk.to_string_lossy(),
+fn chunk_text<'a>(chunk: &'a Bound<'_, PyString>) -> PyResult<Cow<'a, str>> {
+    if let Ok(text) = chunk.to_str() {
+        return Ok(Cow::Borrowed(text));
     }
+    let encoded = chunk.call_method1("encode", ("utf-8", "surrogatepass"))?;
+    let bytes = encoded.cast_into::<PyBytes>()?;
+    Ok(Cow::Owned(framing::replace_lone_surrogates(
+        bytes.as_bytes(),
+    )))
 }
 
 /// Framing state for every stream of one context, and their linger clock.
@@ -86,8 +90,11 @@ impl Accumulator {
                 })?,
             );
         }
+        let texts = chunks
+            .iter()
+            .map(chunk_text)
+            .collect::<PyResult<Vec<Cow<'_, str>>>>()?;
         list.del_slice(0, count)?;
-        let texts: Vec<Cow<'_, str>> = chunks.iter().map(chunk_text).collect();
         let frames = py
             .detach(|| lock(&self.core).frame(slot, &texts))
             .map_err(to_py_error)?;

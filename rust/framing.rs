@@ -94,6 +94,38 @@ fn split_at_most(text: &str, limit: usize) -> impl Iterator<Item = &str> {
     })
 }
 
+/// Decodes UTF-8 in which lone surrogates were encoded as three-byte
+/// sequences (what Python's `surrogatepass` produces), replacing each
+/// surrogate, and any other invalid sequence, with one U+FFFD.
+pub fn replace_lone_surrogates(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        match std::str::from_utf8(rest) {
+            Ok(valid) => {
+                out.push_str(valid);
+                break;
+            }
+            Err(error) => {
+                let (valid, after) = rest.split_at(error.valid_up_to());
+                out.push_str(std::str::from_utf8(valid).unwrap_or_default());
+                out.push('\u{FFFD}');
+                let is_surrogate = after.len() >= 3
+                    && after[0] == 0xED
+                    && (0xA0..=0xBF).contains(&after[1])
+                    && (0x80..=0xBF).contains(&after[2]);
+                let skip = if is_surrogate {
+                    3
+                } else {
+                    error.error_len().unwrap_or(after.len())
+                };
+                rest = &after[skip..];
+            }
+        }
+    }
+    out
+}
+
 /// Appends the closing part of an `AppendInput` whose records array is open.
 pub fn close_append_input(
     out: &mut Vec<u8>,
@@ -184,6 +216,17 @@ mod tests {
             .iter()
             .all(|p| data_record_size(p) <= MAX_METERED_BYTES));
         assert_eq!(pieces.concat(), text);
+    }
+
+    #[test]
+    fn lone_surrogates_become_one_replacement_each() {
+        // "a", U+D800 as surrogatepass bytes, "b", U+DFFF, then a stray byte.
+        let bytes = b"a\xed\xa0\x80b\xed\xbf\xbf\xffc";
+        assert_eq!(
+            replace_lone_surrogates(bytes),
+            "a\u{FFFD}b\u{FFFD}\u{FFFD}c"
+        );
+        assert_eq!(replace_lone_surrogates("héllo".as_bytes()), "héllo");
     }
 
     #[test]

@@ -224,3 +224,12 @@ async def test_producer_and_reader_in_two_processes(s2lite: S2Lite, stream_id: s
 
 async def _in_progress(ctx: ResumableStreamContext, stream_id: str) -> bool:
     return await ctx.has_existing_stream(stream_id) is True
+
+
+async def test_lone_surrogate_is_stored_as_replacement_character(
+    ctx: ResumableStreamContext, stream_id: str
+) -> None:
+    chunks = ["before ", "bad \ud800 half", " after"]
+    producer = await ctx.resumable_stream(stream_id, lambda: from_list(chunks))
+    assert await read_chunks(producer) == chunks
+    assert await read_text(await ctx.resume_stream(stream_id)) == "before bad \ufffd half after"

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 
@@ -19,19 +20,23 @@ Frame = tuple[bytes, int]
 
 
 class AccumulatorLike(Protocol):
-    def open(self, fencing_token: str, next_seq_num: int) -> int: ...
-    def push(self, slot: int, chunk: str) -> int: ...
-    def take_frames(self, slot: int) -> list[Frame]: ...
-    def seal_due(self) -> list[int]: ...
+    def open(self, fencing_token: str, next_seq_num: int, pending: list[str]) -> int: ...
+    def arm(self, slot: int) -> bool: ...
+    def drain(self, slot: int) -> list[Frame]: ...
+    def seal_due(self) -> list[tuple[int, list[Frame]]]: ...
     def next_deadline_in(self) -> float | None: ...
     def close(self, slot: int) -> list[Frame]: ...
     def discard(self, slot: int) -> None: ...
+    @property
+    def open_streams(self) -> int: ...
 
 
 Factory = Callable[[int, int, float], AccumulatorLike]
 IMPLEMENTATIONS: tuple[Factory, Factory] = (_core.Accumulator, pure_python_core.Accumulator)
+IDS = ("rust", "python")
 
 MIB = 1024 * 1024
+LIMIT = pure_python_core.MAX_DATA_BODY_BYTES
 TOKENS = ("session-0", 'quo"te\\tok', "é-tøken-😀", "x" * 36)
 TRICKY = (
     "plain",
@@ -45,119 +50,214 @@ TRICKY = (
     "\u2028\u2029 line separators",
     "\ud7ff\ue000\uffff",
     " tok",
+    "lone \ud800 surrogate",
+    "\udfff",
+    "\ud83d\ude00 split pair",
 )
 
 
 def run(
-    factory: Factory, chunks: Sequence[str], batch_size: int, max_bytes: int
-) -> tuple[list[int], list[list[Frame]]]:
-    """Pushes chunks round-robin over the streams; returns every flag and frame list."""
+    factory: Factory, rounds: Sequence[Sequence[str]], batch_size: int, max_bytes: int
+) -> list[list[Frame]]:
+    """Fills the streams' pending lists round-robin, one round of chunks per
+    drain; returns every drain's frames, then every close's."""
     accumulator = factory(batch_size, max_bytes, 60_000.0)
-    slots = [accumulator.open(token, 3 * index) for index, token in enumerate(TOKENS)]
-    flags: list[int] = []
+    pending: list[list[str]] = [[] for _ in TOKENS]
+    slots = [
+        accumulator.open(token, 3 * index, pending[index]) for index, token in enumerate(TOKENS)
+    ]
     frames: list[list[Frame]] = []
-    for index, chunk in enumerate(chunks):
-        slot = slots[index % len(slots)]
-        flag = accumulator.push(slot, chunk)
-        flags.append(flag)
-        if flag & _core.FRAMES_READY:
-            frames.append(accumulator.take_frames(slot))
-    frames.extend(accumulator.close(slot) for slot in slots)
-    return flags, frames
+    for index, chunks in enumerate(rounds):
+        stream = index % len(slots)
+        pending[stream].extend(chunks)
+        frames.append(accumulator.drain(slots[stream]))
+        assert pending[stream] == []
+    # Left pending, framed by close.
+    for stream, slot in enumerate(slots):
+        pending[stream].extend(rounds[stream % len(rounds)] if rounds else ())
+        frames.append(accumulator.close(slot))
+    assert accumulator.open_streams == 0
+    return frames
 
 
-def assert_same(chunks: Sequence[str], batch_size: int, max_bytes: int = MIB) -> None:
-    native, python = (run(factory, chunks, batch_size, max_bytes) for factory in IMPLEMENTATIONS)
-    assert python[0] == native[0]
-    assert python[1] == native[1]
+def assert_same(
+    rounds: Sequence[Sequence[str]], batch_size: int, max_bytes: int = MIB
+) -> list[list[Frame]]:
+    native, python = (run(factory, rounds, batch_size, max_bytes) for factory in IMPLEMENTATIONS)
+    assert python == native
+    return native
+
+
+def plain_frame(token: str, seq_num: int, *bodies: str) -> Frame:
+    """The expected frame of bodies and a token that need no JSON escaping."""
+    records = ",".join(f'{{"body":"{body}"}}' for body in bodies)
+    text = f'{{"records":[{records}],"fencing_token":"{token}","match_seq_num":{seq_num}}}'
+    return text.encode(), seq_num + len(bodies)
 
 
 def test_constants_match() -> None:
-    assert pure_python_core.FRAMES_READY == _core.FRAMES_READY
-    assert pure_python_core.WAKE_TIMER == _core.WAKE_TIMER
     assert pure_python_core.MAX_METERED_BYTES == _core.MAX_METERED_BYTES
     assert pure_python_core.MAX_BATCH_RECORDS == _core.MAX_BATCH_RECORDS
     assert pure_python_core.MAX_FENCING_TOKEN_BYTES == _core.MAX_FENCING_TOKEN_BYTES
 
 
-@pytest.mark.parametrize("batch_size", [1, 3, 1000])
+@pytest.mark.parametrize("batch_size", [1, 3, 10, 1000])
 def test_tricky_text_frames_identically(batch_size: int) -> None:
-    assert_same(TRICKY * 5, batch_size)
+    chunks = list(TRICKY)
+    rounds = [chunks[start : start + size] for size in (1, 2, 5, 14) for start in range(14)]
+    rounds += [[], [""], ["", ""]] + [[chunk] for chunk in TRICKY]
+    frames = assert_same(rounds, batch_size)
+    assert any(frames)
+
+
+def test_all_code_point_classes_frame_identically() -> None:
+    controls = [chr(code) for code in range(0x20)] + ["\x7f", "\x80", "\x9f", "\xa0"]
+    wide = ["\u07ff", "\u0800", "\uffff", "\U00010000", "\U0010ffff", "\u2028", "\u2029"]
+    assert_same([controls, wide, controls + wide, ['"', "\\", "/", "\\u0000"]], 1000)
 
 
 def test_escaping_matches_byte_for_byte() -> None:
-    accumulator = pure_python_core.Accumulator(1, MIB, 1.0)
-    slot = accumulator.open("t", 0)
-    accumulator.push(slot, '\x00\x1f\x7f"\\\n/é')
-    ((frame, end_seq_num),) = accumulator.take_frames(slot)
-    assert end_seq_num == 1
-    expected = '{"records":[{"body":"\\u0000\\u001f\x7f\\"\\\\\\n/é"}],'
-    assert frame == (expected + '"fencing_token":"t","match_seq_num":0}').encode()
-    assert_same(['\x00\x1f\x7f"\\\n/é'], 1)
+    for factory in IMPLEMENTATIONS:
+        accumulator = factory(1, MIB, 1.0)
+        pending = ['\x00\x1f\x7f"\\\n/é', "\ud800"]
+        slot = accumulator.open("t", 0, pending)
+        first, second = accumulator.drain(slot)
+        assert pending == []
+        expected = '{"records":[{"body":"\\u0000\\u001f\x7f\\"\\\\\\n/é"}],'
+        assert first == ((expected + '"fencing_token":"t","match_seq_num":0}').encode(), 1)
+        # A lone surrogate is stored as U+FFFD per byte of its surrogatepass form.
+        lossy = '{"records":[{"body":"\ufffd\ufffd\ufffd"}],"fencing_token":"t","match_seq_num":1}'
+        assert second == (lossy.encode(), 2)
 
 
 def test_batch_size_and_byte_cap_sealing() -> None:
-    assert_same([f"chunk {index}" for index in range(97)], 7)
+    chunks = [f"chunk {index}" for index in range(97)]
+    frames = assert_same([chunks, chunks[:7], chunks[:6]], 7)
+    assert [end for _, end in frames[0]] == [*range(7, 98, 7), 97]
     # 8 + 10 metered bytes per record: the cap of 40 seals after two records,
-    # and the cap below one record seals every record on its own.
-    assert_same(["0123456789"] * 41, 1000, 40)
-    assert_same(["0123456789", "ab", "é" * 9, "x"] * 7, 1000, 36)
-    assert_same(["toolong" * 3] * 9, 10, 5)
+    # and a cap below one record seals every record on its own.
+    frames = assert_same([["0123456789"] * 41], 1000, 40)
+    assert len(frames[0]) == 21
+    assert_same([["0123456789", "ab", "é" * 9, "x"] * 7], 1000, 36)
+    assert_same([["toolong" * 3] * 9], 10, 5)
+    assert_same([["é" * 6, "😀" * 3, "é" * 5]] * 3, 1000, 8 * 3 + 12 * 3 - 1)
 
 
 def test_chunks_over_a_record_split_on_char_boundaries() -> None:
-    limit = pure_python_core.MAX_DATA_BODY_BYTES
-    chunks = [
-        "a" * (MIB + 5),
-        "é" * (MIB // 2 + 1),
-        "a" + "😀" * (limit // 4 + 2),
-        "b" * limit,
-        "c" * (limit + 1),
-        "tail",
+    rounds = [
+        ["a" * (MIB + 5)],
+        ["é" * (MIB // 2 + 1), "tail"],
+        ["a" + "😀" * (LIMIT // 4 + 2)],
+        ["ab" + "😀" * (LIMIT // 4 + 2)],
+        ["b" * LIMIT, "c" * (LIMIT + 1), "d"],
+        ["x" * (LIMIT - 1) + "😀" + "y"],
     ]
-    assert_same(chunks, 10)
-    assert_same(chunks, 2, MIB // 2)
-    assert pure_python_core.split_for_records("a" + "😀" * 3, 6) == ["a😀", "😀", "😀"]
+    frames = assert_same(rounds, 10)
+    assert sum(len(batch) for batch in frames[:6]) > len(rounds)
+    assert_same(rounds, 2, MIB // 2)
+    assert pure_python_core.split_for_records("a😀😀😀".encode(), 6) == [
+        ("a😀", 5),
+        ("😀", 4),
+        ("😀", 4),
+    ]
 
 
-def test_linger_and_deadlines_agree() -> None:
+def test_linger_arm_and_seal_due_agree() -> None:
     for factory in IMPLEMENTATIONS:
         accumulator = factory(10, MIB, 0.0)
-        first, second = accumulator.open("a", 1), accumulator.open("b", 5)
+        first_pending: list[str] = []
+        second_pending: list[str] = []
+        first = accumulator.open("a", 1, first_pending)
+        second = accumulator.open("b", 5, second_pending)
         assert accumulator.next_deadline_in() is None
-        assert accumulator.push(first, "x") == _core.WAKE_TIMER
-        assert accumulator.push(second, "y") == 0
-        assert accumulator.push(first, "z") == 0
+        assert accumulator.seal_due() == []
+        first_pending.append("x")
+        assert accumulator.arm(first) is True, "the first armed clock wakes the timer"
+        assert accumulator.arm(first) is False, "already armed"
+        second_pending.append("y")
+        assert accumulator.arm(second) is False, "the timer is awake already"
+        first_pending.append("z")
         deadline = accumulator.next_deadline_in()
         assert deadline is not None
         assert 0.0 <= deadline < 0.5
-        assert accumulator.seal_due() == [first, second]
+        assert accumulator.seal_due() == [
+            (first, [plain_frame("a", 1, "x", "z")]),
+            (second, [plain_frame("b", 5, "y")]),
+        ]
+        assert first_pending == second_pending == []
         assert accumulator.next_deadline_in() is None
-        assert accumulator.take_frames(first) == [
-            (b'{"records":[{"body":"x"},{"body":"z"}],"fencing_token":"a","match_seq_num":1}', 3)
-        ]
-        assert accumulator.close(second) == [
-            (b'{"records":[{"body":"y"}],"fencing_token":"b","match_seq_num":5}', 6)
-        ]
+        assert accumulator.seal_due() == []
+        # Armed with nothing pending: due, but nothing to seal.
+        assert accumulator.arm(first) is True
+        assert accumulator.seal_due() == []
+        # Drained early: the armed deadline is stale and seals nothing later.
+        first_pending.append("w")
+        assert accumulator.arm(first) is True
+        assert accumulator.drain(first) == [plain_frame("a", 3, "w")]
+        first_pending.append("v")
+        assert accumulator.seal_due() == []
+        # Re-armed after the drain: a fresh deadline counts.
+        assert accumulator.arm(first) is True
+        assert accumulator.seal_due() == [(first, [plain_frame("a", 4, "v")])]
+        assert accumulator.close(second) == []
+        accumulator.arm(first)
+        accumulator.discard(first)
+        assert accumulator.seal_due() == []
+        assert accumulator.open_streams == 0
 
 
-def test_errors_agree() -> None:
+def test_linger_waits_for_its_deadline() -> None:
     for factory in IMPLEMENTATIONS:
-        with pytest.raises(ValueError, match="batch_size"):
-            factory(0, MIB, 1.0)
-        with pytest.raises(ValueError, match="max_batch_bytes"):
-            factory(10, MIB + 1, 1.0)
-        with pytest.raises(ValueError, match="linger_ms"):
-            factory(10, MIB, -1.0)
-        accumulator = factory(10, MIB, 1.0)
-        with pytest.raises(ValueError, match="fencing token"):
-            accumulator.open("t" * 37, 1)
-        slot = accumulator.open("t", 1)
-        accumulator.push(slot, "kept until discard")
-        accumulator.discard(slot)
-        with pytest.raises(KeyError):
-            accumulator.push(slot, "x")
-        with pytest.raises(KeyError):
-            accumulator.take_frames(slot)
-        with pytest.raises(KeyError):
-            accumulator.close(slot)
+        accumulator = factory(10, MIB, 40.0)
+        pending = ["x"]
+        slot = accumulator.open("t", 1, pending)
+        assert accumulator.arm(slot)
+        assert accumulator.seal_due() == []
+        deadline = accumulator.next_deadline_in()
+        assert deadline is not None
+        assert 0.0 < deadline <= 0.04
+        time.sleep(deadline + 0.002)
+        assert accumulator.next_deadline_in() == 0.0
+        ((sealed_slot, frames),) = accumulator.seal_due()
+        assert (sealed_slot, len(frames)) == (slot, 1)
+
+
+@pytest.mark.parametrize("factory", IMPLEMENTATIONS, ids=IDS)
+def test_errors_agree(factory: Factory) -> None:
+    with pytest.raises(ValueError, match="batch_size"):
+        factory(0, MIB, 1.0)
+    with pytest.raises(ValueError, match="batch_size"):
+        factory(1001, MIB, 1.0)
+    with pytest.raises(ValueError, match="max_batch_bytes"):
+        factory(10, MIB + 1, 1.0)
+    with pytest.raises(ValueError, match="linger_ms"):
+        factory(10, MIB, -1.0)
+    with pytest.raises(ValueError, match="linger_ms"):
+        factory(10, MIB, float("nan"))
+    with pytest.raises(OverflowError):
+        factory(-1, MIB, 1.0)
+    accumulator = factory(10, MIB, 1.0)
+    with pytest.raises(ValueError, match="fencing token"):
+        accumulator.open("t" * 37, 1, [])
+    with pytest.raises(ValueError, match="fencing token"):
+        accumulator.open("é" * 19, 1, [])
+    with pytest.raises(OverflowError):
+        accumulator.open("t", -1, [])
+    not_a_list: Any = ("x",)
+    with pytest.raises(TypeError):
+        accumulator.open("t", 1, not_a_list)
+    pending: list[Any] = ["kept", b"bytes"]
+    slot = accumulator.open("t", 1, pending)
+    with pytest.raises(TypeError, match="chunks must be str"):
+        accumulator.drain(slot)
+    assert pending == ["kept", b"bytes"], "a failed drain leaves the pending list alone"
+    del pending[1]
+    accumulator.discard(slot)
+    accumulator.discard(slot)
+    accumulator.discard(12345)
+    assert pending == ["kept"]
+    for call in (accumulator.arm, accumulator.drain, accumulator.close):
+        with pytest.raises(KeyError, match=f"no open stream in slot {slot}"):
+            call(slot)
+    assert accumulator.open_streams == 0
+    assert accumulator.open("t", 2**64 - 1, []) == slot + 1

@@ -1,0 +1,110 @@
+"""HTTP transports side by side against one s2-lite: httpx's default pool
+(HTTP/1.1), httpx over HTTP/2 (h2c), and resumable_fast's pooled HTTP/1.1
+transport. Prints medians of CPU per request and wall time.
+
+Usage: python benches/bench_transport.py [--rounds N]   (needs S2LITE_BIN)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from resumable_fast import S2Config
+from resumable_fast._core import fence_append_input
+from resumable_fast.s2 import S2Client
+from resumable_fast.transport import PooledHTTP11Transport
+
+from conftest import S2Lite, start_s2lite, stop_s2lite
+
+SEQUENTIAL = 200
+CONCURRENT = 300
+
+
+def httpx_default(http2: bool) -> Callable[[], httpx.AsyncClient]:
+    return lambda: httpx.AsyncClient(http1=not http2, http2=http2, timeout=30)
+
+
+def pooled() -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=PooledHTTP11Transport(), timeout=30, headers={"Accept-Encoding": "identity"}
+    )
+
+
+async def measure(server: S2Lite, make_http: Callable[[], httpx.AsyncClient]) -> tuple[float, ...]:
+    client = S2Client(
+        S2Config(
+            basin=server.basin, account_endpoint=server.endpoint, basin_endpoint=server.endpoint
+        )
+    )
+    await client._http.aclose()
+    client._http = make_http()
+    try:
+        stream = f"bench-{uuid.uuid4().hex}"
+        await client.append(stream, fence_append_input("session-b", "", 0))
+        cpu, wall = time.process_time(), time.perf_counter()
+        for _ in range(SEQUENTIAL):
+            await client.check_tail(stream)
+        seq_cpu = (time.process_time() - cpu) / SEQUENTIAL
+        seq_wall = (time.perf_counter() - wall) / SEQUENTIAL
+        body = b'{"records":[{"body":"token"}]}'
+        names = [f"{stream}-{i}" for i in range(CONCURRENT)]
+        await asyncio.gather(*(client.append(name, body) for name in names))
+        cpu, wall = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(client.append(name, body) for name in names))
+        conc_cpu = (time.process_time() - cpu) / CONCURRENT
+        conc_wall = time.perf_counter() - wall
+        return seq_cpu, seq_wall, conc_cpu, conc_wall
+    finally:
+        await client.aclose()
+
+
+async def main(rounds: int) -> None:
+    server = start_s2lite(Path(tempfile.mkdtemp()))
+    peers: dict[str, Callable[[], httpx.AsyncClient]] = {
+        "httpx default HTTP/1.1": httpx_default(False),
+        "httpx HTTP/2 (h2c)": httpx_default(True),
+        "resumable_fast pooled HTTP/1.1": pooled,
+    }
+    results: dict[str, list[tuple[float, ...]]] = {name: [] for name in peers}
+    try:
+        for round_number in range(rounds):
+            for name, make_http in peers.items():
+                results[name].append(await measure(server, make_http))
+            print(f"round {round_number + 1}/{rounds} done", file=sys.stderr)
+    finally:
+        stop_s2lite(server)
+    print(
+        f"median of {rounds} rounds; {SEQUENTIAL} sequential tail checks, "
+        f"{CONCURRENT} concurrent appends to {CONCURRENT} streams"
+    )
+    print(
+        f"{'transport':34} {'seq CPU/req':>12} {'seq wall/req':>13} "
+        f"{'conc CPU/req':>13} {'conc wall':>10}"
+    )
+    ours = [
+        statistics.median(r[i] for r in results["resumable_fast pooled HTTP/1.1"]) for i in range(4)
+    ]
+    for name, rows in results.items():
+        med = [statistics.median(r[i] for r in rows) for i in range(4)]
+        print(
+            f"{name:34} {med[0] * 1e3:10.3f}ms {med[1] * 1e3:11.3f}ms "
+            f"{med[2] * 1e3:11.3f}ms {med[3]:9.3f}s   "
+            f"(CPU x{med[0] / ours[0]:.1f} / x{med[2] / ours[2]:.1f} of ours)"
+        )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    asyncio.run(main(parser.parse_args().rounds))
