@@ -403,8 +403,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, ratio in speedups.items():
         verdict = "MET" if ratio >= TARGET_RATIO else "NOT MET"
         print(
-            f"    ratio rust/pure-python (speedup of medians) [{name}]: {ratio:.1f}x "
-            f"-> {TARGET_RATIO:g}x target {verdict}"
+            f"    ratio rust/pure-python [{name}]: {ratio:.1f}x (pure-python median time / rust "
+            f"median time) -> {TARGET_RATIO:g}x target {verdict}"
         )
 
     print()
@@ -425,7 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         above_rust, above_pure = rust_ns - floor_ns, pure_ns - floor_ns
         above = f"{above_pure / above_rust:.1f}x" if above_rust > 0 else "n/a"
         print(
-            f"    ratio rust/pure-python (speedup of medians) [{name}]: {ratio:.1f}x; "
+            f"    ratio rust/pure-python [{name}]: {ratio:.1f}x (of median times); "
             f"above the {floor_ns:.1f} ns/tok floor: rust {above_rust:.1f}, python "
             f"{above_pure:.1f} ns/tok ({above})"
         )

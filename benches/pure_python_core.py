@@ -17,6 +17,7 @@ batches, oversize chunks, empty chunks or lone surrogates take the per-chunk loo
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections import deque
 from json.encoder import encode_basestring
@@ -27,11 +28,13 @@ MAX_FENCING_TOKEN_BYTES = 36
 
 RECORD_OVERHEAD = 8
 MAX_DATA_BODY_BYTES = MAX_METERED_BYTES - RECORD_OVERHEAD
-# UTF-8 never takes more than 4 bytes per code point (lone surrogates, which take
-# more once stored lossily, make the fast path's encode fail and are handled apart).
+# UTF-8 never takes more than 4 bytes per code point. (A lone surrogate has no
+# UTF-8 form: it makes the fast path's encode fail and takes the per-chunk loop.)
 _MAX_UTF8_PER_CHAR = 4
 _MAX_U64 = 2**64 - 1
 
+# A str holding a surrogate code point cannot be encoded as UTF-8.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _FRAME_OPEN = '{"records":[{"body":'
 _RECORD_SEPARATOR = '},{"body":'
 
@@ -56,8 +59,8 @@ def split_for_records(data: bytes, limit: int = MAX_DATA_BODY_BYTES) -> list[tup
 
 
 def _lossy(chunk: str) -> str:
-    """The text with each lone surrogate's bytes replaced by U+FFFD, as the core stores it."""
-    return chunk.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    """The text with each lone surrogate replaced by one U+FFFD, as the core stores it."""
+    return _SURROGATE.sub("\ufffd", chunk)
 
 
 class _Stream:
