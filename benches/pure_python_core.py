@@ -64,15 +64,13 @@ def _lossy(chunk: str) -> str:
 
 
 class _Stream:
-    __slots__ = ("armed", "closing", "generation", "next_seq_num", "pending")
+    __slots__ = ("armed", "closing", "next_seq_num", "pending")
 
     def __init__(self, fencing_token: str, next_seq_num: int, pending: list[str]) -> None:
         self.pending = pending
         self.next_seq_num = next_seq_num
-        # Bumped whenever the pending chunks are framed, so linger deadlines
-        # armed before that are recognised as stale.
-        self.generation = 0
-        self.armed = False
+        # The epoch of the linger deadline armed for the pending batch, if any.
+        self.armed: int | None = None
         token = encode_basestring(fencing_token)
         self.closing = '}],"fencing_token":' + token + ',"match_seq_num":'
 
@@ -97,10 +95,13 @@ class Accumulator:
         self._max_bytes = max_batch_bytes
         self._linger = linger_ms / 1000.0
         self._streams: dict[int, _Stream] = {}
-        # (deadline, slot, generation) in arming order, which is deadline order
-        # because the linger is the same for every stream. Entries whose chunks
-        # were framed early are stale and skipped by generation.
+        # (deadline, slot, epoch) in arming order, which is deadline order
+        # because the linger is the same for every stream. An entry whose epoch
+        # is no longer its stream's armed one was framed early and is skipped.
         self._lingering: deque[tuple[float, int, int]] = deque()
+        self._next_epoch = 0
+        # Closed slots are handed out again, most recently closed first.
+        self._free_slots: list[int] = []
         self._next_slot = 0
 
     def _stream(self, slot: int) -> _Stream:
@@ -120,8 +121,11 @@ class Accumulator:
             raise ValueError(
                 f"fencing token is {token_bytes} bytes, S2 allows at most {MAX_FENCING_TOKEN_BYTES}"
             )
-        slot = self._next_slot
-        self._next_slot = slot + 1
+        if self._free_slots:
+            slot = self._free_slots.pop()
+        else:
+            slot = self._next_slot
+            self._next_slot = slot + 1
         self._streams[slot] = _Stream(fencing_token, next_seq_num, pending)
         return slot
 
@@ -129,12 +133,14 @@ class Accumulator:
         """Starts the linger clock of a stream's pending batch. True when the
         clock was idle, so the caller's timer must look at it again."""
         stream = self._stream(slot)
-        if stream.armed:
+        if stream.armed is not None:
             return False
-        stream.armed = True
+        epoch = self._next_epoch
+        self._next_epoch = epoch + 1
+        stream.armed = epoch
         lingering = self._lingering
         wake = not lingering
-        lingering.append((time.monotonic() + self._linger, slot, stream.generation))
+        lingering.append((time.monotonic() + self._linger, slot, epoch))
         return wake
 
     def drain(self, slot: int) -> list[Frame]:
@@ -154,8 +160,7 @@ class Accumulator:
             raise TypeError(f"chunks must be str: {error}") from None
         chunks = pending.copy()
         pending.clear()
-        stream.generation += 1
-        stream.armed = False
+        stream.armed = None
         count = len(chunks)
         if not count:
             return []
@@ -233,10 +238,10 @@ class Accumulator:
         streams = self._streams
         slots: list[int] = []
         while lingering and lingering[0][0] <= now:
-            _, slot, generation = lingering.popleft()
+            _, slot, epoch = lingering.popleft()
             stream = streams.get(slot)
-            if stream is not None and stream.armed and stream.generation == generation:
-                stream.armed = False
+            if stream is not None and stream.armed == epoch:
+                stream.armed = None
                 slots.append(slot)
         sealed: list[tuple[int, list[Frame]]] = []
         for slot in slots:
@@ -259,7 +264,8 @@ class Accumulator:
 
     def discard(self, slot: int) -> None:
         """Forgets a stream and whatever it had pending."""
-        self._streams.pop(slot, None)
+        if self._streams.pop(slot, None) is not None:
+            self._free_slots.append(slot)
 
     @property
     def open_streams(self) -> int:

@@ -7,13 +7,13 @@
 //! fencing token and the `match_seq_num` it must land at, so a retried batch
 //! can never land twice.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::framing::{
-    close_append_input, data_record_size, split_for_records, write_data_record, APPEND_INPUT_OPEN,
-    MAX_BATCH_RECORDS, MAX_FENCING_TOKEN_BYTES, MAX_METERED_BYTES,
+    data_record_size, split_for_records, write_data_record, write_json_string, write_u64,
+    APPEND_INPUT_OPEN, MAX_BATCH_RECORDS, MAX_FENCING_TOKEN_BYTES, MAX_METERED_BYTES,
 };
 
 /// When a batch is sealed.
@@ -71,33 +71,76 @@ impl BatchLimits {
     }
 }
 
+/// One sealed batch inside a [`FrameBuffer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: usize,
+    end: usize,
+    records: usize,
+    match_seq_num: u64,
+}
+
+/// Sealed batches, written back to back into one reusable buffer.
+#[derive(Debug, Default)]
+pub struct FrameBuffer {
+    bytes: Vec<u8>,
+    spans: Vec<Span>,
+}
+
 /// One sealed batch: a complete `AppendInput` body, ready to POST.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame {
-    pub body: Vec<u8>,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame<'a> {
+    pub body: &'a [u8],
     pub records: usize,
     pub match_seq_num: u64,
 }
 
+impl Frame<'_> {
+    /// The stream's tail once this batch has landed.
+    pub fn end_seq_num(&self) -> u64 {
+        self.match_seq_num + self.records as u64
+    }
+}
+
+impl FrameBuffer {
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.spans.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Frame<'_>> {
+        self.spans.iter().map(|span| Frame {
+            body: &self.bytes[span.start..span.end],
+            records: span.records,
+            match_seq_num: span.match_seq_num,
+        })
+    }
+}
+
 struct OpenStream {
-    fencing_token: String,
+    /// `],"fencing_token":"<token>","match_seq_num":`, escaped once at open.
+    closing: Vec<u8>,
     next_seq_num: u64,
-    /// Bumped whenever the stream's pending chunks are framed, so linger
-    /// deadlines armed before that are recognised as stale.
-    generation: u64,
-    armed: bool,
+    /// The epoch of the linger deadline armed for the pending batch, if any.
+    armed: Option<u64>,
 }
 
 impl OpenStream {
-    fn seal(&mut self, body: &mut Vec<u8>, records: usize, frames: &mut Vec<Frame>) {
-        let mut sealed = std::mem::take(body);
-        close_append_input(
-            &mut sealed,
-            Some(&self.fencing_token),
-            Some(self.next_seq_num),
-        );
-        frames.push(Frame {
-            body: sealed,
+    fn seal(&mut self, out: &mut FrameBuffer, start: usize, records: usize) {
+        out.bytes.extend_from_slice(&self.closing);
+        write_u64(&mut out.bytes, self.next_seq_num);
+        out.bytes.push(b'}');
+        out.spans.push(Span {
+            start,
+            end: out.bytes.len(),
             records,
             match_seq_num: self.next_seq_num,
         });
@@ -109,30 +152,41 @@ impl OpenStream {
 ///
 /// The caller keeps each stream's pending chunks (appending one is the only
 /// per-chunk work on its side), arms the stream's linger clock when its first
-/// pending chunk arrives, and hands all pending chunks to [`Accumulator::frame`]
-/// when the batch is full or the linger has passed.
+/// pending chunk arrives, and hands all pending chunks to
+/// [`Accumulator::frame_into`] when the batch is full or the linger has passed.
 pub struct Accumulator {
     limits: BatchLimits,
-    streams: HashMap<u64, OpenStream>,
-    /// Deadlines in arming order. The linger is the same for every stream, so
-    /// arming order is deadline order; entries whose chunks were framed early
-    /// are stale and skipped by generation.
+    /// Indexed by slot; closed slots are reused.
+    streams: Vec<Option<OpenStream>>,
+    free_slots: Vec<u64>,
+    /// `(deadline, slot, epoch)` in arming order. The linger is the same for
+    /// every stream, so arming order is deadline order; an entry whose epoch
+    /// is no longer its stream's armed one was framed early and is skipped.
     lingering: VecDeque<(Instant, u64, u64)>,
-    next_slot: u64,
+    next_epoch: u64,
 }
 
 impl Accumulator {
     pub fn new(limits: BatchLimits) -> Self {
         Self {
             limits,
-            streams: HashMap::new(),
+            streams: Vec::new(),
+            free_slots: Vec::new(),
             lingering: VecDeque::new(),
-            next_slot: 0,
+            next_epoch: 0,
         }
     }
 
     pub fn limits(&self) -> BatchLimits {
         self.limits
+    }
+
+    fn stream(&mut self, slot: u64) -> Result<&mut OpenStream, BatchError> {
+        usize::try_from(slot)
+            .ok()
+            .and_then(|index| self.streams.get_mut(index))
+            .and_then(Option::as_mut)
+            .ok_or(BatchError::UnknownStream(slot))
     }
 
     /// Opens a stream whose next data record lands at `next_seq_num`, written
@@ -141,55 +195,57 @@ impl Accumulator {
         if fencing_token.len() > MAX_FENCING_TOKEN_BYTES {
             return Err(BatchError::FencingTokenTooLong(fencing_token.len()));
         }
-        let slot = self.next_slot;
-        self.next_slot += 1;
-        self.streams.insert(
-            slot,
-            OpenStream {
-                fencing_token: fencing_token.to_owned(),
-                next_seq_num,
-                generation: 0,
-                armed: false,
-            },
-        );
-        Ok(slot)
+        let mut closing = b"],\"fencing_token\":".to_vec();
+        write_json_string(&mut closing, fencing_token);
+        closing.extend_from_slice(b",\"match_seq_num\":");
+        let stream = OpenStream {
+            closing,
+            next_seq_num,
+            armed: None,
+        };
+        match self.free_slots.pop() {
+            Some(slot) => {
+                self.streams[slot as usize] = Some(stream);
+                Ok(slot)
+            }
+            None => {
+                self.streams.push(Some(stream));
+                Ok((self.streams.len() - 1) as u64)
+            }
+        }
     }
 
     /// Starts the linger clock of a stream's pending batch at `now`, unless it
     /// runs already. Returns true when the clock went from idle to armed, so
     /// whoever sleeps until [`Accumulator::next_deadline`] must look again.
     pub fn arm(&mut self, slot: u64, now: Instant) -> Result<bool, BatchError> {
-        let stream = self
-            .streams
-            .get_mut(&slot)
-            .ok_or(BatchError::UnknownStream(slot))?;
-        if stream.armed {
+        let epoch = self.next_epoch;
+        let linger = self.limits.linger;
+        let stream = self.stream(slot)?;
+        if stream.armed.is_some() {
             return Ok(false);
         }
-        stream.armed = true;
+        stream.armed = Some(epoch);
+        self.next_epoch += 1;
         let wake = self.lingering.is_empty();
-        self.lingering
-            .push_back((now + self.limits.linger, slot, stream.generation));
+        self.lingering.push_back((now + linger, slot, epoch));
         Ok(wake)
     }
 
-    /// Frames every pending chunk of a stream into append batches, in order.
-    /// A batch is sealed at the record limit or before its metered size would
-    /// pass the byte limit; a chunk larger than a record becomes several.
-    pub fn frame<S: AsRef<str>>(
+    /// Frames every pending chunk of a stream into append batches appended to
+    /// `out`, in order. A batch is sealed at the record limit or before its
+    /// metered size would pass the byte limit; a chunk larger than a record
+    /// becomes several records.
+    pub fn frame_into<S: AsRef<str>>(
         &mut self,
         slot: u64,
         chunks: &[S],
-    ) -> Result<Vec<Frame>, BatchError> {
+        out: &mut FrameBuffer,
+    ) -> Result<(), BatchError> {
         let limits = self.limits;
-        let stream = self
-            .streams
-            .get_mut(&slot)
-            .ok_or(BatchError::UnknownStream(slot))?;
-        stream.generation += 1;
-        stream.armed = false;
-        let mut frames = Vec::new();
-        let mut body = Vec::new();
+        let stream = self.stream(slot)?;
+        stream.armed = None;
+        let mut start = out.bytes.len();
         let mut records = 0;
         let mut metered = 0;
         for chunk in chunks {
@@ -198,38 +254,38 @@ impl Accumulator {
                 if records > 0
                     && (records == limits.max_records || metered + size > limits.max_bytes)
                 {
-                    stream.seal(&mut body, records, &mut frames);
+                    stream.seal(out, start, records);
+                    start = out.bytes.len();
                     records = 0;
                     metered = 0;
                 }
-                if records == 0 {
-                    body.reserve(APPEND_INPUT_OPEN.len() + 128);
-                    body.extend_from_slice(APPEND_INPUT_OPEN);
+                out.bytes.extend_from_slice(if records == 0 {
+                    APPEND_INPUT_OPEN
                 } else {
-                    body.push(b',');
-                }
-                write_data_record(&mut body, piece);
+                    b","
+                });
+                write_data_record(&mut out.bytes, piece);
                 records += 1;
                 metered += size;
             }
         }
         if records > 0 {
-            stream.seal(&mut body, records, &mut frames);
+            stream.seal(out, start, records);
         }
-        Ok(frames)
+        Ok(())
     }
 
     /// The slots whose linger has passed by `now`; their pending chunks are due.
     pub fn due(&mut self, now: Instant) -> Vec<u64> {
         let mut slots = Vec::new();
-        while let Some(&(deadline, slot, generation)) = self.lingering.front() {
+        while let Some(&(deadline, slot, epoch)) = self.lingering.front() {
             if deadline > now {
                 break;
             }
             self.lingering.pop_front();
-            if let Some(stream) = self.streams.get_mut(&slot) {
-                if stream.armed && stream.generation == generation {
-                    stream.armed = false;
+            if let Ok(stream) = self.stream(slot) {
+                if stream.armed == Some(epoch) {
+                    stream.armed = None;
                     slots.push(slot);
                 }
             }
@@ -242,13 +298,16 @@ impl Accumulator {
         self.lingering.front().map(|&(deadline, _, _)| deadline)
     }
 
-    /// Forgets a stream.
+    /// Forgets a stream; its slot may be handed out again.
     pub fn close(&mut self, slot: u64) {
-        self.streams.remove(&slot);
+        if self.stream(slot).is_ok() {
+            self.streams[slot as usize] = None;
+            self.free_slots.push(slot);
+        }
     }
 
     pub fn open_streams(&self) -> usize {
-        self.streams.len()
+        self.streams.len() - self.free_slots.len()
     }
 }
 
@@ -260,8 +319,19 @@ mod tests {
         BatchLimits::new(records, bytes, Duration::from_millis(linger_ms)).unwrap()
     }
 
-    fn text(frame: &Frame) -> String {
-        String::from_utf8(frame.body.clone()).unwrap()
+    /// `(body, records, match_seq_num)` of each frame.
+    fn frame(acc: &mut Accumulator, slot: u64, chunks: &[&str]) -> Vec<(String, usize, u64)> {
+        let mut out = FrameBuffer::default();
+        acc.frame_into(slot, chunks, &mut out).unwrap();
+        out.iter()
+            .map(|f| {
+                (
+                    String::from_utf8(f.body.to_vec()).unwrap(),
+                    f.records,
+                    f.match_seq_num,
+                )
+            })
+            .collect()
     }
 
     #[test]
@@ -275,18 +345,17 @@ mod tests {
     #[test]
     fn seals_on_record_count_with_running_seq_nums() {
         let mut acc = Accumulator::new(limits(2, MAX_METERED_BYTES, 1000));
-        let slot = acc.open("session-x", 1).unwrap();
-        let frames = acc.frame(slot, &["a", "b\"", "c"]).unwrap();
+        let slot = acc.open("session-\"x", 1).unwrap();
+        let frames = frame(&mut acc, slot, &["a", "b\"", "c"]);
         assert_eq!(frames.len(), 2);
         assert_eq!(
-            text(&frames[0]),
+            frames[0].0,
             "{\"records\":[{\"body\":\"a\"},{\"body\":\"b\\\"\"}],\
-             \"fencing_token\":\"session-x\",\"match_seq_num\":1}"
+             \"fencing_token\":\"session-\\\"x\",\"match_seq_num\":1}"
         );
-        assert_eq!((frames[1].match_seq_num, frames[1].records), (3, 1));
-        let next = acc.frame(slot, &["d"]).unwrap();
-        assert_eq!(next[0].match_seq_num, 4);
-        assert!(acc.frame(slot, &[] as &[&str]).unwrap().is_empty());
+        assert_eq!((frames[1].1, frames[1].2), (1, 3));
+        assert_eq!(frame(&mut acc, slot, &["d"])[0].2, 4);
+        assert!(frame(&mut acc, slot, &[]).is_empty());
     }
 
     #[test]
@@ -294,10 +363,28 @@ mod tests {
         let mut acc = Accumulator::new(limits(1000, 30, 1000));
         let slot = acc.open("t", 1).unwrap();
         // 18 metered bytes each: two would be 36 > 30.
-        let frames = acc.frame(slot, &["0123456789", "0123456789"]).unwrap();
+        let frames = frame(&mut acc, slot, &["0123456789", "0123456789"]);
         assert_eq!(frames.len(), 2);
-        assert!(frames.iter().all(|f| f.records == 1));
-        assert_eq!(frames[1].match_seq_num, 2);
+        assert!(frames.iter().all(|f| f.1 == 1));
+        assert_eq!(frames[1].2, 2);
+    }
+
+    #[test]
+    fn frame_buffer_keeps_frames_of_several_streams_apart() {
+        let mut acc = Accumulator::new(limits(10, MAX_METERED_BYTES, 1000));
+        let a = acc.open("a", 1).unwrap();
+        let b = acc.open("b", 5).unwrap();
+        let mut out = FrameBuffer::default();
+        acc.frame_into(a, &["x"], &mut out).unwrap();
+        acc.frame_into(b, &["y", "z"], &mut out).unwrap();
+        let frames: Vec<Frame<'_>> = out.iter().collect();
+        assert_eq!(out.len(), 2);
+        assert_eq!((frames[0].end_seq_num(), frames[1].end_seq_num()), (2, 7));
+        assert!(frames[1]
+            .body
+            .starts_with(b"{\"records\":[{\"body\":\"y\"}"));
+        out.clear();
+        assert!(out.is_empty());
     }
 
     #[test]
@@ -329,11 +416,24 @@ mod tests {
         let slot = acc.open("t", 1).unwrap();
         let now = Instant::now();
         acc.arm(slot, now).unwrap();
-        assert_eq!(acc.frame(slot, &["x"]).unwrap().len(), 1);
+        assert_eq!(frame(&mut acc, slot, &["x"]).len(), 1);
         assert!(acc.due(now + Duration::from_secs(1)).is_empty());
-        // Re-armed after framing: a fresh deadline counts.
+        // Re-armed after framing: the fresh deadline counts.
         acc.arm(slot, now).unwrap();
         assert_eq!(acc.due(now + Duration::from_secs(1)), vec![slot]);
+    }
+
+    #[test]
+    fn reused_slot_ignores_the_previous_streams_deadline() {
+        let mut acc = Accumulator::new(limits(10, MAX_METERED_BYTES, 10));
+        let old = acc.open("old", 1).unwrap();
+        let now = Instant::now();
+        acc.arm(old, now).unwrap();
+        acc.close(old);
+        let new = acc.open("new", 1).unwrap();
+        assert_eq!(new, old, "slots are reused");
+        assert!(acc.due(now + Duration::from_secs(1)).is_empty());
+        assert_eq!(acc.open_streams(), 1);
     }
 
     #[test]
@@ -342,11 +442,11 @@ mod tests {
         let slot = acc.open("t", 1).unwrap();
         // 3 MiB of text: three full records and a short fourth one.
         let chunk = "é".repeat(MAX_METERED_BYTES * 3 / 2);
-        let frames = acc.frame(slot, &[chunk]).unwrap();
+        let frames = frame(&mut acc, slot, &[&chunk]);
         assert_eq!(frames.len(), 4);
-        assert!(frames.iter().all(|f| f.records == 1));
+        assert!(frames.iter().all(|f| f.1 == 1));
         assert_eq!(
-            frames.iter().map(|f| f.match_seq_num).collect::<Vec<_>>(),
+            frames.iter().map(|f| f.2).collect::<Vec<_>>(),
             vec![1, 2, 3, 4]
         );
     }
@@ -354,7 +454,11 @@ mod tests {
     #[test]
     fn unknown_slot_and_long_token_are_errors() {
         let mut acc = Accumulator::new(limits(10, 100, 10));
-        assert_eq!(acc.frame(7, &["x"]), Err(BatchError::UnknownStream(7)));
+        let mut out = FrameBuffer::default();
+        assert_eq!(
+            acc.frame_into(7, &["x"], &mut out),
+            Err(BatchError::UnknownStream(7))
+        );
         assert_eq!(
             acc.arm(7, Instant::now()),
             Err(BatchError::UnknownStream(7))
@@ -363,5 +467,9 @@ mod tests {
         let slot = acc.open("t", 1).unwrap();
         acc.close(slot);
         assert_eq!(acc.open_streams(), 0);
+        assert_eq!(
+            acc.arm(slot, Instant::now()),
+            Err(BatchError::UnknownStream(slot))
+        );
     }
 }

@@ -2,7 +2,6 @@
 //! work. Everything else lives in the plain Rust modules.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -10,7 +9,7 @@ use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
 
-use crate::batcher::{self, BatchError, BatchLimits, Frame};
+use crate::batcher::{self, BatchError, BatchLimits, FrameBuffer};
 use crate::framing;
 
 /// Each frame as `(body, end_seq_num)`: the tail the stream has once the
@@ -24,13 +23,10 @@ fn to_py_error(error: BatchError) -> PyErr {
     }
 }
 
-fn frames_to_py(py: Python<'_>, frames: Vec<Frame>) -> Vec<PyFrame<'_>> {
+fn frames_to_py<'py>(py: Python<'py>, frames: &FrameBuffer) -> Vec<PyFrame<'py>> {
     frames
-        .into_iter()
-        .map(|frame| {
-            let end_seq_num = frame.match_seq_num + frame.records as u64;
-            (PyBytes::new(py, &frame.body), end_seq_num)
-        })
+        .iter()
+        .map(|frame| (PyBytes::new(py, frame.body), frame.end_seq_num()))
         .collect()
 }
 
@@ -47,6 +43,14 @@ fn chunk_text<'a>(chunk: &'a Bound<'_, PyString>) -> PyResult<Cow<'a, str>> {
     )))
 }
 
+struct Inner {
+    core: batcher::Accumulator,
+    /// Each open stream's pending list, indexed by slot like the core's.
+    pending: Vec<Option<Py<PyList>>>,
+    /// Reused for every batch; taken out while framing runs without the GIL.
+    buffer: FrameBuffer,
+}
+
 /// Framing state for every stream of one context, and their linger clock.
 ///
 /// Each stream's pending chunks live in a Python list owned by the caller:
@@ -54,23 +58,27 @@ fn chunk_text<'a>(chunk: &'a Bound<'_, PyString>) -> PyResult<Cow<'a, str>> {
 /// emptied and framed with the GIL released once per batch.
 #[pyclass(frozen, module = "resumable_fast._core")]
 struct Accumulator {
-    core: Mutex<batcher::Accumulator>,
-    pending: Mutex<HashMap<u64, Py<PyList>>>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic in the core cannot leave state that matters more than the
-    // process it would take down, so a poisoned lock is still used.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    inner: Mutex<Inner>,
 }
 
 impl Accumulator {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic in the core cannot leave state that matters more than the
+        // process it would take down, so a poisoned lock is still used.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn pending_list<'py>(&self, py: Python<'py>, slot: u64) -> PyResult<Bound<'py, PyList>> {
-        lock(&self.pending)
-            .get(&slot)
-            .map(|list| list.bind(py).clone())
+        usize::try_from(slot)
+            .ok()
+            .and_then(|index| {
+                self.lock()
+                    .pending
+                    .get(index)
+                    .and_then(|list| list.as_ref().map(|l| l.bind(py).clone()))
+            })
             .ok_or_else(|| to_py_error(BatchError::UnknownStream(slot)))
     }
 
@@ -95,10 +103,19 @@ impl Accumulator {
             .map(chunk_text)
             .collect::<PyResult<Vec<Cow<'_, str>>>>()?;
         list.del_slice(0, count)?;
-        let frames = py
-            .detach(|| lock(&self.core).frame(slot, &texts))
-            .map_err(to_py_error)?;
-        Ok(frames_to_py(py, frames))
+        let framed = py.detach(|| {
+            let mut inner = self.lock();
+            let mut buffer = std::mem::take(&mut inner.buffer);
+            buffer.clear();
+            inner
+                .core
+                .frame_into(slot, &texts, &mut buffer)
+                .map(|()| buffer)
+        });
+        let buffer = framed.map_err(to_py_error)?;
+        let frames = frames_to_py(py, &buffer);
+        self.lock().buffer = buffer;
+        Ok(frames)
     }
 }
 
@@ -114,8 +131,11 @@ impl Accumulator {
         let linger = Duration::from_secs_f64(linger_ms / 1000.0);
         let limits = BatchLimits::new(batch_size, max_batch_bytes, linger).map_err(to_py_error)?;
         Ok(Self {
-            core: Mutex::new(batcher::Accumulator::new(limits)),
-            pending: Mutex::new(HashMap::new()),
+            inner: Mutex::new(Inner {
+                core: batcher::Accumulator::new(limits),
+                pending: Vec::new(),
+                buffer: FrameBuffer::default(),
+            }),
         })
     }
 
@@ -126,17 +146,24 @@ impl Accumulator {
         next_seq_num: u64,
         pending: Bound<'_, PyList>,
     ) -> PyResult<u64> {
-        let slot = lock(&self.core)
+        let mut inner = self.lock();
+        let slot = inner
+            .core
             .open(fencing_token, next_seq_num)
             .map_err(to_py_error)?;
-        lock(&self.pending).insert(slot, pending.unbind());
+        let index = slot as usize;
+        if inner.pending.len() <= index {
+            inner.pending.resize_with(index + 1, || None);
+        }
+        inner.pending[index] = Some(pending.unbind());
         Ok(slot)
     }
 
     /// Starts the linger clock of a stream's pending batch. True when the
     /// clock was idle, so the caller's timer must look at it again.
     fn arm(&self, slot: u64) -> PyResult<bool> {
-        lock(&self.core)
+        self.lock()
+            .core
             .arm(slot, Instant::now())
             .map_err(to_py_error)
     }
@@ -149,7 +176,7 @@ impl Accumulator {
 
     /// Frames the pending chunks of every stream whose linger has passed.
     fn seal_due<'py>(&self, py: Python<'py>) -> PyResult<Vec<(u64, Vec<PyFrame<'py>>)>> {
-        let slots = py.detach(|| lock(&self.core).due(Instant::now()));
+        let slots = py.detach(|| self.lock().core.due(Instant::now()));
         let mut sealed = Vec::with_capacity(slots.len());
         for slot in slots {
             let list = self.pending_list(py, slot)?;
@@ -163,7 +190,7 @@ impl Accumulator {
 
     /// Seconds until the next lingering batch may be due, or None when idle.
     fn next_deadline_in(&self) -> Option<f64> {
-        let deadline = lock(&self.core).next_deadline()?;
+        let deadline = self.lock().core.next_deadline()?;
         Some(
             deadline
                 .saturating_duration_since(Instant::now())
@@ -180,13 +207,17 @@ impl Accumulator {
 
     /// Forgets a stream and whatever it had pending.
     fn discard(&self, slot: u64) {
-        lock(&self.core).close(slot);
-        lock(&self.pending).remove(&slot);
+        let mut inner = self.lock();
+        if let Some(list) = inner.pending.get_mut(slot as usize) {
+            if list.take().is_some() {
+                inner.core.close(slot);
+            }
+        }
     }
 
     #[getter]
     fn open_streams(&self) -> usize {
-        lock(&self.core).open_streams()
+        self.lock().core.open_streams()
     }
 }
 

@@ -36,40 +36,72 @@ pub fn fence_record_size(token: &str) -> usize {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// For each byte: 0 when it is copied as is, else the letter of its short
+/// escape (`\n`, `\"`, ...), or `u` for `\u00XX`.
+static ESCAPE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut byte = 0;
+    while byte < 0x20 {
+        table[byte] = b'u';
+        byte += 1;
+    }
+    table[b'\n' as usize] = b'n';
+    table[b'\r' as usize] = b'r';
+    table[b'\t' as usize] = b't';
+    table[0x08] = b'b';
+    table[0x0c] = b'f';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table
+};
+
 /// Appends `text` to `out` as a JSON string literal, quotes included.
 ///
 /// Only `"`, `\` and control characters below U+0020 need escaping; every
 /// other character, including U+2028/U+2029 and astral planes, is copied as
-/// UTF-8, which keeps the common case a straight memory copy.
+/// UTF-8, one run of clean bytes at a time.
 pub fn write_json_string(out: &mut Vec<u8>, text: &str) {
     let bytes = text.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     let mut start = 0;
     for (index, &byte) in bytes.iter().enumerate() {
-        let escape: &[u8] = match byte {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0x00..=0x1f => &[],
-            _ => continue,
-        };
+        let escape = ESCAPE[usize::from(byte)];
+        if escape == 0 {
+            continue;
+        }
         out.extend_from_slice(&bytes[start..index]);
-        if escape.is_empty() {
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[usize::from(byte >> 4)]);
-            out.push(HEX[usize::from(byte & 0x0f)]);
+        if escape == b'u' {
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(byte >> 4)],
+                HEX[usize::from(byte & 0x0f)],
+            ]);
         } else {
-            out.extend_from_slice(escape);
+            out.extend_from_slice(&[b'\\', escape]);
         }
         start = index + 1;
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// Appends the decimal digits of `value`.
+pub fn write_u64(out: &mut Vec<u8>, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// Splits `text` into pieces that each fit in one data record, cutting only
@@ -127,11 +159,7 @@ pub fn replace_lone_surrogates(bytes: &[u8]) -> String {
 }
 
 /// Appends the closing part of an `AppendInput` whose records array is open.
-pub fn close_append_input(
-    out: &mut Vec<u8>,
-    fencing_token: Option<&str>,
-    match_seq_num: Option<u64>,
-) {
+fn close_append_input(out: &mut Vec<u8>, fencing_token: Option<&str>, match_seq_num: Option<u64>) {
     out.push(b']');
     if let Some(token) = fencing_token {
         out.extend_from_slice(b",\"fencing_token\":");
@@ -139,7 +167,7 @@ pub fn close_append_input(
     }
     if let Some(seq_num) = match_seq_num {
         out.extend_from_slice(b",\"match_seq_num\":");
-        out.extend_from_slice(seq_num.to_string().as_bytes());
+        write_u64(out, seq_num);
     }
     out.push(b'}');
 }
@@ -189,6 +217,15 @@ mod tests {
         assert_eq!(json("\n\r\t\u{8}\u{c}"), "\"\\n\\r\\t\\b\\f\"");
         assert_eq!(json("\u{0}\u{1f}"), "\"\\u0000\\u001f\"");
         assert_eq!(json("\u{7f}é😀\u{2028}"), "\"\u{7f}é😀\u{2028}\"");
+    }
+
+    #[test]
+    fn writes_decimal_numbers() {
+        for value in [0, 7, 10, 1234567890, u64::MAX] {
+            let mut out = Vec::new();
+            write_u64(&mut out, value);
+            assert_eq!(String::from_utf8(out).unwrap(), value.to_string());
+        }
     }
 
     #[test]

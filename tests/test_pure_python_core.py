@@ -291,4 +291,4 @@ def test_errors_agree(factory: Factory) -> None:
         with pytest.raises(KeyError, match=f"no open stream in slot {slot}"):
             call(slot)
     assert accumulator.open_streams == 0
-    assert accumulator.open("t", 2**64 - 1, []) == slot + 1
+    assert accumulator.open("t", 2**64 - 1, []) == slot, "a closed slot is reused"

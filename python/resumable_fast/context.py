@@ -458,7 +458,9 @@ class ResumableStreamContext:
     def _forget(self, producer: _Producer) -> None:
         if self._producers.get(producer.stream_id) is producer:
             del self._producers[producer.stream_id]
-        self._by_slot.pop(producer.slot, None)
+        # Slots are reused once discarded: only forget the slot if it is still ours.
+        if self._by_slot.get(producer.slot) is producer:
+            del self._by_slot[producer.slot]
 
     async def _append_error_fence(self, stream_id: str, token: str) -> None:
         fence = _new_token(ERROR_FENCE_PREFIX)

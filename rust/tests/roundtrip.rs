@@ -5,14 +5,14 @@
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use resumable_fast::batcher::{Accumulator, BatchLimits, Frame};
+use resumable_fast::batcher::{Accumulator, BatchLimits, Frame, FrameBuffer};
 use resumable_fast::framing::{
     data_record_size, fence_append_input, MAX_BATCH_RECORDS, MAX_METERED_BYTES,
 };
 use serde_json::Value;
 
-fn bodies(frame: &Frame, token: &str) -> Vec<String> {
-    let input: Value = serde_json::from_slice(&frame.body).expect("valid JSON");
+fn bodies(frame: &Frame<'_>, token: &str) -> Vec<String> {
+    let input: Value = serde_json::from_slice(frame.body).expect("valid JSON");
     assert_eq!(input["fencing_token"], token);
     assert_eq!(input["match_seq_num"], frame.match_seq_num);
     let records = input["records"].as_array().expect("records array");
@@ -50,7 +50,7 @@ proptest! {
         let token = "session-\"tok\\";
         let slot = acc.open(token, 1).unwrap();
         let start = Instant::now();
-        let mut frames = Vec::new();
+        let mut frames = FrameBuffer::default();
         let mut pending: Vec<&str> = Vec::new();
         for (i, chunk) in chunks.iter().enumerate() {
             let now = start + Duration::from_millis(i as u64);
@@ -61,19 +61,19 @@ proptest! {
             let due = acc.due(now);
             if pending.len() >= max_records || i % seal_every == 0 || !due.is_empty() {
                 prop_assert!(due.iter().all(|&s| s == slot));
-                frames.extend(acc.frame(slot, &pending).unwrap());
+                acc.frame_into(slot, &pending, &mut frames).unwrap();
                 pending.clear();
             }
         }
-        frames.extend(acc.frame(slot, &pending).unwrap());
+        acc.frame_into(slot, &pending, &mut frames).unwrap();
         acc.close(slot);
 
         let mut expected_seq = 1u64;
         let mut text = String::new();
-        for frame in &frames {
+        for frame in frames.iter() {
             prop_assert_eq!(frame.match_seq_num, expected_seq);
             expected_seq += frame.records as u64;
-            let records = bodies(frame, token);
+            let records = bodies(&frame, token);
             prop_assert!(records.len() <= max_records);
             let metered: usize = records.iter().map(|b| data_record_size(b)).sum();
             // A single record may exceed a small byte cap on its own, never S2's.
