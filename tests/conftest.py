@@ -13,7 +13,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,9 +117,33 @@ def make_context(server: S2Lite, **options: object) -> ResumableStreamContext:
     return create_resumable_stream_context(**settings)  # type: ignore[arg-type]
 
 
+@pytest.fixture(params=["s2", "embedded"])
+def backend_name(request: pytest.FixtureRequest) -> str:
+    """Every test that uses a context runs on both backends: they cannot drift apart."""
+    name: str = request.param
+    return name
+
+
+ContextFactory = Callable[..., ResumableStreamContext]
+
+
 @pytest.fixture
-async def ctx(s2lite: S2Lite) -> AsyncIterator[ResumableStreamContext]:
-    context = make_context(s2lite)
+def new_context(backend_name: str, s2lite: S2Lite) -> ContextFactory:
+    """Makes contexts on this test's backend: another replica of the same service."""
+
+    def factory(**options: object) -> ResumableStreamContext:
+        if backend_name == "s2":
+            return make_context(s2lite, **options)
+        settings: dict[str, object] = {"backend": "embedded", "linger_ms": 5}
+        settings.update(options)
+        return create_resumable_stream_context(**settings)  # type: ignore[arg-type]
+
+    return factory
+
+
+@pytest.fixture
+async def ctx(new_context: ContextFactory) -> AsyncIterator[ResumableStreamContext]:
+    context = new_context()
     yield context
     await context.aclose()
 

@@ -1,7 +1,9 @@
 """A producer replica in its own OS process, for the two-process test.
 
-Usage: python producer_process.py STREAM_ID TOKENS DELAY_SECONDS
-S2 settings come from the S2_* environment variables.
+Usage: python producer_process.py STREAM_ID TOKENS DELAY_SECONDS [hold]
+The backend comes from the environment: S2 with the S2_* variables, else the
+embedded backend in RESUMABLE_FAST_DATA_DIR. With ``hold`` the process prints
+``done`` when its stream has ended and then waits to be killed.
 """
 
 from __future__ import annotations
@@ -23,13 +25,17 @@ async def tokens(count: int, delay: float) -> AsyncIterator[str]:
         yield token_text(index)
 
 
-async def main(stream_id: str, count: int, delay: float) -> None:
+async def main(stream_id: str, count: int, delay: float, hold: bool) -> None:
     async with create_resumable_stream_context(linger_ms=5) as ctx:
         stream = await ctx.resumable_stream(stream_id, lambda: tokens(count, delay))
         assert stream is not None
         async for _chunk in stream:
             pass
+        if hold:
+            print("done", flush=True)
+            await asyncio.sleep(3600)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2]), float(sys.argv[3])))
+    hold = sys.argv[4:] == ["hold"]
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), hold))

@@ -19,7 +19,7 @@ from resumable_fast import (
     StreamFailedError,
 )
 
-from conftest import S2Lite, make_context
+from conftest import ContextFactory, S2Lite, make_context
 from support import TestingStream, from_list, read_chunks, read_text, read_until_error
 
 HERE = Path(__file__).parent
@@ -36,7 +36,7 @@ async def wait_until(predicate: object, timeout: float = 10.0) -> None:
 
 @pytest.mark.parametrize("same_context", [True, False])
 async def test_stop_fences_producer_out(
-    s2lite: S2Lite, ctx: ResumableStreamContext, stream_id: str, same_context: bool
+    new_context: ContextFactory, ctx: ResumableStreamContext, stream_id: str, same_context: bool
 ) -> None:
     source = TestingStream()
     producer = await ctx.resumable_stream(stream_id, source.readable)
@@ -45,7 +45,7 @@ async def test_stop_fences_producer_out(
     assert await read_text(producer, 1) == "before stop "
     assert await read_text(reader, 1) == "before stop "
 
-    stopper = ctx if same_context else make_context(s2lite)
+    stopper = ctx if same_context else new_context()
     try:
         await stopper.stop_stream(stream_id)
     finally:

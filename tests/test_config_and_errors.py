@@ -7,6 +7,7 @@ import logging
 import pytest
 
 from resumable_fast import (
+    BatchSettings,
     ConfigurationError,
     InvalidStreamIdError,
     S2Config,
@@ -30,12 +31,15 @@ def test_explicit_options_override_env() -> None:
         "S2_BASIN_ENDPOINT": "http://127.0.0.1:9",
     }
     from_env = S2Config.from_options(env=env)
-    assert (from_env.basin, from_env.batch_size, from_env.linger_ms) == ("env-basin-name", 50, 250)
+    assert from_env.basin == "env-basin-name"
     assert from_env.access_token == "env-token"
     assert from_env.shared_basin_endpoint
     assert from_env.basin_url == "http://127.0.0.1:9/v1"
-    explicit = S2Config.from_options(basin="other-basin", batch_size=3, linger_ms=1, env=env)
-    assert (explicit.basin, explicit.batch_size, explicit.linger_ms) == ("other-basin", 3, 1)
+    assert S2Config.from_options(basin="other-basin", env=env).basin == "other-basin"
+    batching = BatchSettings.from_options(env=env)
+    assert (batching.batch_size, batching.linger_ms) == (50, 250)
+    explicit = BatchSettings.from_options(batch_size=3, linger_ms=1, env=env)
+    assert (explicit.batch_size, explicit.linger_ms) == (3, 1)
 
 
 def test_defaults_point_at_s2_cloud() -> None:
@@ -43,7 +47,7 @@ def test_defaults_point_at_s2_cloud() -> None:
     assert config.account_url == "https://aws.s2.dev/v1"
     assert config.basin_url == "https://my-basin-1.b.aws.s2.dev/v1"
     assert not config.shared_basin_endpoint
-    assert config.batch_size == 10
+    assert BatchSettings.from_options(env={}).batch_size == 10
 
 
 @pytest.mark.parametrize(
@@ -52,27 +56,50 @@ def test_defaults_point_at_s2_cloud() -> None:
         {"basin": "Bad_Basin"},
         {"basin": "short"},
         {"basin": "-leading-hyphen"},
-        {"basin": "good-basin", "batch_size": 0},
-        {"basin": "good-basin", "batch_size": 1001},
-        {"basin": "good-basin", "linger_ms": -1},
         {"basin": "good-basin", "basin_endpoint": "ftp://example"},
         {},
     ],
 )
-def test_invalid_configuration_is_a_typed_error(options: dict[str, object]) -> None:
+def test_invalid_s2_configuration_is_a_typed_error(options: dict[str, object]) -> None:
     with pytest.raises(ConfigurationError):
         S2Config.from_options(env={}, **options)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"batch_size": 0},
+        {"batch_size": 1001},
+        {"batch_size": 2.5},
+        {"linger_ms": -1},
+        {"max_batch_bytes": 2 * 1024 * 1024},
+        {"backend": "redis"},
+        {"backend": "embedded", "retention_seconds": 0},
+    ],
+)
+def test_invalid_context_options_are_typed_errors(options: dict[str, object]) -> None:
+    with pytest.raises(ConfigurationError):
+        create_resumable_stream_context(**options)  # type: ignore[arg-type]
+
+
 def test_env_garbage_is_a_typed_error() -> None:
     with pytest.raises(ConfigurationError, match="S2_BATCH_SIZE"):
-        S2Config.from_options(env={"S2_BASIN": "good-basin", "S2_BATCH_SIZE": "ten"})
+        BatchSettings.from_options(env={"S2_BATCH_SIZE": "ten"})
+
+
+def test_backend_is_chosen_by_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("S2_BASIN", raising=False)
+    assert "embedded" in repr(create_resumable_stream_context())
+    assert "s2 (basin good-basin" in repr(create_resumable_stream_context(basin="good-basin"))
+    monkeypatch.setenv("S2_BASIN", "env-basin-name")
+    assert "env-basin-name" in repr(create_resumable_stream_context())
+    assert "embedded" in repr(create_resumable_stream_context(backend="embedded"))
 
 
 def test_token_never_in_repr() -> None:
     config = S2Config.from_options(basin="good-basin", access_token=SECRET, env={})
     ctx = create_resumable_stream_context(basin="good-basin", access_token=SECRET)
-    for text in (repr(config), str(config), repr(ctx), repr(ctx._client)):
+    for text in (repr(config), str(config), repr(ctx), repr(ctx._backend)):
         assert SECRET not in text
     assert "***" in repr(config)
 

@@ -165,6 +165,12 @@ def parse_chunks(result: NodeResult) -> list[str]:
     return [str(chunk) for chunk in chunks]
 
 
+@pytest.fixture
+def backend_name() -> str:
+    """Interop is about S2 itself: these tests run on s2-lite only."""
+    return "s2"
+
+
 async def wait_for_state(
     ctx: ResumableStreamContext, stream_id: str, wanted: StreamState, timeout: float = 15.0
 ) -> None:

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 
 from resumable_fast import ResumableStreamContext
 
-from conftest import S2Lite, make_context
+from conftest import ContextFactory
 from support import from_list, read_chunks
 
 
@@ -41,9 +41,11 @@ async def test_concurrent_creators_make_one_ordered_stream(
     assert await read_chunks(await ctx.resume_stream(stream_id)) == messages
 
 
-async def test_concurrent_creators_across_contexts(s2lite: S2Lite, stream_id: str) -> None:
+async def test_concurrent_creators_across_contexts(
+    new_context: ContextFactory, stream_id: str
+) -> None:
     """Three replicas race for the same stream: one wins, all read the same text."""
-    contexts = [make_context(s2lite) for _ in range(3)]
+    contexts = [new_context() for _ in range(3)]
     calls: list[int] = []
     messages = [f"token {i} " for i in range(50)]
 

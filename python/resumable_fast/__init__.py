@@ -1,6 +1,7 @@
 """Resumable LLM token streams, persisted to S2 in batches by a Rust core."""
 
-from resumable_fast.config import S2Config
+from resumable_fast.backends import Backend, EmbeddedBackend, EmbeddedStore
+from resumable_fast.config import BatchSettings, S2Config
 from resumable_fast.context import (
     MakeStream,
     ResumableStreamContext,
@@ -25,7 +26,11 @@ from resumable_fast.errors import (
 from resumable_fast.streams import ResumableStream
 
 __all__ = [
+    "Backend",
+    "BatchSettings",
     "ConfigurationError",
+    "EmbeddedBackend",
+    "EmbeddedStore",
     "FencingTokenMismatchError",
     "InvalidChunkError",
     "InvalidStreamIdError",

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from resumable_fast.errors import ConfigurationError
 
-__all__ = ["DEFAULT_ACCOUNT_ENDPOINT", "DEFAULT_BASIN_ENDPOINT", "S2Config"]
+__all__ = ["DEFAULT_ACCOUNT_ENDPOINT", "DEFAULT_BASIN_ENDPOINT", "BatchSettings", "S2Config"]
 
 DEFAULT_ACCOUNT_ENDPOINT = "https://aws.s2.dev"
 DEFAULT_BASIN_ENDPOINT = "https://{basin}.b.aws.s2.dev"
@@ -65,29 +65,11 @@ class S2Config:
     access_token: str | None = field(default=None, repr=False)
     account_endpoint: str = DEFAULT_ACCOUNT_ENDPOINT
     basin_endpoint: str = DEFAULT_BASIN_ENDPOINT
-    batch_size: int = DEFAULT_BATCH_SIZE
-    linger_ms: float = DEFAULT_LINGER_MS
-    max_batch_bytes: int = MAX_BATCH_BYTES
     request_timeout: float = 30.0
     http2: bool = False
 
     def __post_init__(self) -> None:
         validate_basin_name(self.basin)
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int):
-            raise ConfigurationError(f"batch_size must be an int, got {self.batch_size!r}")
-        if not 1 <= self.batch_size <= MAX_BATCH_RECORDS:
-            raise ConfigurationError(
-                f"batch_size must be between 1 and {MAX_BATCH_RECORDS}, got {self.batch_size}"
-            )
-        if not 1 <= self.max_batch_bytes <= MAX_BATCH_BYTES:
-            raise ConfigurationError(
-                f"max_batch_bytes must be between 1 and {MAX_BATCH_BYTES}, "
-                f"got {self.max_batch_bytes}"
-            )
-        if not isinstance(self.linger_ms, (int, float)) or not 0 <= self.linger_ms < 3_600_000:
-            raise ConfigurationError(
-                f"linger_ms must be a number of milliseconds >= 0, got {self.linger_ms!r}"
-            )
         if self.request_timeout <= 0:
             raise ConfigurationError("request_timeout must be > 0")
         _api_root(self.account_endpoint, "account_endpoint")
@@ -114,8 +96,7 @@ class S2Config:
         token = "None" if self.access_token is None else "'***'"
         return (
             f"S2Config(basin={self.basin!r}, access_token={token}, "
-            f"account_endpoint={self.account_endpoint!r}, basin_endpoint={self.basin_endpoint!r}, "
-            f"batch_size={self.batch_size}, linger_ms={self.linger_ms})"
+            f"account_endpoint={self.account_endpoint!r}, basin_endpoint={self.basin_endpoint!r})"
         )
 
     @classmethod
@@ -126,9 +107,6 @@ class S2Config:
         access_token: str | None = None,
         account_endpoint: str | None = None,
         basin_endpoint: str | None = None,
-        batch_size: int | None = None,
-        linger_ms: float | None = None,
-        max_batch_bytes: int | None = None,
         request_timeout: float | None = None,
         http2: bool | None = None,
         env: Mapping[str, str] | None = None,
@@ -138,8 +116,6 @@ class S2Config:
         basin = basin if basin is not None else env.get("S2_BASIN")
         if not basin:
             raise ConfigurationError("no S2 basin: pass basin= or set S2_BASIN")
-        env_batch = _env_int(env, "S2_BATCH_SIZE")
-        env_linger = _env_float(env, "S2_LINGER_DURATION")
         return cls(
             basin=basin,
             access_token=access_token if access_token is not None else env.get("S2_ACCESS_TOKEN"),
@@ -147,6 +123,51 @@ class S2Config:
             or env.get("S2_ACCOUNT_ENDPOINT")
             or DEFAULT_ACCOUNT_ENDPOINT,
             basin_endpoint=basin_endpoint or env.get("S2_BASIN_ENDPOINT") or DEFAULT_BASIN_ENDPOINT,
+            request_timeout=request_timeout if request_timeout is not None else 30.0,
+            http2=bool(http2),
+        )
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """How the producer batches chunks into appends, on either backend."""
+
+    batch_size: int = DEFAULT_BATCH_SIZE
+    linger_ms: float = DEFAULT_LINGER_MS
+    max_batch_bytes: int = MAX_BATCH_BYTES
+
+    def __post_init__(self) -> None:
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int):
+            raise ConfigurationError(f"batch_size must be an int, got {self.batch_size!r}")
+        if not 1 <= self.batch_size <= MAX_BATCH_RECORDS:
+            raise ConfigurationError(
+                f"batch_size must be between 1 and {MAX_BATCH_RECORDS}, got {self.batch_size}"
+            )
+        if not 1 <= self.max_batch_bytes <= MAX_BATCH_BYTES:
+            raise ConfigurationError(
+                f"max_batch_bytes must be between 1 and {MAX_BATCH_BYTES}, "
+                f"got {self.max_batch_bytes}"
+            )
+        if not isinstance(self.linger_ms, (int, float)) or not 0 <= self.linger_ms < 3_600_000:
+            raise ConfigurationError(
+                f"linger_ms must be a number of milliseconds >= 0, got {self.linger_ms!r}"
+            )
+
+    @classmethod
+    def from_options(
+        cls,
+        *,
+        batch_size: int | None = None,
+        linger_ms: float | None = None,
+        max_batch_bytes: int | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> BatchSettings:
+        """Explicit arguments win over the seed's ``S2_BATCH_SIZE`` and
+        ``S2_LINGER_DURATION`` (milliseconds), then the defaults."""
+        env = os.environ if env is None else env
+        env_batch = _env_int(env, "S2_BATCH_SIZE")
+        env_linger = _env_float(env, "S2_LINGER_DURATION")
+        return cls(
             batch_size=batch_size
             if batch_size is not None
             else (env_batch if env_batch is not None else DEFAULT_BATCH_SIZE),
@@ -154,6 +175,4 @@ class S2Config:
             if linger_ms is not None
             else (env_linger if env_linger is not None else DEFAULT_LINGER_MS),
             max_batch_bytes=max_batch_bytes if max_batch_bytes is not None else MAX_BATCH_BYTES,
-            request_timeout=request_timeout if request_timeout is not None else 30.0,
-            http2=bool(http2),
         )

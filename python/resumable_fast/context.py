@@ -17,15 +17,24 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import secrets
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
 from resumable_fast import _core
-from resumable_fast.config import S2Config
+from resumable_fast.backends import (
+    DEFAULT_RETENTION_SECONDS,
+    Backend,
+    EmbeddedBackend,
+    EmbeddedStore,
+)
+from resumable_fast.config import BatchSettings, S2Config
 from resumable_fast.errors import (
+    ConfigurationError,
     FencingTokenMismatchError,
     InvalidChunkError,
     InvalidStreamIdError,
@@ -146,7 +155,7 @@ class _Producer:
         put = self.channel.put
         pending = self.pending
         add_pending = pending.append
-        batch_size = self.context.config.batch_size
+        batch_size = self.context.batching.batch_size
         failure: BaseException | None = None
         try:
             async for chunk in self.source:
@@ -203,17 +212,17 @@ class _Producer:
             self.pump_task.cancel()
 
     async def _write(self) -> None:
-        client = self.context._client
+        backend = self.context._backend
         try:
             while self.closing_fence is None or self.frames:
                 await self.frames_ready.wait()
                 self.frames_ready.clear()
                 while self.frames:
                     body, end_seq_num = self.frames.popleft()
-                    await client.append(self.stream_id, body, end_seq_num=end_seq_num)
+                    await backend.append(self.stream_id, body, end_seq_num=end_seq_num)
                 if self.stopped:
                     return
-            await client.append(
+            await backend.append(
                 self.stream_id,
                 _core.fence_append_input(self.closing_fence, self.token),
                 new_fence=self.closing_fence,
@@ -253,12 +262,18 @@ class ResumableStreamContext:
     waits for producers to finish and drains their pending batches.
     """
 
-    def __init__(self, config: S2Config, *, drain_timeout: float = DEFAULT_DRAIN_TIMEOUT) -> None:
-        self.config = config
+    def __init__(
+        self,
+        backend: Backend,
+        batching: BatchSettings | None = None,
+        *,
+        drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
+    ) -> None:
+        self.batching = batching or BatchSettings()
         self.drain_timeout = drain_timeout
-        self._client = S2Client(config)
+        self._backend = backend
         self._accumulator = _core.Accumulator(
-            config.batch_size, config.max_batch_bytes, float(config.linger_ms)
+            self.batching.batch_size, self.batching.max_batch_bytes, float(self.batching.linger_ms)
         )
         self._producers: dict[str, _Producer] = {}
         self._by_slot: dict[int, _Producer] = {}
@@ -268,7 +283,7 @@ class ResumableStreamContext:
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"ResumableStreamContext({self.config!r})"
+        return f"ResumableStreamContext({self._backend.description})"
 
     async def __aenter__(self) -> ResumableStreamContext:
         return self
@@ -329,7 +344,7 @@ class ResumableStreamContext:
         self._check_open()
         validate_stream_id(stream_id)
         skip = _validate_skip(skip_characters)
-        state = _state_of(await self._client.last_record(stream_id))
+        state = _state_of(await self._backend.last_record(stream_id))
         if state == "DONE":
             return None
         if state is None:
@@ -365,7 +380,7 @@ class ResumableStreamContext:
         self._check_open()
         validate_stream_id(stream_id)
         skip = _validate_skip(skip_characters)
-        state = _state_of(await self._client.last_record(stream_id))
+        state = _state_of(await self._backend.last_record(stream_id))
         if state is not True:
             return None
         return self._resumed(stream_id, skip)
@@ -381,7 +396,7 @@ class ResumableStreamContext:
         """None if never created, True while in progress, ``"DONE"`` when finished."""
         self._check_open()
         validate_stream_id(stream_id)
-        return _state_of(await self._client.last_record(stream_id))
+        return _state_of(await self._backend.last_record(stream_id))
 
     async def stop_stream(self, stream_id: str) -> None:
         """End a stream now: an ``end-`` fence appended without a token check
@@ -389,7 +404,9 @@ class ResumableStreamContext:
         self._check_open()
         validate_stream_id(stream_id)
         fence = _new_token(END_FENCE_PREFIX)
-        await self._client.append(stream_id, _core.fence_append_input(fence, None), new_fence=fence)
+        await self._backend.append(
+            stream_id, _core.fence_append_input(fence, None), new_fence=fence
+        )
         producer = self._producers.get(stream_id)
         if producer is not None:
             producer.stop()
@@ -420,7 +437,7 @@ class ResumableStreamContext:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._client.aclose()
+        await self._backend.aclose()
 
     # -- internals --------------------------------------------------------------
 
@@ -429,7 +446,7 @@ class ResumableStreamContext:
         token = _new_token(SESSION_FENCE_PREFIX)
         body = _core.fence_append_input(token, "", 0)
         try:
-            await self._client.append(stream_id, body, new_fence=token)
+            await self._backend.append(stream_id, body, new_fence=token)
         except (FencingTokenMismatchError, SeqNumMismatchError):
             return None
         return token
@@ -465,19 +482,20 @@ class ResumableStreamContext:
     async def _append_error_fence(self, stream_id: str, token: str) -> None:
         fence = _new_token(ERROR_FENCE_PREFIX)
         try:
-            await self._client.append(
+            await self._backend.append(
                 stream_id, _core.fence_append_input(fence, token), new_fence=fence
             )
         except S2Error as exc:
             logger.error("stream %r: could not append error fence: %s", stream_id, exc)
 
     def _resumed(self, stream_id: str, skip_characters: int) -> ResumedStream:
-        batches: AsyncIterator[list[SequencedRecord]] = self._client.read_session(stream_id, 0)
+        batches: AsyncIterator[list[SequencedRecord]] = self._backend.read_session(stream_id, 0)
         return ResumedStream(stream_id, batches, skip_characters)
 
 
 def create_resumable_stream_context(
     *,
+    backend: Literal["auto", "embedded", "s2"] = "auto",
     basin: str | None = None,
     access_token: str | None = None,
     account_endpoint: str | None = None,
@@ -487,18 +505,52 @@ def create_resumable_stream_context(
     max_batch_bytes: int | None = None,
     request_timeout: float | None = None,
     http2: bool | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    retention_seconds: float = DEFAULT_RETENTION_SECONDS,
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
 ) -> ResumableStreamContext:
-    """Create a context. Explicit options win over ``S2_*`` environment variables."""
-    config = S2Config.from_options(
-        basin=basin,
-        access_token=access_token,
-        account_endpoint=account_endpoint,
-        basin_endpoint=basin_endpoint,
-        batch_size=batch_size,
-        linger_ms=linger_ms,
-        max_batch_bytes=max_batch_bytes,
-        request_timeout=request_timeout,
-        http2=http2,
+    """Create a context. Explicit options win over environment variables.
+
+    ``backend="auto"`` uses S2 when a basin is configured (``basin=`` or
+    ``S2_BASIN``) and the embedded in-process backend otherwise. The embedded
+    backend keeps streams in memory (finished ones for ``retention_seconds``),
+    or in ``data_dir`` (also ``RESUMABLE_FAST_DATA_DIR``) across restarts.
+    """
+    if backend not in ("auto", "embedded", "s2"):
+        raise ConfigurationError(f"backend must be 'auto', 'embedded' or 's2', got {backend!r}")
+    batching = BatchSettings.from_options(
+        batch_size=batch_size, linger_ms=linger_ms, max_batch_bytes=max_batch_bytes
     )
-    return ResumableStreamContext(config, drain_timeout=drain_timeout)
+    if backend == "auto":
+        backend = "s2" if (basin or os.environ.get("S2_BASIN")) else "embedded"
+    chosen: Backend
+    if backend == "s2":
+        chosen = S2Client(
+            S2Config.from_options(
+                basin=basin,
+                access_token=access_token,
+                account_endpoint=account_endpoint,
+                basin_endpoint=basin_endpoint,
+                request_timeout=request_timeout,
+                http2=http2,
+            )
+        )
+    else:
+        if retention_seconds <= 0:
+            raise ConfigurationError("retention_seconds must be > 0")
+        directory = data_dir if data_dir is not None else os.environ.get("RESUMABLE_FAST_DATA_DIR")
+        store = EmbeddedStore.shared(
+            Path(directory) if directory else None, retention_seconds=retention_seconds
+        )
+        chosen = EmbeddedBackend(store)
+    _log_backend_once(chosen.description)
+    return ResumableStreamContext(chosen, batching, drain_timeout=drain_timeout)
+
+
+_logged_backends: set[str] = set()
+
+
+def _log_backend_once(description: str) -> None:
+    if description not in _logged_backends:
+        _logged_backends.add(description)
+        logger.info("resumable_fast backend: %s", description)

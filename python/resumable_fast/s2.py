@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, TypedDict
 from urllib.parse import quote
 
@@ -110,6 +110,7 @@ class S2Client:
 
     def __init__(self, config: S2Config, *, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> None:
         self.config = config
+        self.description = f"s2 (basin {config.basin} at {config.basin_url})"
         self.max_attempts = max_attempts
         headers = {"User-Agent": "resumable_fast"}
         if config.access_token:
@@ -247,7 +248,9 @@ class S2Client:
         tail: int = orjson.loads(content)["tail"]["seq_num"]
         return tail
 
-    async def read_session(self, stream: str, seq_num: int) -> AsyncIterator[list[SequencedRecord]]:
+    async def read_session(
+        self, stream: str, seq_num: int
+    ) -> AsyncGenerator[list[SequencedRecord], None]:
         """Follow a stream from ``seq_num`` on, batch by batch, without end.
 
         When the connection drops or S2 closes the session, it is reopened just

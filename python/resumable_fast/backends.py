@@ -1,0 +1,331 @@
+"""Where streams live: S2 (through :class:`~resumable_fast.s2.S2Client`) or the
+embedded in-process store.
+
+The embedded backend is a product feature for zero-setup use, not a test
+double: it keeps S2's semantics (the same records and sequence numbers, fencing
+tokens and ``match_seq_num`` checks with the same typed errors, atomic batches,
+the same size limits, create-on-append and create-on-read, reads from a
+sequence number that follow the live tail), so code moves to S2 unchanged. It
+reads the very ``AppendInput`` bodies the native core frames for S2.
+
+Without a ``data_dir`` streams live in memory, and finished ones are dropped
+``retention_seconds`` after their last record so memory stays bounded. With a
+``data_dir`` each stream is an append-only file of checksummed batches that
+survives a process restart (a torn last write is detected by its length and
+CRC and cut off when the file is opened). Writes reach the operating system
+before an append returns, so they survive the process being killed; they are
+not fsynced, so a power cut may lose the last ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import struct
+import threading
+import time
+import zlib
+from collections import deque
+from collections.abc import AsyncGenerator
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import orjson
+
+from resumable_fast.errors import (
+    FencingTokenMismatchError,
+    S2Error,
+    SeqNumMismatchError,
+)
+from resumable_fast.s2 import FENCE_HEADER, SequencedRecord
+
+__all__ = ["Backend", "EmbeddedBackend", "EmbeddedStore"]
+
+logger = logging.getLogger("resumable_fast")
+
+MAX_METERED_BYTES = 1024 * 1024
+MAX_BATCH_RECORDS = 1000
+MAX_FENCING_TOKEN_BYTES = 36
+READ_BATCH_RECORDS = 1000
+DEFAULT_RETENTION_SECONDS = 3600.0
+_ENTRY_HEAD = struct.Struct(">II")  # payload length, CRC-32 of the payload
+_END_PREFIXES = ("end-", "error-")
+
+
+class Backend(Protocol):
+    """What a context needs from the place its streams live."""
+
+    description: str
+
+    async def append(
+        self,
+        stream: str,
+        append_input: bytes,
+        *,
+        end_seq_num: int | None = None,
+        new_fence: str | None = None,
+    ) -> None: ...
+
+    async def last_record(self, stream: str) -> SequencedRecord | None: ...
+
+    def read_session(
+        self, stream: str, seq_num: int
+    ) -> AsyncGenerator[list[SequencedRecord], None]: ...
+
+    async def aclose(self) -> None: ...
+
+
+def _invalid(message: str) -> S2Error:
+    return S2Error(422, "invalid", message)
+
+
+def _metered_size(record: dict[str, Any]) -> int:
+    headers = record.get("headers") or []
+    header_bytes = sum(2 + len(name.encode()) + len(value.encode()) for name, value in headers)
+    return 8 + header_bytes + len(record.get("body", "").encode())
+
+
+class _Stream:
+    __slots__ = ("fencing_token", "finished_at", "path", "records", "waiters")
+
+    def __init__(self, path: Path | None) -> None:
+        self.records: list[SequencedRecord] = []
+        self.fencing_token = ""
+        self.path = path
+        self.finished_at: float | None = None
+        self.waiters: list[asyncio.Future[None]] = []
+
+    def apply(self, records: list[SequencedRecord]) -> None:
+        for record in records:
+            if record.get("headers") == [FENCE_HEADER]:
+                self.fencing_token = record.get("body", "")
+        self.records.extend(records)
+        last = records[-1]
+        if last.get("headers") == [FENCE_HEADER] and last.get("body", "").startswith(_END_PREFIXES):
+            self.finished_at = time.monotonic()
+
+    def wake_readers(self) -> None:
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            loop = waiter.get_loop()
+            # A reader that went away leaves a finished future or a closed loop;
+            # live ones may wait on another thread's event loop.
+            if not waiter.done() and not loop.is_closed():
+                loop.call_soon_threadsafe(_resolve, waiter)
+
+    def has_readers(self) -> bool:
+        self.waiters = [waiter for waiter in self.waiters if not waiter.done()]
+        return bool(self.waiters)
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class EmbeddedStore:
+    """The streams of one process (or one ``data_dir``), shared by every
+    context that uses them, as replicas share one S2 basin."""
+
+    _shared: ClassVar[dict[str | None, EmbeddedStore]] = {}
+    _shared_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(
+        self, data_dir: Path | None, retention_seconds: float = DEFAULT_RETENTION_SECONDS
+    ) -> None:
+        self.data_dir = data_dir
+        self.retention_seconds = retention_seconds
+        self._streams: dict[str, _Stream] = {}
+        self._finished: deque[tuple[float, str]] = deque()
+        self._lock = threading.Lock()
+        if data_dir is not None:
+            data_dir.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def shared(
+        cls, data_dir: Path | None, retention_seconds: float = DEFAULT_RETENTION_SECONDS
+    ) -> EmbeddedStore:
+        key = None if data_dir is None else str(data_dir.resolve())
+        with cls._shared_lock:
+            store = cls._shared.get(key)
+            if store is None:
+                store = cls._shared[key] = cls(data_dir, retention_seconds)
+            return store
+
+    def _path(self, name: str) -> Path | None:
+        if self.data_dir is None:
+            return None
+        return self.data_dir / (hashlib.sha256(name.encode()).hexdigest() + ".stream")
+
+    def _stream(self, name: str) -> _Stream:
+        """The stream, created (or loaded from disk) on first use."""
+        stream = self._streams.get(name)
+        if stream is None:
+            stream = _Stream(self._path(name))
+            if stream.path is not None and stream.path.exists():
+                for batch in _load_batches(stream.path):
+                    stream.apply(batch)
+            self._streams[name] = stream
+            if stream.finished_at is not None:
+                self._finished.append((stream.finished_at, name))
+        return stream
+
+    def _expire(self) -> None:
+        """Drop finished streams past their retention (from memory; files stay)."""
+        horizon = time.monotonic() - self.retention_seconds
+        while self._finished and self._finished[0][0] <= horizon:
+            _, name = self._finished.popleft()
+            stream = self._streams.get(name)
+            if (
+                stream is not None
+                and stream.finished_at is not None
+                and stream.finished_at <= horizon
+                and not stream.has_readers()
+            ):
+                del self._streams[name]
+
+    def append(self, name: str, append_input: bytes) -> None:
+        try:
+            request = orjson.loads(append_input)
+            records_in = request["records"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            raise _invalid("append input must be a JSON object with records") from None
+        if not isinstance(records_in, list) or not 1 <= len(records_in) <= MAX_BATCH_RECORDS:
+            raise _invalid(f"a batch holds 1 to {MAX_BATCH_RECORDS} records")
+        batch_bytes = 0
+        for record in records_in:
+            if not isinstance(record, dict) or not isinstance(record.get("body", ""), str):
+                raise _invalid("records must be objects with a string body")
+            size = _metered_size(record)
+            if size > MAX_METERED_BYTES:
+                raise _invalid("a record exceeds 1 MiB metered")
+            batch_bytes += size
+            headers = record.get("headers")
+            if headers == [FENCE_HEADER] and len(record.get("body", "").encode()) > (
+                MAX_FENCING_TOKEN_BYTES
+            ):
+                raise _invalid("fencing token exceeds 36 bytes")
+        if batch_bytes > MAX_METERED_BYTES:
+            raise _invalid("a batch exceeds 1 MiB metered")
+        with self._lock:
+            self._expire()
+            stream = self._stream(name)
+            token = request.get("fencing_token")
+            if token is not None and token != stream.fencing_token:
+                raise FencingTokenMismatchError(stream.fencing_token)
+            tail = len(stream.records)
+            match = request.get("match_seq_num")
+            if match is not None and match != tail:
+                raise SeqNumMismatchError(tail)
+            now = int(time.time() * 1000)
+            records: list[SequencedRecord] = []
+            for offset, record in enumerate(records_in):
+                sequenced: SequencedRecord = {"seq_num": tail + offset, "timestamp": now}
+                if record.get("headers"):
+                    sequenced["headers"] = record["headers"]
+                sequenced["body"] = record.get("body", "")
+                records.append(sequenced)
+            if stream.path is not None:
+                _write_batch(stream.path, records)
+            stream.apply(records)
+            if stream.finished_at is not None:
+                self._finished.append((stream.finished_at, name))
+            stream.wake_readers()
+
+    def records_from(self, name: str, seq_num: int) -> list[SequencedRecord]:
+        with self._lock:
+            records = self._stream(name).records
+            return records[seq_num : seq_num + READ_BATCH_RECORDS]
+
+    def last_record(self, name: str) -> SequencedRecord | None:
+        with self._lock:
+            self._expire()
+            records = self._stream(name).records
+            return records[-1] if records else None
+
+    def wait_for_records(self, name: str, seq_num: int) -> asyncio.Future[None] | None:
+        """A future resolved once the stream has a record at ``seq_num``, or None
+        when it already has one."""
+        with self._lock:
+            stream = self._stream(name)
+            if len(stream.records) > seq_num:
+                return None
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            stream.waiters.append(waiter)
+            return waiter
+
+
+def _write_batch(path: Path, records: list[SequencedRecord]) -> None:
+    payload = orjson.dumps(records)
+    with path.open("ab") as file:
+        file.write(_ENTRY_HEAD.pack(len(payload), zlib.crc32(payload)) + payload)
+
+
+def _load_batches(path: Path) -> list[list[SequencedRecord]]:
+    """Every complete batch in a stream file; a torn last write is cut off."""
+    data = path.read_bytes()
+    batches: list[list[SequencedRecord]] = []
+    offset = 0
+    while offset < len(data):
+        head_end = offset + _ENTRY_HEAD.size
+        if head_end > len(data):
+            break
+        length, checksum = _ENTRY_HEAD.unpack_from(data, offset)
+        payload = data[head_end : head_end + length]
+        if len(payload) < length or zlib.crc32(payload) != checksum:
+            break
+        batches.append(orjson.loads(payload))
+        offset = head_end + length
+    if offset < len(data):
+        logger.warning(
+            "stream file %s: cutting off a torn write of %d bytes", path.name, len(data) - offset
+        )
+        with path.open("r+b") as file:
+            file.truncate(offset)
+    return batches
+
+
+class EmbeddedBackend:
+    """The :class:`Backend` over an :class:`EmbeddedStore`."""
+
+    def __init__(self, store: EmbeddedStore) -> None:
+        self.store = store
+        where = "in memory" if store.data_dir is None else f"in {store.data_dir}"
+        self.description = f"embedded ({where})"
+
+    def __repr__(self) -> str:
+        return f"EmbeddedBackend({self.description})"
+
+    async def append(
+        self,
+        stream: str,
+        append_input: bytes,
+        *,
+        end_seq_num: int | None = None,
+        new_fence: str | None = None,
+    ) -> None:
+        self.store.append(stream, append_input)
+
+    async def last_record(self, stream: str) -> SequencedRecord | None:
+        return self.store.last_record(stream)
+
+    async def read_session(
+        self, stream: str, seq_num: int
+    ) -> AsyncGenerator[list[SequencedRecord], None]:
+        next_seq_num = seq_num
+        while True:
+            records = self.store.records_from(stream, next_seq_num)
+            if records:
+                next_seq_num = records[-1]["seq_num"] + 1
+                yield records
+                continue
+            waiter = self.store.wait_for_records(stream, next_seq_num)
+            if waiter is not None:
+                try:
+                    await waiter
+                finally:
+                    waiter.cancel()
+
+    async def aclose(self) -> None:
+        """Nothing to release: the store outlives its contexts, as S2 does."""

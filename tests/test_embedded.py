@@ -1,0 +1,183 @@
+"""The embedded backend's own guarantees: S2's append semantics, bounded
+memory, and durable streams in a data_dir that survive a killed process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+
+from producer_process import token_text
+from resumable_fast import (
+    EmbeddedBackend,
+    EmbeddedStore,
+    FencingTokenMismatchError,
+    S2Error,
+    SeqNumMismatchError,
+    create_resumable_stream_context,
+)
+from resumable_fast._core import fence_append_input
+
+from support import from_list, read_chunks, read_text
+
+HERE = Path(__file__).parent
+
+
+def fresh_backend(data_dir: Path | None = None, retention: float = 3600.0) -> EmbeddedBackend:
+    return EmbeddedBackend(EmbeddedStore(data_dir, retention))
+
+
+def data_batch(bodies: list[str], token: str, match: int | None = None) -> bytes:
+    request: dict[str, object] = {
+        "records": [{"body": body} for body in bodies],
+        "fencing_token": token,
+    }
+    if match is not None:
+        request["match_seq_num"] = match
+    return orjson.dumps(request)
+
+
+async def test_fencing_and_seq_num_checks_match_s2() -> None:
+    backend = fresh_backend()
+    await backend.append("s", fence_append_input("session-a", "", 0))
+    with pytest.raises(FencingTokenMismatchError) as fenced:
+        await backend.append("s", fence_append_input("session-b", "", 0))
+    assert fenced.value.current_token == "session-a"
+    with pytest.raises(SeqNumMismatchError) as seq:
+        await backend.append("s", data_batch(["x"], "session-a", match=5))
+    assert seq.value.expected_seq_num == 1
+    await backend.append("s", data_batch(["x", "y"], "session-a", match=1))
+    last = await backend.last_record("s")
+    assert last is not None
+    assert (last["seq_num"], last["body"]) == (2, "y")
+    # A stop: a fence without a token check replaces the token.
+    await backend.append("s", fence_append_input("end-z", None))
+    with pytest.raises(FencingTokenMismatchError):
+        await backend.append("s", data_batch(["late"], "session-a"))
+
+
+@pytest.mark.parametrize(
+    "append_input",
+    [
+        b"not json",
+        orjson.dumps({"records": []}),
+        orjson.dumps({"records": [{"body": "x"}] * 1001}),
+        orjson.dumps({"records": [{"body": "x" * (1024 * 1024)}]}),
+        orjson.dumps({"records": [{"body": "x" * 600_000}, {"body": "y" * 600_000}]}),
+        orjson.dumps({"records": [{"headers": [["", "fence"]], "body": "t" * 37}]}),
+    ],
+)
+async def test_limits_and_bad_input_are_refused_atomically(append_input: bytes) -> None:
+    backend = fresh_backend()
+    with pytest.raises(S2Error):
+        await backend.append("s", append_input)
+    assert await backend.last_record("s") is None
+
+
+async def test_read_session_follows_the_live_tail() -> None:
+    backend = fresh_backend()
+    session = backend.read_session("s", 0)
+    first = asyncio.ensure_future(session.__anext__())
+    await asyncio.sleep(0.01)
+    assert not first.done()
+    await backend.append("s", fence_append_input("session-a", "", 0))
+    records = await asyncio.wait_for(first, 5)
+    assert records[0]["body"] == "session-a"
+    await session.aclose()
+
+
+async def test_finished_streams_are_dropped_after_retention(stream_id: str) -> None:
+    async with create_resumable_stream_context(
+        backend="embedded", linger_ms=1, data_dir=None, retention_seconds=0.2
+    ) as ctx:
+        ctx._backend = fresh_backend(retention=0.2)
+        stream = await ctx.resumable_stream(stream_id, lambda: from_list(["a", "b"]))
+        assert await read_chunks(stream) == ["a", "b"]
+        assert await ctx.has_existing_stream(stream_id) == "DONE"
+        await asyncio.sleep(0.3)
+        assert await ctx.has_existing_stream(stream_id) is None
+
+
+async def test_durable_stream_survives_a_killed_process(tmp_path: Path) -> None:
+    stream_id = f"durable-{uuid.uuid4().hex}"
+    count = 60
+    env = {k: v for k, v in os.environ.items() if not k.startswith("S2_")}
+    env["RESUMABLE_FAST_DATA_DIR"] = str(tmp_path)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(HERE / "producer_process.py"),
+        stream_id,
+        str(count),
+        "0.001",
+        "hold",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert child.stdout is not None
+        assert await asyncio.wait_for(child.stdout.readline(), 30) == b"done\n"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        await child.wait()
+    async with create_resumable_stream_context(backend="embedded", data_dir=tmp_path) as ctx:
+        assert await ctx.has_existing_stream(stream_id) == "DONE"
+        text = await read_text(await ctx.resume_stream(stream_id))
+    assert text == "".join(token_text(i) for i in range(count))
+
+
+async def test_stream_killed_mid_reply_keeps_what_was_written(tmp_path: Path) -> None:
+    stream_id = f"durable-{uuid.uuid4().hex}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("S2_")}
+    env["RESUMABLE_FAST_DATA_DIR"] = str(tmp_path)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, str(HERE / "producer_process.py"), stream_id, "100000", "0.002", env=env
+    )
+    try:
+        for _ in range(500):
+            await asyncio.sleep(0.02)
+            backend = fresh_backend(tmp_path)
+            last = await backend.last_record(stream_id)
+            if last is not None and last["seq_num"] >= 20:
+                break
+    finally:
+        child.send_signal(signal.SIGKILL)
+        await child.wait()
+    session = fresh_backend(tmp_path).read_session(stream_id, 0)
+    records = await asyncio.wait_for(session.__anext__(), 5)
+    await session.aclose()
+    bodies = [r["body"] for r in records[1:]]
+    assert len(bodies) >= 20
+    assert bodies == [token_text(i) for i in range(len(bodies))]
+
+
+def tear_last_write(data_dir: Path) -> tuple[Path, int]:
+    """Append a batch head promising 256 bytes, then nothing: a torn write."""
+    (stream_file,) = data_dir.iterdir()
+    whole = stream_file.stat().st_size
+    with stream_file.open("ab") as file:
+        file.write(b"\x00\x00\x01\x00\xde\xad")
+    return stream_file, whole
+
+
+async def test_torn_last_write_is_cut_off(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    backend = fresh_backend(tmp_path)
+    await backend.append("s", fence_append_input("session-a", "", 0))
+    await backend.append("s", data_batch(["kept"], "session-a"))
+    stream_file, whole = tear_last_write(tmp_path)
+    reopened = fresh_backend(tmp_path)
+    last = await reopened.last_record("s")
+    assert last is not None
+    assert last["body"] == "kept"
+    assert "torn write" in caplog.text
+    assert await asyncio.to_thread(os.path.getsize, stream_file) == whole
+    await reopened.append("s", data_batch(["after"], "session-a", match=2))
+    again = fresh_backend(tmp_path)
+    last = await again.last_record("s")
+    assert last is not None
+    assert (last["seq_num"], last["body"]) == (2, "after")
