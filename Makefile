@@ -14,7 +14,7 @@ INTEROP_DIR := tests/interop
 
 export S2LITE_BIN
 
-.PHONY: all demo test test-rust lint pytest venv develop s2-lite interop-deps lock bench-core bench-transport clean
+.PHONY: all demo test test-rust lint pytest venv develop s2-lite interop-deps chromium lock bench-core bench-transport clean
 
 all: develop
 
@@ -44,6 +44,12 @@ $(INTEROP_DIR)/node_modules/.installed: $(INTEROP_DIR)/package.json $(INTEROP_DI
 
 interop-deps: $(INTEROP_DIR)/node_modules/.installed
 
+# The browser test drives Debian's chromium (Playwright never downloads a browser).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing Debian's chromium for the browser test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
 test-rust:
 	cargo test --locked
 
@@ -55,10 +61,10 @@ lint: develop
 	$(BIN)/ruff format --check python tests benches
 	$(BIN)/mypy
 
-pytest: develop s2-lite interop-deps
+pytest: develop s2-lite interop-deps chromium
 	$(BIN)/pytest -q
 
-test: develop s2-lite interop-deps
+test: develop s2-lite interop-deps chromium
 	$(MAKE) test-rust
 	$(MAKE) lint
 	$(MAKE) pytest

@@ -20,7 +20,7 @@ import logging
 import os
 import secrets
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
@@ -489,8 +489,7 @@ class ResumableStreamContext:
             logger.error("stream %r: could not append error fence: %s", stream_id, exc)
 
     def _resumed(self, stream_id: str, skip_characters: int) -> ResumedStream:
-        batches: AsyncIterator[list[SequencedRecord]] = self._backend.read_session(stream_id, 0)
-        return ResumedStream(stream_id, batches, skip_characters)
+        return ResumedStream(stream_id, self._backend.read_session(stream_id, 0), skip_characters)
 
 
 def create_resumable_stream_context(

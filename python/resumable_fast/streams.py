@@ -111,7 +111,7 @@ class ProducerStream(ResumableStream):
 
 
 async def chunks_from_records(
-    stream_id: str, batches: AsyncIterator[list[SequencedRecord]], skip_characters: int = 0
+    stream_id: str, batches: AsyncGenerator[list[SequencedRecord], None], skip_characters: int = 0
 ) -> AsyncGenerator[str, None]:
     """Data record bodies in order, until an ``end-`` fence; an ``error-`` fence raises.
 
@@ -138,9 +138,7 @@ async def chunks_from_records(
                     to_skip = 0
                 yield body
     finally:
-        close = getattr(batches, "aclose", None)
-        if close is not None:
-            await close()
+        await batches.aclose()
 
 
 class ResumedStream(ResumableStream):
@@ -149,7 +147,7 @@ class ResumedStream(ResumableStream):
     def __init__(
         self,
         stream_id: str,
-        batches: AsyncIterator[list[SequencedRecord]],
+        batches: AsyncGenerator[list[SequencedRecord], None],
         skip_characters: int = 0,
     ) -> None:
         self.stream_id = stream_id
