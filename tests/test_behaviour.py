@@ -233,3 +233,15 @@ async def test_lone_surrogate_is_stored_as_replacement_character(
     producer = await ctx.resumable_stream(stream_id, lambda: from_list(chunks))
     assert await read_chunks(producer) == chunks
     assert await read_text(await ctx.resume_stream(stream_id)) == "before bad \ufffd half after"
+
+
+async def test_skip_characters_applies_to_every_kind_of_stream(
+    ctx: ResumableStreamContext, stream_id: str
+) -> None:
+    chunks = ["ab", "cd", "ef"]
+    producer = await ctx.resumable_stream(stream_id, lambda: from_list(chunks), 3)
+    assert await read_text(producer) == "def"
+    assert await read_text(await ctx.resume_stream(stream_id, skip_characters=5)) == "f"
+    assert await read_text(await ctx.resume_stream(stream_id, skip_characters=9)) == ""
+    with pytest.raises(ValueError, match="skip_characters"):
+        await ctx.resume_stream(stream_id, skip_characters=-1)

@@ -1,59 +1,101 @@
-"""Command line: ``python -m resumable_fast demo``."""
+"""Command line: ``python -m resumable_fast demo [--host 127.0.0.1] [--port 8000]``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
+import logging
+import signal
 import sys
-import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 from resumable_fast.context import create_resumable_stream_context
+from resumable_fast.errors import ConfigurationError
 
-EMBEDDED_NOT_YET = (
-    "resumable_fast demo: the embedded (zero-setup) backend and the chat page are not built "
-    "yet.\nSet S2_BASIN (and S2_ACCESS_TOKEN, or S2_ACCOUNT_ENDPOINT/S2_BASIN_ENDPOINT for "
-    "s2-lite) to run the producer/reader example on S2."
-)
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+DEMO_DRAIN_TIMEOUT = 5.0
 
-
-async def _tokens(count: int, delay: float) -> AsyncIterator[str]:
-    for index in range(count):
-        await asyncio.sleep(delay)
-        yield f"token-{index} "
+logger = logging.getLogger("resumable_fast")
 
 
-async def run_example(count: int = 40, delay: float = 0.02) -> None:
-    """Produce a short stream, resume it mid-way from a second context, print both."""
-    stream_id = f"demo-{uuid.uuid4().hex}"
-    async with (
-        create_resumable_stream_context() as producer_ctx,
-        create_resumable_stream_context() as reader_ctx,
-    ):
-        producer = await producer_ctx.resumable_stream(stream_id, lambda: _tokens(count, delay))
-        assert producer is not None
-        first = [await producer.__anext__() for _ in range(count // 2)]
-        resumed = await reader_ctx.resume_existing_stream(stream_id)
-        assert resumed is not None
-        rest = [chunk async for chunk in producer]
-        replay = await resumed.read_all()
-    print(f"stream {stream_id}")
-    print(f"producer's client: {''.join(first + rest)}")
-    print(f"resumed replica:   {replay}")
-    print("identical" if replay == "".join(first + rest) else "MISMATCH")
+async def serve_demo(host: str, port: int, tokens_per_second: float) -> None:
+    """Serve the chat demo until SIGINT or SIGTERM, then close the context."""
+    import uvicorn.config
+
+    from resumable_fast.demo.app import create_app, start_server
+
+    context = create_resumable_stream_context(drain_timeout=DEMO_DRAIN_TIMEOUT)
+    async with context:
+        app = create_app(
+            context,
+            backend_name=context.backend_description,
+            tokens_per_second=tokens_per_second,
+        )
+        server = await start_server(
+            app, host=host, port=port, log_config=uvicorn.config.LOGGING_CONFIG
+        )
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, server.request_stop)
+        try:
+            await server.wait()
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="resumable-fast")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("demo", help="run the demo")
+    demo = commands.add_parser(
+        "demo", help="serve the chat demo: replies that survive reloads and second tabs"
+    )
+    demo.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (%(default)s)")
+    demo.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (%(default)s)")
+    demo.add_argument(
+        "--tokens-per-second",
+        type=_positive,
+        default=40.0,
+        help="pace of the simulated LLM (%(default)s)",
+    )
     args = parser.parse_args(argv)
     if args.command == "demo":
-        if not os.environ.get("S2_BASIN"):
-            print(EMBEDDED_NOT_YET)
-            return 0
-        asyncio.run(run_example())
+        try:
+            import starlette  # noqa: F401
+            import uvicorn  # noqa: F401
+        except ImportError as exc:
+            print(
+                f"resumable-fast demo needs the demo extra ({exc.name} is missing): "
+                "pip install 'resumable_fast[demo]'",
+                file=sys.stderr,
+            )
+            return 2
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
+        try:
+            asyncio.run(serve_demo(args.host, args.port, args.tokens_per_second))
+        except ConfigurationError as exc:
+            print(
+                f"resumable-fast demo: {exc}\n"
+                "Without S2_BASIN the demo keeps its streams in this process (the embedded "
+                "backend); with it, they live on S2: check S2_BASIN, S2_ACCESS_TOKEN and, "
+                "for s2-lite, S2_ACCOUNT_ENDPOINT and S2_BASIN_ENDPOINT.",
+                file=sys.stderr,
+            )
+            return 2
+        except OSError as exc:
+            print(
+                f"resumable-fast demo: cannot listen on {args.host}:{args.port}: {exc}",
+                file=sys.stderr,
+            )
+            return 1
     return 0
 
 

@@ -180,7 +180,10 @@ class _Producer:
                 raise
         except Exception as exc:
             failure = exc
-            logger.warning("stream %r: source failed: %r", self.stream_id, exc)
+            # The exception's text is the caller's (it may quote a provider's
+            # request); only its type is logged above debug level.
+            logger.warning("stream %r: source failed (%s)", self.stream_id, type(exc).__name__)
+            logger.debug("stream %r: source failure: %r", self.stream_id, exc)
         finally:
             await _aclose_quietly(self.source)
         if self.stopped:
@@ -285,6 +288,12 @@ class ResumableStreamContext:
     def __repr__(self) -> str:
         return f"ResumableStreamContext({self._backend.description})"
 
+    @property
+    def backend_description(self) -> str:
+        """Where the streams live, e.g. ``embedded (in memory)`` or
+        ``s2 (basin b at https://...)``; never the access token."""
+        return self._backend.description
+
     async def __aenter__(self) -> ResumableStreamContext:
         return self
 
@@ -350,7 +359,7 @@ class ResumableStreamContext:
         if state is None:
             token = await self._claim(stream_id)
             if token is not None:
-                return await self._start_producer(stream_id, token, make_stream)
+                return await self._start_producer(stream_id, token, make_stream, skip)
         return self._resumed(stream_id, skip)
 
     async def create_new_resumable_stream(
@@ -367,11 +376,11 @@ class ResumableStreamContext:
         """
         self._check_open()
         validate_stream_id(stream_id)
-        _validate_skip(skip_characters)
+        skip = _validate_skip(skip_characters)
         token = await self._claim(stream_id)
         if token is None:
             raise StreamExistsError(stream_id)
-        return await self._start_producer(stream_id, token, make_stream)
+        return await self._start_producer(stream_id, token, make_stream, skip)
 
     async def resume_existing_stream(
         self, stream_id: str, skip_characters: int | None = None
@@ -385,12 +394,15 @@ class ResumableStreamContext:
             return None
         return self._resumed(stream_id, skip)
 
-    async def resume_stream(self, stream_id: str) -> ResumableStream:
+    async def resume_stream(
+        self, stream_id: str, skip_characters: int | None = None
+    ) -> ResumableStream:
         """The seed's resume: replay from the start and follow the live tail to
-        the end fence, also for a stream whose producer has not started yet."""
+        the end fence, also for a stream whose producer has not started yet
+        or that has finished."""
         self._check_open()
         validate_stream_id(stream_id)
-        return self._resumed(stream_id, 0)
+        return self._resumed(stream_id, _validate_skip(skip_characters))
 
     async def has_existing_stream(self, stream_id: str) -> StreamState:
         """None if never created, True while in progress, ``"DONE"`` when finished."""
@@ -452,7 +464,7 @@ class ResumableStreamContext:
         return token
 
     async def _start_producer(
-        self, stream_id: str, token: str, make_stream: MakeStream
+        self, stream_id: str, token: str, make_stream: MakeStream, skip_characters: int
     ) -> ResumableStream:
         try:
             source = make_stream()
@@ -470,7 +482,7 @@ class ResumableStreamContext:
         self._producers[stream_id] = producer
         self._by_slot[producer.slot] = producer
         producer.writer_task.add_done_callback(lambda _task: self._forget(producer))
-        return ProducerStream(stream_id, producer.channel)
+        return ProducerStream(stream_id, producer.channel, skip_characters)
 
     def _forget(self, producer: _Producer) -> None:
         if self._producers.get(producer.stream_id) is producer:

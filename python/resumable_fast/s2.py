@@ -110,7 +110,8 @@ class S2Client:
 
     def __init__(self, config: S2Config, *, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> None:
         self.config = config
-        self.description = f"s2 (basin {config.basin} at {config.basin_url})"
+        endpoint = config.basin_endpoint.replace("{basin}", config.basin)
+        self.description = f"s2 (basin {config.basin} at {endpoint})"
         self.max_attempts = max_attempts
         headers = {"User-Agent": "resumable_fast"}
         if config.access_token:

@@ -90,18 +90,33 @@ class ChunkChannel:
         return self._items.popleft()
 
 
+def skip_prefix(chunk: str, to_skip: int) -> tuple[str, int]:
+    """What is left of ``chunk`` once ``to_skip`` characters of the text are
+    left out, and how many remain to skip after it."""
+    if len(chunk) <= to_skip:
+        return "", to_skip - len(chunk)
+    return chunk[to_skip:], 0
+
+
 class ProducerStream(ResumableStream):
     """The producer's client side: chunks as the source yields them.
 
     Closing it only detaches this client; persistence runs on to the end.
     """
 
-    def __init__(self, stream_id: str, channel: ChunkChannel) -> None:
+    def __init__(self, stream_id: str, channel: ChunkChannel, skip_characters: int = 0) -> None:
         self.stream_id = stream_id
         self._channel = channel
+        self._to_skip = skip_characters
 
     async def __anext__(self) -> str:
-        return await self._channel.get()
+        chunk = await self._channel.get()
+        while self._to_skip:
+            chunk, self._to_skip = skip_prefix(chunk, self._to_skip)
+            if chunk:
+                break
+            chunk = await self._channel.get()
+        return chunk
 
     async def aclose(self) -> None:
         self._channel.detach()
@@ -131,11 +146,9 @@ async def chunks_from_records(
                 if not body:
                     continue
                 if to_skip:
-                    if len(body) <= to_skip:
-                        to_skip -= len(body)
+                    body, to_skip = skip_prefix(body, to_skip)
+                    if not body:
                         continue
-                    body = body[to_skip:]
-                    to_skip = 0
                 yield body
     finally:
         await batches.aclose()

@@ -1,0 +1,458 @@
+"""The demo app over real HTTP: uvicorn on loopback, httpx as the client, s2-lite
+behind the context."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+
+from resumable_fast import ResumableStreamContext
+from resumable_fast.cli import main
+from resumable_fast.demo.app import (
+    MAX_PROMPT_CHARS,
+    DemoServer,
+    create_app,
+    start_server,
+)
+from resumable_fast.demo.llm import full_reply, reply_tokens, simulated_reply
+
+from conftest import S2Lite, free_port
+
+FAST = 2000.0  # tokens per second: a reply in well under a second
+SLOW = 25.0  # a reply takes over ten seconds: time to stop it
+TOKEN = "test-token-not-checked"
+HTTP_TIMEOUT = httpx.Timeout(20.0)
+
+Serve = Callable[[float], Awaitable[DemoServer]]
+
+
+@pytest.fixture
+async def serve(ctx: ResumableStreamContext) -> AsyncIterator[Serve]:
+    """Starts the demo app on the test's context, on a free loopback port."""
+    servers: list[DemoServer] = []
+
+    async def start(tokens_per_second: float) -> DemoServer:
+        app = create_app(
+            ctx,
+            backend_name=ctx.backend_description,
+            tokens_per_second=tokens_per_second,
+            heartbeat_interval=0.5,
+        )
+        server = await start_server(app, host="127.0.0.1", port=0, graceful_timeout=1)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.stop()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as http:
+        yield http
+
+
+@dataclass
+class Event:
+    name: str = "message"
+    id: str | None = None
+    data: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EventLog:
+    events: list[Event]
+    heartbeats: int
+
+    @property
+    def text(self) -> str:
+        return "".join(json.loads("\n".join(e.data)) for e in self.events if e.name == "message")
+
+    @property
+    def last(self) -> str:
+        return self.events[-1].name if self.events else "(none)"
+
+
+async def read_events(
+    http: httpx.AsyncClient,
+    url: str,
+    *,
+    headers: dict[str, str] | None = None,
+    on_event: Callable[[Event], Awaitable[None]] | None = None,
+    timeout: float = 30.0,
+) -> EventLog:
+    """Read an SSE response to its end (bounded by ``timeout``)."""
+    events: list[Event] = []
+    heartbeats = 0
+
+    async def read() -> None:
+        nonlocal heartbeats
+        async with http.stream("GET", url, headers=headers) as response:
+            assert response.status_code == 200, await response.aread()
+            assert response.headers["content-type"].startswith("text/event-stream")
+            current = Event()
+            async for line in response.aiter_lines():
+                if line == "":
+                    if current.data or current.name != "message":
+                        events.append(current)
+                        if on_event is not None:
+                            await on_event(current)
+                    current = Event()
+                elif line.startswith(":"):
+                    heartbeats += 1
+                else:
+                    name, _, value = line.partition(":")
+                    value = value.removeprefix(" ")
+                    if name == "event":
+                        current.name = value
+                    elif name == "id":
+                        current.id = value
+                    elif name == "data":
+                        current.data.append(value)
+
+    await asyncio.wait_for(read(), timeout)
+    return EventLog(events, heartbeats)
+
+
+async def start_chat(http: httpx.AsyncClient, server: DemoServer, prompt: str) -> str:
+    response = await http.post(f"{server.url}/api/chat", json={"prompt": prompt})
+    assert response.status_code == 201, response.text
+    body = response.json()
+    stream_id = body["stream_id"]
+    assert isinstance(stream_id, str)
+    assert body["events_url"] == f"/api/chat/{stream_id}/events"
+    return stream_id
+
+
+# -- the simulated LLM --------------------------------------------------------------
+
+
+async def test_simulated_reply_is_deterministic_and_long() -> None:
+    prompt = "How do resumable streams work?"
+    tokens = [token async for token in simulated_reply(prompt, tokens_per_second=1e6)]
+    assert tokens == reply_tokens(prompt)
+    assert "".join(tokens) == full_reply(prompt) == full_reply(prompt)
+    assert len(tokens) >= 250
+    text = full_reply(prompt)
+    assert "\n\n" in text
+    assert not text.isascii()
+    assert full_reply("something else") != text
+
+
+async def test_simulated_reply_keeps_its_pace() -> None:
+    started = time.monotonic()
+    count = 0
+    async for _ in simulated_reply("pace", tokens_per_second=200.0):
+        count += 1
+        if count == 40:
+            break
+    elapsed = time.monotonic() - started
+    assert 0.1 < elapsed < 2.0, elapsed
+    with pytest.raises(ValueError, match="tokens_per_second"):
+        await simulated_reply("x", tokens_per_second=0).__anext__()
+
+
+# -- the app ----------------------------------------------------------------------
+
+
+async def test_chat_events_carry_the_whole_reply(serve: Serve, client: httpx.AsyncClient) -> None:
+    server = await serve(FAST)
+    prompt = "Tell me about “resumable” streams — with Unicode ✓"
+    stream_id = await start_chat(client, server, prompt)
+    log = await read_events(client, f"{server.url}/api/chat/{stream_id}/events")
+    expected = full_reply(prompt)
+    assert log.text == expected
+    assert log.last == "end"
+    positions = [int(e.id) for e in log.events if e.id is not None]
+    assert positions == sorted(positions)
+    assert positions[-1] == len(expected)
+
+    # A finished reply is replayed in full (a reload after the end) ...
+    again = await read_events(client, f"{server.url}/api/chat/{stream_id}/events")
+    assert again.text == expected
+    assert again.last == "end"
+    # ... or from a position (an EventSource reconnecting with Last-Event-ID).
+    middle = positions[len(positions) // 2]
+    rest = await read_events(
+        client,
+        f"{server.url}/api/chat/{stream_id}/events",
+        headers={"Last-Event-ID": str(middle)},
+    )
+    assert rest.text == expected[middle:]
+
+
+async def test_readers_joining_mid_reply_see_the_same_text(
+    serve: Serve, client: httpx.AsyncClient
+) -> None:
+    server = await serve(150.0)
+    prompt = "two readers"
+    stream_id = await start_chat(client, server, prompt)
+    url = f"{server.url}/api/chat/{stream_id}/events"
+    first_seen = asyncio.Event()
+
+    async def note(event: Event) -> None:
+        if event.name == "message":
+            first_seen.set()
+
+    first = asyncio.ensure_future(read_events(client, url, on_event=note))
+    await asyncio.wait_for(first_seen.wait(), 10)
+    second = await read_events(client, url)
+    assert second.text == full_reply(prompt)
+    assert (await asyncio.wait_for(first, 30)).text == full_reply(prompt)
+
+
+async def test_producer_runs_without_readers(
+    serve: Serve, client: httpx.AsyncClient, ctx: ResumableStreamContext
+) -> None:
+    server = await serve(FAST)
+    prompt = "nobody is listening"
+    stream_id = await start_chat(client, server, prompt)
+    deadline = time.monotonic() + 20
+    while await ctx.has_existing_stream(stream_id) != "DONE":
+        assert time.monotonic() < deadline, "the reply did not finish without a reader"
+        await asyncio.sleep(0.05)
+    log = await read_events(client, f"{server.url}/api/chat/{stream_id}/events")
+    assert log.text == full_reply(prompt)
+
+
+async def test_stop_ends_every_reader(serve: Serve, client: httpx.AsyncClient) -> None:
+    server = await serve(SLOW)
+    prompt = "please stop me"
+    stream_id = await start_chat(client, server, prompt)
+    url = f"{server.url}/api/chat/{stream_id}/events"
+    seen = asyncio.Event()
+    count = 0
+
+    async def note(event: Event) -> None:
+        nonlocal count
+        if event.name == "message":
+            count += 1
+            if count >= 5:
+                seen.set()
+
+    readers = [asyncio.ensure_future(read_events(client, url, on_event=note)) for _ in range(2)]
+    await asyncio.wait_for(seen.wait(), 10)
+    started = time.monotonic()
+    response = await client.post(f"{url.removesuffix('/events')}/stop", json={})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"stream_id": stream_id, "stopped": True, "state": "done"}
+    logs = await asyncio.wait_for(asyncio.gather(*readers), 10)
+    assert time.monotonic() - started < 5
+    expected = full_reply(prompt)
+    for log in logs:
+        assert log.last == "end"
+        assert 0 < len(log.text) < len(expected)
+        assert expected.startswith(log.text)
+    assert logs[0].text == logs[1].text
+
+    # Stopped is finished: a reload replays the same partial text and ends.
+    again = await read_events(client, url)
+    assert again.text == logs[0].text
+    assert again.last == "end"
+    second = await client.post(f"{url.removesuffix('/events')}/stop", json={})
+    assert second.status_code == 200
+    assert second.json()["stopped"] is False
+
+
+async def test_heartbeats_while_the_model_is_silent(
+    serve: Serve, client: httpx.AsyncClient
+) -> None:
+    server = await serve(1.5)  # a token every ~0.7 s, heartbeats every 0.5 s
+    stream_id = await start_chat(client, server, "slow")
+    url = f"{server.url}/api/chat/{stream_id}/events"
+    reader = asyncio.ensure_future(read_events(client, url))
+    await asyncio.sleep(2.5)
+    await client.post(f"{server.url}/api/chat/{stream_id}/stop", json={})
+    log = await asyncio.wait_for(reader, 10)
+    assert log.heartbeats >= 1
+    assert log.last == "end"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({}, "prompt must be a string"),
+        ({"prompt": 3}, "prompt must be a string"),
+        ({"prompt": None}, "prompt must be a string"),
+        ({"prompt": ""}, "prompt must not be empty"),
+        ({"prompt": " \n\t "}, "prompt must not be empty"),
+        ({"prompt": "x" * (MAX_PROMPT_CHARS + 1)}, "at most 4000 characters"),
+        ({"prompt": "hi", "chat_id": 5}, "chat_id"),
+        ({"prompt": "hi", "chat_id": ""}, "chat_id"),
+        ({"prompt": "hi", "chat_id": "a/b"}, "chat_id"),
+        ([], "JSON object"),
+        ("hello", "JSON object"),
+    ],
+)
+async def test_invalid_chat_requests_are_400(
+    serve: Serve, client: httpx.AsyncClient, body: object, message: str
+) -> None:
+    server = await serve(FAST)
+    response = await client.post(f"{server.url}/api/chat", json=body)
+    assert response.status_code == 400, response.text
+    assert message in response.json()["error"]
+
+
+async def test_malformed_chat_requests(serve: Serve, client: httpx.AsyncClient) -> None:
+    server = await serve(FAST)
+    url = f"{server.url}/api/chat"
+    json_headers = {"content-type": "application/json"}
+
+    not_json = await client.post(url, content=b"{nope", headers=json_headers)
+    assert not_json.status_code == 400
+    assert "not valid JSON" in not_json.json()["error"]
+
+    # A lone surrogate cannot be stored as UTF-8: refused rather than altered.
+    surrogate = await client.post(url, content=b'{"prompt": "a\\ud800b"}', headers=json_headers)
+    assert surrogate.status_code == 400
+    assert "lone surrogates" in surrogate.json()["error"]
+
+    form = await client.post(url, data={"prompt": "hi"})
+    assert form.status_code == 415
+
+    huge = await client.post(url, content=b" " * (70 * 1024), headers=json_headers)
+    assert huge.status_code == 413
+
+    longest = await client.post(url, json={"prompt": "é" * MAX_PROMPT_CHARS, "chat_id": "c-1_x"})
+    assert longest.status_code == 201
+    assert longest.json()["chat_id"] == "c-1_x"
+    await client.post(f"{url}/{longest.json()['stream_id']}/stop", json={})
+
+
+async def test_unknown_and_foreign_streams_are_404(
+    serve: Serve, client: httpx.AsyncClient, ctx: ResumableStreamContext
+) -> None:
+    server = await serve(FAST)
+    unknown = "demo-" + "A" * 22
+    assert (await client.get(f"{server.url}/api/chat/{unknown}/events")).status_code == 404
+    assert (await client.post(f"{server.url}/api/chat/{unknown}/stop", json={})).status_code == 404
+    # Stopping an unknown stream must not create it.
+    assert await ctx.has_existing_stream(unknown) is None
+    # Streams the demo did not create are out of its reach.
+    for foreign in ("other-stream", "demo-short", "demo-" + "A" * 23):
+        assert (await client.get(f"{server.url}/api/chat/{foreign}/events")).status_code == 404
+        stop = await client.post(f"{server.url}/api/chat/{foreign}/stop", json={})
+        assert stop.status_code == 404
+    stream_id = await start_chat(client, server, "x")
+    bad_position = await client.get(
+        f"{server.url}/api/chat/{stream_id}/events", headers={"Last-Event-ID": "-1"}
+    )
+    assert bad_position.status_code == 400
+    wrong_type = await client.post(f"{server.url}/api/chat/{stream_id}/stop", content=b"")
+    assert wrong_type.status_code == 415
+
+
+async def test_info_names_the_backend_without_the_token(
+    serve: Serve, client: httpx.AsyncClient, s2lite: S2Lite, backend_name: str
+) -> None:
+    server = await serve(FAST)
+    response = await client.get(f"{server.url}/api/info")
+    assert response.status_code == 200
+    info = response.json()
+    if backend_name == "s2":
+        assert info["backend"].startswith(f"s2 (basin {s2lite.basin} at {s2lite.endpoint}")
+    else:
+        assert info["backend"].startswith("embedded")
+    assert TOKEN not in response.text
+    assert info["tokens_per_second"] == FAST
+
+
+async def test_page_and_static_files(serve: Serve, client: httpx.AsyncClient) -> None:
+    server = await serve(FAST)
+    page = await client.get(f"{server.url}/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert page.headers["x-content-type-options"] == "nosniff"
+    for element in ('id="prompt"', 'id="send"', 'id="stop"', 'id="backend"', 'id="status"'):
+        assert element in page.text
+    # Nothing external: no CDN, no web fonts.
+    assert "http://" not in page.text
+    assert "https://" not in page.text
+    for path, media_type in (
+        ("/static/app.js", "javascript"),
+        ("/static/style.css", "text/css"),
+    ):
+        response = await client.get(f"{server.url}{path}")
+        assert response.status_code == 200, path
+        assert media_type in response.headers["content-type"]
+        assert "http://" not in response.text
+        assert "https://" not in response.text
+    assert (await client.get(f"{server.url}/static/%2e%2e/app.py")).status_code == 404
+    assert (await client.get(f"{server.url}/api/chat")).status_code == 405
+
+
+# -- the command line --------------------------------------------------------------
+
+
+def test_cli_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--tokens-per-second", "0"])
+    assert exit_info.value.code == 2
+    assert "must be > 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", ["s2", "embedded"])
+def test_cli_serves_the_demo_and_stops_on_sigint(s2lite: S2Lite, backend: str) -> None:
+    port = free_port()
+    env = {name: value for name, value in os.environ.items() if not name.startswith("S2_")}
+    if backend == "s2":
+        env.update(s2lite.env())
+        described = f"s2 (basin {s2lite.basin}"
+    else:
+        described = "embedded"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "resumable_fast", "demo", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            try:
+                info = httpx.get(f"{url}/api/info", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the demo did not start within 20 s"
+                time.sleep(0.1)
+        assert info.json()["backend"].startswith(described)
+        chat = httpx.post(f"{url}/api/chat", json={"prompt": "cli"}, timeout=10)
+        assert chat.status_code == 201
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, output
+    assert f"serving at {url}/ (backend: {described}" in output
+    assert TOKEN not in output
+
+
+def test_cli_reports_bad_configuration() -> None:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("S2_")}
+    env["S2_BASIN"] = "Not A Basin"
+    result = subprocess.run(
+        [sys.executable, "-m", "resumable_fast", "demo", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "resumable-fast demo: basin must be" in result.stderr

@@ -1,0 +1,253 @@
+"""The demo page in a real browser (Debian's chromium driven by Playwright)
+against the demo app on uvicorn on loopback: a reload or a second tab mid-reply
+shows exactly the reply, and Stop ends every page."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+
+from resumable_fast import ResumableStreamContext
+from resumable_fast.demo.app import DemoServer, create_app, start_server
+from resumable_fast.demo.llm import full_reply
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+STEP_MS = 20_000  # any single wait in the page
+REPLY_MS = 60_000  # a whole reply, at the slowest pace used here
+
+Serve = Callable[..., Awaitable[DemoServer]]
+
+
+@pytest.fixture
+async def serve(ctx: ResumableStreamContext) -> AsyncIterator[Serve]:
+    """Starts the demo app on the test's context, on loopback (a free port by default)."""
+    servers: list[DemoServer] = []
+
+    async def start(tokens_per_second: float, port: int = 0) -> DemoServer:
+        app = create_app(
+            ctx, backend_name=ctx.backend_description, tokens_per_second=tokens_per_second
+        )
+        server = await start_server(app, host="127.0.0.1", port=port, graceful_timeout=1)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.stop()
+
+
+@pytest.fixture
+def chromium() -> Path:
+    """Debian's chromium; missing, the test fails (it is never skipped)."""
+    if not CHROMIUM.is_file():
+        pytest.fail(
+            f"{CHROMIUM} is missing: the browser tests drive Debian's chromium. "
+            "`make test` installs it (apt-get install chromium)."
+        )
+    ARTIFACTS.mkdir(exist_ok=True)
+    return CHROMIUM
+
+
+@pytest.fixture
+async def browser(chromium: Path) -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=str(chromium), args=CHROMIUM_ARGS, timeout=60_000
+        )
+        try:
+            yield launched
+        finally:
+            await asyncio.wait_for(launched.close(), 30)
+
+
+class PageErrors:
+    """Collects script errors and console errors (CSP violations among them)."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def watch(self, page: Page) -> Page:
+        page.set_default_timeout(STEP_MS)
+        page.on("pageerror", lambda error: self.messages.append(f"page error: {error}"))
+        page.on(
+            "console",
+            lambda message: (
+                self.messages.append(f"console: {message.text}")
+                if message.type == "error"
+                else None
+            ),
+        )
+        return page
+
+
+async def new_page(context: BrowserContext, errors: PageErrors) -> Page:
+    return errors.watch(await context.new_page())
+
+
+async def reply_text(page: Page) -> str:
+    text = await page.locator("#reply").text_content()
+    return text or ""
+
+
+async def wait_for_reply_length(page: Page, length: int) -> None:
+    await page.wait_for_function(
+        "n => (document.getElementById('reply')?.textContent.length ?? 0) >= n",
+        arg=length,
+        timeout=STEP_MS,
+    )
+
+
+async def send(page: Page, prompt: str) -> None:
+    await page.locator("#prompt").fill(prompt)
+    await page.locator("#send").click()
+    await expect(page.locator("#status")).to_have_text("streaming", timeout=STEP_MS)
+
+
+async def test_reload_and_second_tab_show_the_exact_reply(
+    serve: Serve, browser: Browser, backend_name: str
+) -> None:
+    server = await serve(60.0)  # a reply takes ~8 s
+    prompt = "Why do resumable streams matter for chat apps?"
+    expected = full_reply(prompt)
+    errors = PageErrors()
+    context = await browser.new_context(viewport={"width": 1000, "height": 900})
+    try:
+        page = await new_page(context, errors)
+        await page.goto(f"{server.url}/")
+        await expect(page.locator("#backend")).not_to_have_text("loading…")
+        assert (await page.locator("#backend").text_content() or "").startswith(
+            "embedded" if backend_name == "embedded" else "s2 (basin "
+        )
+        await expect(page.locator("#status")).to_have_text("idle")
+
+        await send(page, prompt)
+        await wait_for_reply_length(page, 60)
+        assert "#demo-" in page.url
+        before_reload = await reply_text(page)
+        assert expected.startswith(before_reload)
+        assert len(before_reload) < len(expected), "the reply ended before the reload"
+
+        await page.reload()
+        await wait_for_reply_length(page, 1)
+        assert await page.locator("#status").text_content() in ("streaming", "connecting")
+
+        # A second tab on the same address, mid-reply.
+        second = await new_page(context, errors)
+        await second.goto(page.url)
+        # And the same address in another browser profile, which has no history.
+        stranger_context = await browser.new_context()
+        stranger = await new_page(stranger_context, errors)
+        await stranger.goto(page.url)
+        assert await second.locator("#status").text_content() in ("streaming", "connecting")
+        # While it streams, every page only ever shows a prefix of the reply.
+        for _ in range(5):
+            for shown in (page, second, stranger):
+                assert expected.startswith(await reply_text(shown))
+            await asyncio.sleep(0.2)
+
+        for shown in (page, second, stranger):
+            await expect(shown.locator("#status")).to_have_text("done", timeout=REPLY_MS)
+            assert await reply_text(shown) == expected
+            await expect(shown.locator("#stop")).to_be_disabled()
+            await expect(shown.locator("#send")).to_be_enabled()
+        await expect(page.locator(".prompt-text")).to_have_text(prompt)
+        await expect(second.locator(".prompt-text")).to_have_text(prompt)
+        await expect(stranger.locator(".prompt-text")).to_have_text(
+            "(this message was sent from another browser)"
+        )
+
+        # A reload after the end shows the same reply, and the page takes a new message.
+        await page.reload()
+        await expect(page.locator("#status")).to_have_text("done")
+        assert await reply_text(page) == expected
+        await page.screenshot(path=str(ARTIFACTS / "demo.png"), full_page=True)
+
+        await send(page, "And a follow-up question?")
+        await expect(page.locator("#status")).to_have_text("done", timeout=REPLY_MS)
+        assert await reply_text(page) == full_reply("And a follow-up question?")
+        await expect(page.locator(".turn")).to_have_count(2)
+        await stranger_context.close()
+    finally:
+        await context.close()
+    assert errors.messages == []
+
+
+async def test_stop_ends_both_pages(serve: Serve, browser: Browser) -> None:
+    server = await serve(30.0)
+    prompt = "Please write a very long essay."
+    expected = full_reply(prompt)
+    errors = PageErrors()
+    context = await browser.new_context()
+    try:
+        page = await new_page(context, errors)
+        await page.goto(f"{server.url}/")
+        await send(page, prompt)
+        await wait_for_reply_length(page, 40)
+        second = await new_page(context, errors)
+        await second.goto(page.url)
+        await wait_for_reply_length(second, 40)
+        await expect(second.locator("#stop")).to_be_enabled()
+
+        await page.locator("#stop").click()
+        for shown in (page, second):
+            await expect(shown.locator("#status")).to_have_text("stopped", timeout=STEP_MS)
+            await expect(shown.locator("#stop")).to_be_disabled()
+        stopped_text = await reply_text(page)
+        await asyncio.sleep(1.0)  # no more text arrives after the stop
+        assert await reply_text(page) == stopped_text
+        assert await reply_text(second) == stopped_text
+        assert 0 < len(stopped_text) < len(expected)
+        assert expected.startswith(stopped_text)
+
+        # A reload shows the stopped reply as it ended.
+        await second.reload()
+        await expect(second.locator("#status")).to_have_text("stopped")
+        assert await reply_text(second) == stopped_text
+    finally:
+        await context.close()
+    assert errors.messages == []
+
+
+async def test_page_reconnects_after_a_server_restart(serve: Serve, browser: Browser) -> None:
+    """The server goes away mid-reply and comes back (another replica on the same
+    address): the page's EventSource reconnects with Last-Event-ID and the reply
+    ends exactly, with nothing repeated or lost."""
+    server = await serve(60.0)
+    port = int(server.url.rsplit(":", 1)[1])
+    prompt = "What happens when the server restarts?"
+    expected = full_reply(prompt)
+    errors = PageErrors()
+    context = await browser.new_context()
+    try:
+        page = await new_page(context, errors)
+        await page.goto(f"{server.url}/")
+        await send(page, prompt)
+        await wait_for_reply_length(page, 60)
+        await server.stop()
+        await expect(page.locator("#status")).to_have_text("reconnecting", timeout=STEP_MS)
+        cut_at = await reply_text(page)
+        assert 0 < len(cut_at) < len(expected)
+        assert expected.startswith(cut_at)
+
+        await serve(60.0, port)  # the producer ran on meanwhile, in the context
+        await expect(page.locator("#status")).to_have_text("done", timeout=REPLY_MS)
+        assert await reply_text(page) == expected
+    finally:
+        await context.close()
+    # Chromium logs the refused reconnect attempts as console errors.
+    assert [m for m in errors.messages if "ERR_CONNECTION_REFUSED" not in m] == []
