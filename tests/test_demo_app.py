@@ -26,7 +26,7 @@ from resumable_fast.demo.app import (
 )
 from resumable_fast.demo.llm import full_reply, reply_tokens, simulated_reply
 
-from conftest import S2Lite, free_port
+from conftest import ContextFactory, S2Lite, free_port
 
 FAST = 2000.0  # tokens per second: a reply in well under a second
 SLOW = 25.0  # a reply takes over ten seconds: time to stop it
@@ -456,3 +456,28 @@ def test_cli_reports_bad_configuration() -> None:
     )
     assert result.returncode == 2, result.stdout + result.stderr
     assert "resumable-fast demo: basin must be" in result.stderr
+
+
+async def test_two_replicas_share_replies(
+    new_context: ContextFactory, client: httpx.AsyncClient
+) -> None:
+    """Two demo processes behind one S2 (here two apps, each with its own
+    context): a reply started on one is followed live on the other."""
+    contexts = [new_context(), new_context()]
+    servers: list[DemoServer] = []
+    try:
+        for context in contexts:
+            app = create_app(
+                context, backend_name=context.backend_description, tokens_per_second=150.0
+            )
+            servers.append(await start_server(app, host="127.0.0.1", port=0, graceful_timeout=1))
+        prompt = "shared between replicas"
+        stream_id = await start_chat(client, servers[0], prompt)
+        log = await read_events(client, f"{servers[1].url}/api/chat/{stream_id}/events")
+        assert log.text == full_reply(prompt)
+        assert log.last == "end"
+    finally:
+        for server in servers:
+            await server.stop()
+        for context in contexts:
+            await context.aclose()
