@@ -188,17 +188,23 @@ impl Accumulator {
     }
 
     /// Frames the pending chunks of every stream whose linger has passed.
-    fn seal_due<'py>(&self, py: Python<'py>) -> PyResult<Vec<(u64, Vec<PyFrame<'py>>)>> {
+    fn seal_due<'py>(&self, py: Python<'py>) -> Vec<(u64, Vec<PyFrame<'py>>)> {
         let slots = self.lock().core.due(Instant::now());
         let mut sealed = Vec::with_capacity(slots.len());
         for slot in slots {
-            let list = self.pending_list(py, slot)?;
-            let frames = self.frame_pending(py, slot, &list)?;
-            if !frames.is_empty() {
-                sealed.push((slot, frames));
+            // A stream whose chunks cannot be framed keeps them in its list
+            // (framing fails before the list is emptied) and reports the error
+            // at its own next drain; the other due streams are still sealed.
+            let Ok(list) = self.pending_list(py, slot) else {
+                continue;
+            };
+            if let Ok(frames) = self.frame_pending(py, slot, &list) {
+                if !frames.is_empty() {
+                    sealed.push((slot, frames));
+                }
             }
         }
-        Ok(sealed)
+        sealed
     }
 
     /// Seconds until the next lingering batch may be due, or None when idle.

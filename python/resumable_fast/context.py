@@ -328,13 +328,7 @@ class ResumableStreamContext:
                 continue
             if delay > 0:
                 await asyncio.sleep(delay)
-            try:
-                due = accumulator.seal_due()
-            except Exception:
-                # One stream's bad state must not stop the clock for all the others.
-                logger.exception("sealing lingering batches failed")
-                continue
-            for slot, frames in due:
+            for slot, frames in accumulator.seal_due():
                 producer = self._by_slot.get(slot)
                 if producer is not None:
                     producer.enqueue(frames)
