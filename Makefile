@@ -14,7 +14,7 @@ INTEROP_DIR := tests/interop
 
 export S2LITE_BIN
 
-.PHONY: all demo test test-rust lint pytest venv develop s2-lite interop-deps chromium lock bench-core bench-transport clean
+.PHONY: all demo test test-rust lint pytest venv develop s2-lite interop-deps chromium lock bench-core bench-transport bench-deps bench bench-quick redis-server clean
 
 all: develop
 
@@ -78,12 +78,38 @@ bench-core: develop
 bench-transport: develop s2-lite
 	$(BIN)/python benches/bench_transport.py
 
-# Regenerate the hashed Python lock from requirements/dev.in.
+BENCH_NODE_DIR := benches/node
+
+$(VENV)/.bench-deps-installed: $(VENV)/.deps-installed requirements/bench.txt
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/bench.txt
+	touch $@
+
+$(BENCH_NODE_DIR)/node_modules/.installed: $(BENCH_NODE_DIR)/package.json $(BENCH_NODE_DIR)/package-lock.json
+	cd $(BENCH_NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "installing Debian's redis-server for the Redis peer"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+
+bench-deps: develop s2-lite redis-server $(VENV)/.bench-deps-installed $(BENCH_NODE_DIR)/node_modules/.installed
+
+# Every peer side by side; writes benches/results/<date>.md and .png.
+bench: bench-deps
+	$(BIN)/python benches/harness.py
+
+bench-quick: bench-deps
+	$(BIN)/python benches/harness.py --quick
+
+# Regenerate the hashed Python locks from requirements/*.in.
 lock:
 	$(PYTHON) -m venv /tmp/resumable-fast-lock
 	/tmp/resumable-fast-lock/bin/pip install --quiet uv
 	/tmp/resumable-fast-lock/bin/uv pip compile --python-version 3.11 --generate-hashes \
 		--quiet requirements/dev.in -o requirements/dev.txt
+	/tmp/resumable-fast-lock/bin/uv pip compile --python-version 3.11 --generate-hashes \
+		--quiet requirements/bench.in -c requirements/dev.txt -o requirements/bench.txt
 
 clean:
 	rm -rf $(VENV) target $(INTEROP_DIR)/node_modules

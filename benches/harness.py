@@ -1,0 +1,385 @@
+"""Side-by-side benchmark harness: every peer, same machine, same s2-lite, one run.
+
+Starts s2-lite (the cached release build) and redis-server on free loopback
+ports, runs each peer driver for each scenario several times, and writes
+``benches/results/<date>.md`` (medians with min/max, ratios against ours) and a
+plot ``benches/results/<date>.png``. A peer that cannot run fails the harness.
+
+Peers speak one protocol: ``<driver> --streams N --tokens T --rate R
+--batch-size B --linger-ms L [--reader]`` prints one JSON line (see
+``benches/peers.py``).
+
+Usage: python benches/harness.py [--quick] [--runs N] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+S2LITE_BIN = Path(
+    os.environ.get("S2LITE_BIN", Path.home() / ".cache/resumable_fast/s2-lite-0.42.7/bin/server")
+)
+BASIN = "bench-basin"
+OURS = "resumable_fast_s2"
+
+
+@dataclass(frozen=True)
+class Peer:
+    name: str
+    command: tuple[str, ...]
+    needs: str  # "s2", "redis" or "none"
+
+
+PEERS = (
+    Peer("raw", (sys.executable, str(HERE / "peers.py"), "raw"), "none"),
+    Peer(OURS, (sys.executable, str(HERE / "peers.py"), OURS), "s2"),
+    Peer(
+        "resumable_fast_embedded",
+        (sys.executable, str(HERE / "peers.py"), "resumable_fast_embedded"),
+        "none",
+    ),
+    Peer("pure_python", (sys.executable, str(HERE / "peers.py"), "pure_python"), "s2"),
+    Peer("s2sdk_naive", (sys.executable, str(HERE / "peers.py"), "s2sdk_naive"), "s2"),
+    Peer("s2sdk_producer", (sys.executable, str(HERE / "peers.py"), "s2sdk_producer"), "s2"),
+    Peer("node_s2", ("node", str(HERE / "node/s2_peer.mjs")), "s2"),
+    Peer("vercel_redis", ("node", str(HERE / "node/redis_peer.mjs")), "redis"),
+)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    streams: int
+    tokens: int
+    rate: float
+    reader: bool = False
+
+
+def scenarios(quick: bool) -> list[Scenario]:
+    if quick:
+        return [
+            Scenario("throughput, 1 stream", 1, 500, 0),
+            Scenario("throughput, 100 streams", 100, 50, 0),
+            Scenario("paced 50 tok/s, 20 streams", 20, 50, 50),
+            Scenario("resume, 2,000-token stream", 2, 2000, 0, reader=True),
+        ]
+    return [
+        Scenario("throughput, 1 stream", 1, 10_000, 0),
+        Scenario("throughput, 100 streams", 100, 500, 0),
+        Scenario("throughput, 1,000 streams", 1000, 100, 0),
+        Scenario("paced 50 tok/s, 100 streams", 100, 200, 50),
+        Scenario("resume, 10,000-token stream", 10, 10_000, 0, reader=True),
+    ]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{what} exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"{what} did not start on port {port}")
+
+
+@contextmanager
+def servers(work: Path) -> Iterator[dict[str, str]]:
+    """s2-lite and redis-server on loopback; yields the peers' environment."""
+    if not S2LITE_BIN.is_file():
+        raise SystemExit(f"s2-lite not found at {S2LITE_BIN}: run `make bench`")
+    redis = shutil.which("redis-server")
+    if redis is None:
+        raise SystemExit("redis-server not found: run `make bench` (installs Debian's)")
+    init = work / "init.json"
+    init.write_text(
+        json.dumps(
+            {
+                "basins": [
+                    {
+                        "name": BASIN,
+                        "config": {"create_stream_on_append": True, "create_stream_on_read": True},
+                    }
+                ]
+            }
+        )
+    )
+    s2_port, redis_port = free_port(), free_port()
+    log = (work / "s2lite.log").open("wb")
+    s2lite = subprocess.Popen(
+        [str(S2LITE_BIN), "--port", str(s2_port), "--init-file", str(init)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    redis_server = subprocess.Popen(
+        [
+            redis,
+            "--port",
+            str(redis_port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(s2_port, s2lite, "s2-lite")
+        wait_for_port(redis_port, redis_server, "redis-server")
+        endpoint = f"http://127.0.0.1:{s2_port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("S2_")}
+        env.update(
+            {
+                "S2_ACCESS_TOKEN": "bench-token-not-checked",
+                "S2_BASIN": BASIN,
+                "S2_ACCOUNT_ENDPOINT": endpoint,
+                "S2_BASIN_ENDPOINT": endpoint,
+                "REDIS_URL": f"redis://127.0.0.1:{redis_port}",
+                "PYTHONPATH": str(ROOT / "python"),
+            }
+        )
+        env["S2LITE_PID"] = str(s2lite.pid)
+        yield env
+    finally:
+        for process in (s2lite, redis_server):
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU seconds a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def run_peer(
+    peer: Peer, scenario: Scenario, env: dict[str, str], batch_size: int, linger_ms: float
+) -> dict[str, Any]:
+    args = [
+        *peer.command,
+        "--streams",
+        str(scenario.streams),
+        "--tokens",
+        str(scenario.tokens),
+        "--rate",
+        str(scenario.rate),
+        "--batch-size",
+        str(batch_size),
+        "--linger-ms",
+        str(linger_ms),
+    ]
+    if scenario.reader:
+        args.append("--reader")
+    s2lite_pid = int(env["S2LITE_PID"])
+    before = process_cpu_seconds(s2lite_pid)
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=1800, check=False)
+    s2lite_cpu = process_cpu_seconds(s2lite_pid) - before
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr[-4000:])
+        raise SystemExit(f"peer {peer.name} failed on '{scenario.name}' ({done.returncode})")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    if not result.get("verified"):
+        raise SystemExit(f"peer {peer.name} did not verify its streams on '{scenario.name}'")
+    result["s2lite_cpu_s"] = s2lite_cpu if peer.needs == "s2" else None
+    return result
+
+
+def summarize(values: Sequence[float]) -> tuple[float, float, float]:
+    return statistics.median(values), min(values), max(values)
+
+
+def metrics(result: dict[str, Any]) -> dict[str, float | None]:
+    tokens = result["tokens"]
+    requests = result.get("requests")
+    latency = result.get("latency_us") or {}
+    first = result.get("resume_first_chunk_ms") or {}
+    full = result.get("resume_full_ms") or {}
+    return {
+        "tokens/s": tokens / result["wall_s"] if result["wall_s"] else None,
+        "CPU s per 1M tokens": result["cpu_s"] / tokens * 1e6 if tokens else None,
+        "s2-lite CPU s per 1M tokens": (
+            result["s2lite_cpu_s"] / tokens * 1e6
+            if tokens and result.get("s2lite_cpu_s") is not None
+            else None
+        ),
+        "latency p50 µs": latency.get("p50"),
+        "latency p99 µs": latency.get("p99"),
+        "requests per 1k tokens": requests / tokens * 1000 if requests and tokens else None,
+        "resume first chunk p50 ms": first.get("p50"),
+        "resume full p50 ms": full.get("p50"),
+    }
+
+
+def fmt(value: float | None) -> str:
+    if value is None:
+        return "—"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3g}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--runs", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=10)
+    parser.add_argument("--linger-ms", type=float, default=100.0)
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--peers", default=",".join(peer.name for peer in PEERS))
+    options = parser.parse_args()
+    runs = options.runs or (1 if options.quick else 5)
+    wanted = set(options.peers.split(","))
+    peers = [peer for peer in PEERS if peer.name in wanted]
+    plan = scenarios(options.quick)
+    results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory() as tmp, servers(Path(tmp)) as env:
+        total = len(plan) * len(peers) * runs
+        step = 0
+        for run in range(runs):
+            for scenario in plan:
+                for peer in peers:
+                    step += 1
+                    print(
+                        f"[{step}/{total}] run {run + 1}: {scenario.name}: {peer.name}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    result = run_peer(peer, scenario, env, options.batch_size, options.linger_ms)
+                    results.setdefault((scenario.name, peer.name), []).append(result)
+    options.out.mkdir(parents=True, exist_ok=True)
+    stamp = dt.date.today().isoformat() + ("-quick" if options.quick else "")
+    plot(plan, peers, results, options.out / f"{stamp}.png")
+    report = render(plan, peers, results, runs, options, f"{stamp}.png")
+    (options.out / f"{stamp}.md").write_text(report)
+    print(report)
+
+
+def median_metric(rows: list[dict[str, Any]], name: str) -> float | None:
+    values = [v for v in (metrics(row)[name] for row in rows) if v is not None]
+    return statistics.median(values) if values else None
+
+
+def tokens_per_cpu_second(rows: list[dict[str, Any]]) -> float | None:
+    cpu = median_metric(rows, "CPU s per 1M tokens")
+    return 1e6 / cpu if cpu else None
+
+
+def plot(
+    plan: Sequence[Scenario],
+    peers: Sequence[Peer],
+    results: dict[tuple[str, str], list[dict[str, Any]]],
+    path: Path,
+) -> None:
+    """Tokens per CPU-second of each peer in each unpaced scenario."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    unpaced = [s for s in plan if not s.rate and not s.reader]
+    figure, axes = plt.subplots(1, len(unpaced), figsize=(5 * len(unpaced), 4.5), squeeze=False)
+    for axis, scenario in zip(axes[0], unpaced, strict=True):
+        names = [p.name for p in peers if p.name != "raw"]
+        values = [tokens_per_cpu_second(results[(scenario.name, n)]) or 0.0 for n in names]
+        colors = ["#2b59c3" if n.startswith("resumable_fast") else "#9aa3b2" for n in names]
+        axis.barh(names, values, color=colors)
+        axis.set_title(scenario.name)
+        axis.set_xlabel("persisted tokens per CPU-second (client process)")
+        axis.invert_yaxis()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def render(
+    plan: Sequence[Scenario],
+    peers: Sequence[Peer],
+    results: dict[tuple[str, str], list[dict[str, Any]]],
+    runs: int,
+    options: argparse.Namespace,
+    plot_name: str,
+) -> str:
+    lines = [
+        f"# Benchmarks, {dt.date.today().isoformat()}",
+        "",
+        f"Command: `python benches/harness.py{' --quick' if options.quick else ''}`; "
+        f"{runs} run(s) per cell, median (min to max); batch size {options.batch_size}, "
+        f"linger {options.linger_ms} ms; one machine, one s2-lite, loopback. "
+        f"The last column is {OURS}'s persisted tokens per CPU-second divided by the "
+        "peer's (> 1: ours does the same work with less CPU).",
+        "",
+        f"![tokens per CPU-second]({plot_name})",
+        "",
+    ]
+    for scenario in plan:
+        lines += [
+            f"## {scenario.name} ({scenario.streams} x {scenario.tokens} tokens, "
+            f"rate {scenario.rate or 'unpaced'})",
+            "",
+        ]
+        names = list(metrics(results[(scenario.name, peers[0].name)][0]))
+        ours = results.get((scenario.name, OURS))
+        ours_efficiency = tokens_per_cpu_second(ours) if ours else None
+        lines.append("| peer | " + " | ".join(names) + " | ours vs peer, tokens/CPU-s |")
+        lines.append("| --- |" + " --- |" * (len(names) + 1))
+        for peer in peers:
+            rows = [metrics(r) for r in results[(scenario.name, peer.name)]]
+            version = results[(scenario.name, peer.name)][0].get("versions", {})
+            cells = []
+            for name in names:
+                values = [value for row in rows if (value := row[name]) is not None]
+                if not values:
+                    cells.append("—")
+                    continue
+                med, low, high = summarize(values)
+                cells.append(
+                    fmt(med) if len(values) == 1 else f"{fmt(med)} ({fmt(low)} to {fmt(high)})"
+                )
+            efficiency = tokens_per_cpu_second(results[(scenario.name, peer.name)])
+            ratio = (
+                f"{ours_efficiency / efficiency:.2f}x"
+                if ours_efficiency and efficiency and peer.name != "raw"
+                else "—"
+            )
+            label = peer.name + (f" <sub>{json.dumps(version)}</sub>" if version else "")
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | {ratio} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
