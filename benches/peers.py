@@ -1,0 +1,654 @@
+"""Python peers of the side-by-side benchmark (issue 5): one process, one peer.
+
+Usage::
+
+    python benches/peers.py PEER --streams N --tokens T --rate R
+        [--batch-size B] [--linger-ms L] [--reader] [--seed S] [--timeout SECONDS]
+
+``N`` concurrent streams in one asyncio process each produce ``T`` synthetic
+LLM tokens (``benches/workload.py``), paced at ``R`` tokens/s per stream
+(``R`` = 0: unpaced, the source still yields to the event loop once per token,
+as a source reading a socket would). Each stream's producer client reads its
+stream to the end; the latency of a token is the time from the source
+yielding it to that client receiving it (``time.perf_counter_ns``). Afterwards
+every stream (or 20 sampled when N > 100) is resumed from the start and its
+text compared with what was produced; with ``--reader`` those resumes of
+finished streams, run one at a time, are timed to the first chunk and to the
+full text.
+
+Peers (``PEERS``):
+
+* ``raw``: the source handed straight to the client, nothing persisted (the floor).
+* ``resumable_fast_s2``, ``resumable_fast_embedded``: this library.
+* ``pure_python``: this library with its native core swapped for the
+  pure-Python twin (``benches/pure_python_core.py``); same layout, same S2
+  client, so the only difference from ``resumable_fast_s2`` is the core.
+* ``s2sdk_naive``, ``s2sdk_producer``: S2's official Python SDK (``s2-sdk``)
+  doing the same tee and fence layout, with one unary append per token, or
+  with the SDK's ``Producer`` (batching over an append session) at the same
+  batch size and linger.
+
+Every S2 peer reads ``S2_ACCESS_TOKEN``, ``S2_BASIN``, ``S2_ACCOUNT_ENDPOINT`` and
+``S2_BASIN_ENDPOINT``. One process runs one peer (the SDK peers wrap SDK
+methods to count requests).
+
+Output: one JSON line on stdout with ``peer``, ``versions``, ``config``,
+``tokens``, ``wall_s`` and ``cpu_s`` (``time.process_time``) of the produce
+phase, ``latency_us`` (p50/p99), ``resume_first_chunk_ms`` and
+``resume_full_ms`` (p50/p99 with ``--reader``, else null), ``requests`` (HTTP
+requests sent in the produce phase), ``appends`` (append batches in it, fences
+included), ``rss_kib`` (growth of the peak RSS over it) and ``verified``.
+Progress goes to stderr. The exit status is 1 when the run fails or a
+stream's text does not match.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import importlib.metadata
+import json
+import logging
+import math
+import os
+import platform
+import random
+import resource
+import secrets
+import sys
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, cast
+
+import httpx
+import orjson
+
+from resumable_fast import ResumableStreamContext, _core, create_resumable_stream_context
+from resumable_fast.backends import Backend
+from resumable_fast.s2 import S2Client, SequencedRecord
+from resumable_fast.streams import ChunkChannel, ProducerStream
+
+import pure_python_core
+from workload import SEED, stream_offset, stream_tokens
+
+if TYPE_CHECKING:
+    from s2_sdk import S2, AppendInput, Batching, S2Basin, S2Stream
+
+logger = logging.getLogger("peers")
+
+VERIFY_ALL_UP_TO = 100  # streams; above that, VERIFY_SAMPLE sampled ones
+VERIFY_SAMPLE = 20
+DEFAULT_BATCH_SIZE = 10  # the library's defaults (README, Configuration)
+DEFAULT_LINGER_MS = 100.0
+
+
+@dataclass(frozen=True)
+class Options:
+    peer: str
+    streams: int
+    tokens: int
+    rate: float
+    batch_size: int
+    linger_ms: float
+    reader: bool
+    seed: int
+    timeout: float
+
+
+@dataclass
+class Counters:
+    """What a peer sent to its backend: HTTP requests, and append batches
+    (``AppendInput`` bodies, fences included)."""
+
+    requests: int = 0
+    appends: int = 0
+
+
+class Peer:
+    """Produces a stream from a source and resumes it; ``persists`` is False
+    for a peer that keeps nothing to resume."""
+
+    persists = True
+
+    def __init__(self, versions: dict[str, str]) -> None:
+        self.versions = {"python": platform.python_version(), **versions}
+        self.counters = Counters()
+
+    async def produce(self, stream_id: str, source: AsyncIterator[str]) -> AsyncIterator[str]:
+        """The producer client's stream: each chunk as the source yields it."""
+        raise NotImplementedError
+
+    async def resume(self, stream_id: str) -> AsyncIterator[str]:
+        """The stream's text from the start to its end fence."""
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Release connections and background tasks."""
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"  # e.g. resumable_fast run from the source tree
+
+
+def _new_token(prefix: str) -> str:
+    # As the library does: 24 hex digits, so a fence fits S2's 36 bytes.
+    return prefix + secrets.token_hex(12)
+
+
+# -- raw ------------------------------------------------------------------------
+
+
+class RawPeer(Peer):
+    persists = False
+
+    async def produce(self, stream_id: str, source: AsyncIterator[str]) -> AsyncIterator[str]:
+        return source
+
+
+async def raw(options: Options) -> Peer:
+    return RawPeer({})
+
+
+# -- resumable_fast -------------------------------------------------------------
+
+
+class CountingBackend:
+    """A :class:`Backend` that counts the appends passed to another one."""
+
+    def __init__(self, inner: Backend, counters: Counters) -> None:
+        self.inner = inner
+        self.counters = counters
+        self.description = inner.description
+
+    async def append(
+        self,
+        stream: str,
+        append_input: bytes,
+        *,
+        end_seq_num: int | None = None,
+        new_fence: str | None = None,
+    ) -> None:
+        self.counters.appends += 1
+        await self.inner.append(stream, append_input, end_seq_num=end_seq_num, new_fence=new_fence)
+
+    async def last_record(self, stream: str) -> SequencedRecord | None:
+        return await self.inner.last_record(stream)
+
+    def read_session(
+        self, stream: str, seq_num: int
+    ) -> AsyncGenerator[list[SequencedRecord], None]:
+        return self.inner.read_session(stream, seq_num)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class LibraryPeer(Peer):
+    def __init__(self, context: ResumableStreamContext, versions: dict[str, str]) -> None:
+        super().__init__(versions)
+        self.context = context
+        backend = context._backend
+        if isinstance(backend, S2Client):
+            counters = self.counters
+
+            async def count_request(request: httpx.Request) -> None:
+                counters.requests += 1
+
+            for http in (backend._http, backend._sessions_http):
+                http.event_hooks = {"request": [count_request], "response": []}
+        context._backend = CountingBackend(backend, self.counters)
+
+    async def produce(self, stream_id: str, source: AsyncIterator[str]) -> AsyncIterator[str]:
+        stream = await self.context.resumable_stream(stream_id, lambda: source)
+        if stream is None:
+            raise RuntimeError(f"stream {stream_id!r} is already finished")
+        return stream
+
+    async def resume(self, stream_id: str) -> AsyncIterator[str]:
+        return await self.context.resume_stream(stream_id)
+
+    async def aclose(self) -> None:
+        await self.context.aclose()
+
+
+def _library_versions() -> dict[str, str]:
+    return {
+        "resumable_fast": _version("resumable_fast"),
+        "httpx": httpx.__version__,
+        "orjson": orjson.__version__,
+    }
+
+
+async def resumable_fast_s2(options: Options) -> Peer:
+    context = create_resumable_stream_context(
+        backend="s2", batch_size=options.batch_size, linger_ms=options.linger_ms
+    )
+    return LibraryPeer(context, _library_versions())
+
+
+async def resumable_fast_embedded(options: Options) -> Peer:
+    context = create_resumable_stream_context(
+        backend="embedded", batch_size=options.batch_size, linger_ms=options.linger_ms
+    )
+    return LibraryPeer(context, _library_versions())
+
+
+async def pure_python(options: Options) -> Peer:
+    context = create_resumable_stream_context(
+        backend="s2", batch_size=options.batch_size, linger_ms=options.linger_ms
+    )
+    batching = context.batching
+    # The pure-Python twin has the native Accumulator's API (open, arm, drain,
+    # seal_due, next_deadline_in, close, discard) and frames byte-identically.
+    # The session and closing fences are still framed by _core.fence_append_input
+    # (two calls per stream).
+    context._accumulator = cast(
+        "_core.Accumulator",
+        pure_python_core.Accumulator(
+            batching.batch_size, batching.max_batch_bytes, float(batching.linger_ms)
+        ),
+    )
+    return LibraryPeer(context, {**_library_versions(), "core": "benches/pure_python_core.py"})
+
+
+# -- S2's Python SDK ------------------------------------------------------------
+
+
+def _sdk_endpoint(variable: str) -> str | None:
+    value = os.environ.get(variable, "").strip().rstrip("/")
+    # The SDK takes an origin and adds /v1 itself; ours accepts either.
+    return value.removesuffix("/v1") or None
+
+
+def _count_sdk_calls(counters: Counters) -> None:
+    """Counts every HTTP/2 request the SDK sends (each opens one HTTP/2 stream
+    with a HEADERS frame, unary or streaming, retries included) and every batch
+    its append sessions submit, by wrapping the SDK's own methods."""
+    from s2_sdk._append_session import AppendSession
+    from s2_sdk._client import Connection
+
+    send_headers = Connection.send_headers
+    submit = AppendSession.submit
+
+    async def counted_send_headers(self: Connection, *args: Any, **kwargs: Any) -> int:
+        counters.requests += 1
+        return await send_headers(self, *args, **kwargs)
+
+    async def counted_submit(self: AppendSession, inp: AppendInput) -> Any:
+        counters.appends += 1
+        return await submit(self, inp)
+
+    Connection.send_headers = counted_send_headers  # type: ignore[method-assign]
+    AppendSession.submit = counted_submit  # type: ignore[method-assign]
+
+
+class SdkPeer(Peer):
+    """The layout on S2's SDK: tail check, session fence at seq 0 (token ``""``,
+    ``match_seq_num`` 0), data records under the session token from seq 1 with
+    ``match_seq_num``, then an ``end-`` fence. The client gets each chunk at
+    once; its stream ends once the end fence has landed, as with the library."""
+
+    def __init__(self, options: Options, *, batched: bool) -> None:
+        from s2_sdk import S2, Batching, Endpoints
+
+        super().__init__(
+            {name: _version(name) for name in ("s2-sdk", "h2", "protobuf", "zstandard")}
+        )
+        account, basin_endpoint = (
+            _sdk_endpoint("S2_ACCOUNT_ENDPOINT"),
+            _sdk_endpoint("S2_BASIN_ENDPOINT"),
+        )
+        endpoints = (
+            Endpoints(account=account, basin=basin_endpoint)
+            if account and basin_endpoint
+            else Endpoints.default()
+        )
+        basin = os.environ.get("S2_BASIN")
+        if not basin:
+            raise RuntimeError("S2_BASIN is not set")
+        self.s2: S2 = S2(os.environ.get("S2_ACCESS_TOKEN", ""), endpoints=endpoints)
+        self.basin: S2Basin = self.s2.basin(basin)
+        self.batched = batched
+        self.batching: Batching = Batching(
+            max_records=options.batch_size, linger=timedelta(milliseconds=options.linger_ms)
+        )
+        self.tasks: set[asyncio.Task[None]] = set()
+        _count_sdk_calls(self.counters)
+
+    def _spawn(self, coroutine: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self._reap)
+
+    def _reap(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("producer task failed: %r", task.exception())
+
+    async def _append(self, stream: S2Stream, inp: AppendInput) -> None:
+        self.counters.appends += 1
+        await stream.append(inp)
+
+    async def _end(self, stream: S2Stream, token: str) -> None:
+        from s2_sdk import AppendInput, CommandRecord
+
+        fence = CommandRecord.fence(_new_token("end-"))
+        await self._append(stream, AppendInput(records=[fence], fencing_token=token))
+
+    async def produce(self, stream_id: str, source: AsyncIterator[str]) -> AsyncIterator[str]:
+        from s2_sdk import AppendInput, CommandRecord, ReadLimit, ReadUnwrittenError, TailOffset
+
+        stream = self.basin.stream(stream_id)
+        try:
+            await stream.read(start=TailOffset(1), limit=ReadLimit(count=1))
+        except ReadUnwrittenError:
+            pass  # empty: nobody produces it yet
+        else:
+            raise RuntimeError(f"stream {stream_id!r} already has records")
+        token = _new_token("session-")
+        session_fence = AppendInput(
+            records=[CommandRecord.fence(token)], fencing_token="", match_seq_num=0
+        )
+        await self._append(stream, session_fence)
+        channel = ChunkChannel()
+        if self.batched:
+            self._spawn(self._produce_batched(stream, token, source, channel))
+        else:
+            queue: asyncio.Queue[str | None] = asyncio.Queue()
+            self._spawn(self._pump(source, channel, queue))
+            self._spawn(self._write_each(stream, token, queue, channel))
+        return ProducerStream(stream_id, channel)
+
+    async def _pump(
+        self, source: AsyncIterator[str], channel: ChunkChannel, queue: asyncio.Queue[str | None]
+    ) -> None:
+        try:
+            async for chunk in source:
+                channel.put(chunk)
+                queue.put_nowait(chunk)
+        finally:
+            queue.put_nowait(None)
+
+    async def _write_each(
+        self,
+        stream: S2Stream,
+        token: str,
+        queue: asyncio.Queue[str | None],
+        channel: ChunkChannel,
+    ) -> None:
+        """Naive: one unary append per token, one in flight, in order."""
+        from s2_sdk import AppendInput, Record
+
+        seq_num = 1
+        try:
+            while (chunk := await queue.get()) is not None:
+                record = Record(body=chunk.encode())
+                inp = AppendInput(records=[record], fencing_token=token, match_seq_num=seq_num)
+                await self._append(stream, inp)
+                seq_num += 1
+            await self._end(stream, token)
+        except BaseException as exc:
+            channel.close(exc)
+            raise
+        channel.close()
+
+    async def _produce_batched(
+        self, stream: S2Stream, token: str, source: AsyncIterator[str], channel: ChunkChannel
+    ) -> None:
+        """The SDK's Producer: per-record submit, batched by count, bytes and linger."""
+        from s2_sdk import Record
+
+        producer = stream.producer(fencing_token=token, match_seq_num=1, batching=self.batching)
+        try:
+            submit = producer.submit
+            async for chunk in source:
+                channel.put(chunk)
+                await submit(Record(body=chunk.encode()))
+            await producer.close()
+            await self._end(stream, token)
+        except BaseException as exc:
+            channel.close(exc)
+            raise
+        channel.close()
+
+    async def resume(self, stream_id: str) -> AsyncIterator[str]:
+        return self._read(stream_id)
+
+    async def _read(self, stream_id: str) -> AsyncGenerator[str, None]:
+        from s2_sdk import SeqNum
+
+        session = self.basin.stream(stream_id).read_session(start=SeqNum(0))
+        try:
+            async for batch in session:
+                for record in batch.records:
+                    if record.is_command_record():
+                        if record.body.startswith(b"end-"):
+                            return
+                        if record.body.startswith(b"error-"):
+                            raise RuntimeError(f"stream {stream_id!r} ended with an error fence")
+                    elif record.body:
+                        yield record.body.decode()
+        finally:
+            await session.close()
+
+    async def aclose(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.s2.close()
+
+
+async def s2sdk_naive(options: Options) -> Peer:
+    return SdkPeer(options, batched=False)
+
+
+async def s2sdk_producer(options: Options) -> Peer:
+    return SdkPeer(options, batched=True)
+
+
+PEERS: dict[str, Callable[[Options], Awaitable[Peer]]] = {
+    "raw": raw,
+    "resumable_fast_s2": resumable_fast_s2,
+    "resumable_fast_embedded": resumable_fast_embedded,
+    "pure_python": pure_python,
+    "s2sdk_naive": s2sdk_naive,
+    "s2sdk_producer": s2sdk_producer,
+}
+
+
+# -- the run --------------------------------------------------------------------
+
+
+async def paced_source(
+    tokens: Sequence[str], sent_ns: list[int], rate: float, offset: float
+) -> AsyncIterator[str]:
+    """Yields the tokens, token ``i`` at ``offset + i / rate`` seconds after the
+    first is asked for (at once when ``rate`` is 0), always through the event
+    loop. Records when each one is yielded."""
+    loop = asyncio.get_running_loop()
+    clock = time.perf_counter_ns
+    interval = 1 / rate if rate > 0 else 0.0
+    start = loop.time() + offset
+    for index, token in enumerate(tokens):
+        delay = start + index * interval - loop.time() if interval else 0.0
+        await asyncio.sleep(max(delay, 0.0))
+        sent_ns.append(clock())
+        yield token
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    """p50 and p99 by nearest rank."""
+    ordered = sorted(values)
+
+    def rank(q: float) -> float:
+        return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+    return {"p50": rank(0.50), "p99": rank(0.99)}
+
+
+def max_rss_kib() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+
+
+async def run(options: Options) -> tuple[dict[str, Any], bool]:
+    peer = await PEERS[options.peer](options)
+    try:
+        return await measure(peer, options)
+    finally:
+        await peer.aclose()
+
+
+async def measure(peer: Peer, options: Options) -> tuple[dict[str, Any], bool]:
+    count = options.streams
+    tokens = [stream_tokens(index, options.tokens, options.seed) for index in range(count)]
+    texts = ["".join(stream) for stream in tokens]
+    run_id = secrets.token_hex(4)
+    stream_ids = [f"bench-{options.peer}-{run_id}-{index}" for index in range(count)]
+    latencies_ns: list[int] = []
+    received: list[str] = [""] * count
+
+    async def produce_one(index: int) -> None:
+        sent_ns: list[int] = []
+        offset = stream_offset(index, count, options.rate)
+        source = paced_source(tokens[index], sent_ns, options.rate, offset)
+        client = await peer.produce(stream_ids[index], source)
+        clock = time.perf_counter_ns
+        keep = latencies_ns.append
+        parts: list[str] = []
+        async for chunk in client:
+            keep(clock() - sent_ns[len(parts)])
+            parts.append(chunk)
+        received[index] = "".join(parts)
+
+    print(
+        f"{options.peer}: producing {count} streams x {options.tokens} tokens "
+        f"at {options.rate or 'unpaced'} tokens/s",
+        file=sys.stderr,
+    )
+    gc.collect()
+    rss_before = max_rss_kib()
+    cpu_before, wall_before = time.process_time(), time.perf_counter()
+    await asyncio.wait_for(
+        asyncio.gather(*(produce_one(index) for index in range(count))), options.timeout
+    )
+    wall_s = time.perf_counter() - wall_before
+    cpu_s = time.process_time() - cpu_before
+    rss_kib = max_rss_kib() - rss_before
+    requests, appends = peer.counters.requests, peer.counters.appends
+    print(f"{options.peer}: produced in {wall_s:.3f} s (CPU {cpu_s:.3f} s)", file=sys.stderr)
+
+    mismatched = [stream_ids[i] for i in range(count) if received[i] != texts[i]]
+    first_ms: list[float] = []
+    full_ms: list[float] = []
+    if peer.persists:
+        sample = list(range(count))
+        if count > VERIFY_ALL_UP_TO:
+            sample = sorted(random.Random(options.seed).sample(sample, VERIFY_SAMPLE))
+        for index in sample:
+            first, full, text = await asyncio.wait_for(
+                timed_resume(peer, stream_ids[index]), options.timeout
+            )
+            if text != texts[index]:
+                mismatched.append(f"{stream_ids[index]} (resumed)")
+            first_ms.append(first)
+            full_ms.append(full)
+        print(f"{options.peer}: resumed {len(sample)} streams", file=sys.stderr)
+    for stream_id in mismatched:
+        print(f"{options.peer}: text mismatch in {stream_id}", file=sys.stderr)
+    verified = not mismatched
+
+    timed = options.reader and peer.persists
+    result: dict[str, Any] = {
+        "peer": options.peer,
+        "versions": peer.versions,
+        "config": {
+            "streams": options.streams,
+            "tokens": options.tokens,
+            "rate": options.rate,
+            "batch_size": options.batch_size,
+            "linger_ms": options.linger_ms,
+            "reader": options.reader,
+            "seed": options.seed,
+        },
+        "tokens": count * options.tokens,
+        "wall_s": round(wall_s, 4),
+        "cpu_s": round(cpu_s, 4),
+        "latency_us": {
+            key: round(value / 1000, 1)
+            for key, value in percentiles([float(ns) for ns in latencies_ns]).items()
+        },
+        "resume_first_chunk_ms": _rounded(percentiles(first_ms)) if timed else None,
+        "resume_full_ms": _rounded(percentiles(full_ms)) if timed else None,
+        "requests": requests,
+        "appends": appends,
+        "rss_kib": rss_kib,
+        "verified": verified,
+    }
+    return result, verified
+
+
+def _rounded(values: dict[str, float]) -> dict[str, float]:
+    return {key: round(value, 3) for key, value in values.items()}
+
+
+async def timed_resume(peer: Peer, stream_id: str) -> tuple[float, float, str]:
+    """Milliseconds to the first chunk and to the end of a resumed stream, and its text."""
+    clock = time.perf_counter_ns
+    begin = clock()
+    first: int | None = None
+    parts: list[str] = []
+    async for chunk in await peer.resume(stream_id):
+        if first is None:
+            first = clock()
+        parts.append(chunk)
+    end = clock()
+    return ((first or end) - begin) / 1e6, (end - begin) / 1e6, "".join(parts)
+
+
+def parse_options(argv: Sequence[str] | None) -> Options:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("peer", choices=sorted(PEERS))
+    parser.add_argument("--streams", type=int, required=True)
+    parser.add_argument("--tokens", type=int, required=True)
+    parser.add_argument("--rate", type=float, required=True, help="tokens/s per stream, 0: unpaced")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--linger-ms", type=float, default=DEFAULT_LINGER_MS)
+    parser.add_argument("--reader", action="store_true", help="time resumes of finished streams")
+    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per phase")
+    args = parser.parse_args(argv)
+    if args.streams < 1 or args.tokens < 1 or args.rate < 0:
+        parser.error("--streams and --tokens must be >= 1, --rate >= 0")
+    return Options(
+        peer=args.peer,
+        streams=args.streams,
+        tokens=args.tokens,
+        rate=args.rate,
+        batch_size=args.batch_size,
+        linger_ms=args.linger_ms,
+        reader=args.reader,
+        seed=args.seed,
+        timeout=args.timeout,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse_options(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")
+    try:
+        result, verified = asyncio.run(run(options))
+    except Exception as exc:
+        logger.exception("%s failed: %r", options.peer, exc)
+        return 1
+    print(json.dumps(result, separators=(",", ":")))
+    return 0 if verified else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
