@@ -42,29 +42,13 @@ from typing import Protocol
 from resumable_fast import _core
 
 import pure_python_core
+from workload import make_token
 
 TARGET_RATIO = 20.0
 SEED = 20240611
 STREAMS = 100
 BATCH_SIZE = 10
 LINGER_MS = 60_000.0
-
-WORD_TEXT = (
-    "the of and to in is that for it as was with be by on not he this are or his from at "
-    "which but have an they you were her she there been one all we their has would when if so "
-    "no will can more out up into do any your what some them other than then now only its "
-    "time like model token stream batch data python rust value return async await import "
-    "class def self print list dict string number error result function request response "
-    "server client"
-)
-ASCII_WORDS = tuple(WORD_TEXT.split())
-# "|"-separated: U+2028 is whitespace to str.split().
-NON_ASCII_TEXT = (
-    "é|ü|ñ|ç|ß|ø|å|日本|語|中文|한국|Привет|мир|Ω|π|—|…|€|«|»|😀|🚀|👍|🎉|✨|🔥|💡|\u2028"
-)
-NON_ASCII = tuple(NON_ASCII_TEXT.split("|"))
-SPECIAL = ('"', '\\"', "\n", "\n\n", "\t", "\\", '":', "\r\n", "`", "\x1b[")
-PUNCTUATION = (",", ".", ":", ";", "!", "?", "(", ")", "-", "'s")
 
 Frame = tuple[bytes, int]
 """An ``AppendInput`` body and the stream's tail once it has landed."""
@@ -119,28 +103,6 @@ class Workload:
     def fresh_chunks(self) -> list[str]:
         """New ``str`` objects with the same text, without cached UTF-8."""
         return [chunk.encode().decode() for chunk in self.chunks]
-
-
-def fit(text: str, low: int, high: int, rng: random.Random) -> str:
-    """Pads or trims ``text`` to a length in ``[low, high]`` characters."""
-    while len(text) < low:
-        text += rng.choice("aeiourstln")
-    return text[: rng.randint(max(low, 1), high)] if len(text) > high else text
-
-
-def make_token(rng: random.Random) -> str:
-    """One LLM-like token of 3-6 characters: ~10% non-ASCII, ~5% with quotes/newlines."""
-    roll = rng.random()
-    lead = " " if rng.random() < 0.6 else ""
-    if roll < 0.10:
-        text = lead + rng.choice(NON_ASCII) + rng.choice(NON_ASCII)
-    elif roll < 0.15:
-        text = rng.choice(SPECIAL) + rng.choice(ASCII_WORDS)
-    elif roll < 0.22:
-        text = rng.choice(ASCII_WORDS) + rng.choice(PUNCTUATION)
-    else:
-        text = lead + rng.choice(ASCII_WORDS)
-    return fit(text, 3, 6, rng)
 
 
 def fencing_token(rng: random.Random) -> str:
