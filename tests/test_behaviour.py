@@ -245,3 +245,22 @@ async def test_skip_characters_applies_to_every_kind_of_stream(
     assert await read_text(await ctx.resume_stream(stream_id, skip_characters=9)) == ""
     with pytest.raises(ValueError, match="skip_characters"):
         await ctx.resume_stream(stream_id, skip_characters=-1)
+
+
+async def test_long_stream_replays_exactly_while_live_and_after(
+    new_context: ContextFactory, stream_id: str
+) -> None:
+    """Thousands of records: the catch-up reads in parallel ranges, then follows."""
+    chunks = [f"{i}," for i in range(4500)]
+    async with new_context(batch_size=1000) as ctx:
+        source = TestingStream()
+        producer = await ctx.resumable_stream(stream_id, source.readable)
+        for chunk in chunks[:3000]:
+            source.write(chunk)
+        assert await read_chunks(producer, max_reads=3000) == chunks[:3000]
+        live = await ctx.resume_existing_stream(stream_id)
+        for chunk in chunks[3000:]:
+            source.write(chunk)
+        source.close()
+        assert await read_chunks(live, timeout=60) == chunks
+        assert await read_chunks(await ctx.resume_stream(stream_id), timeout=60) == chunks

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from typing import Any, TypedDict
 from urllib.parse import quote
 
@@ -40,6 +41,11 @@ FENCE_HEADER = ["", "fence"]
 # connection is gone and the session should be reopened.
 READ_SESSION_IDLE_TIMEOUT = 45.0
 RECONNECT_ATTEMPTS = 8
+# Unary reads replay what a stream holds before a session follows it; the first
+# is small because time to first chunk is what a reloading reader waits for.
+FIRST_CATCH_UP_RECORDS = 100
+CATCH_UP_RECORDS = 1000
+CATCH_UP_READS = 4
 DEFAULT_MAX_ATTEMPTS = 6
 MAX_BACKOFF_SECONDS = 2.0
 
@@ -249,15 +255,64 @@ class S2Client:
         tail: int = orjson.loads(content)["tail"]["seq_num"]
         return tail
 
+    async def _read_or_empty(self, stream: str, seq_num: int, count: int) -> list[SequencedRecord]:
+        try:
+            return await self.read(stream, seq_num=seq_num, count=count)
+        except RangeNotSatisfiableError:
+            return []
+
+    async def _catch_up(
+        self, stream: str, seq_num: int
+    ) -> AsyncGenerator[list[SequencedRecord], None]:
+        """What the stream holds from ``seq_num`` up to its tail, in order: a
+        small first read (with the tail check beside it), then reads of the
+        remaining ranges a few at a time."""
+        first, tail = await asyncio.gather(
+            self._read_or_empty(stream, seq_num, FIRST_CATCH_UP_RECORDS),
+            self.check_tail(stream),
+        )
+        if not first:
+            return
+        yield first
+        next_seq_num = first[-1]["seq_num"] + 1
+        while next_seq_num < tail:
+            starts = range(
+                next_seq_num,
+                min(tail, next_seq_num + CATCH_UP_READS * CATCH_UP_RECORDS),
+                CATCH_UP_RECORDS,
+            )
+            batches = await asyncio.gather(
+                *(self._read_or_empty(stream, start, CATCH_UP_RECORDS) for start in starts)
+            )
+            progressed = False
+            for batch in batches:
+                # A read capped by bytes returns fewer records; the reads after
+                # it then start past a gap and are read again from there.
+                if not batch or batch[0]["seq_num"] != next_seq_num:
+                    break
+                yield batch
+                next_seq_num = batch[-1]["seq_num"] + 1
+                progressed = True
+            if not progressed:
+                return  # the session picks up from here
+
     async def read_session(
         self, stream: str, seq_num: int
     ) -> AsyncGenerator[list[SequencedRecord], None]:
         """Follow a stream from ``seq_num`` on, batch by batch, without end.
 
-        When the connection drops or S2 closes the session, it is reopened just
-        after the last record seen, so nothing is repeated or skipped.
+        What the stream already holds is read with unary reads (a small first
+        one, so the first chunk arrives fast), and only once they reach the
+        tail is an SSE session opened to follow it live: a finished stream is
+        replayed without a session at all. When the connection drops or S2
+        closes the session, it is reopened just after the last record seen, so
+        nothing is repeated or skipped.
         """
         next_seq_num = seq_num
+        async with aclosing(self._catch_up(stream, seq_num)) as catch_up:
+            async for caught_up in catch_up:
+                next_seq_num = caught_up[-1]["seq_num"] + 1
+                yield caught_up
         failures = 0
         headers = dict(self._basin_headers)
         headers["Accept"] = "text/event-stream"
