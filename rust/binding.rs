@@ -255,10 +255,23 @@ fn fence_append_input<'py>(
     )
 }
 
+/// Consecutive framed batches of one stream joined into one `AppendInput`.
+#[pyfunction]
+fn merge_append_inputs<'py>(
+    py: Python<'py>,
+    parts: Vec<Bound<'py, PyBytes>>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let slices: Vec<&[u8]> = parts.iter().map(|part| part.as_bytes()).collect();
+    let merged = framing::merge_append_inputs(&slices)
+        .ok_or_else(|| PyValueError::new_err("parts must be framed data batches"))?;
+    Ok(PyBytes::new(py, &merged))
+}
+
 #[pymodule]
 fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Accumulator>()?;
     module.add_function(wrap_pyfunction!(fence_append_input, module)?)?;
+    module.add_function(wrap_pyfunction!(merge_append_inputs, module)?)?;
     module.add("MAX_METERED_BYTES", framing::MAX_METERED_BYTES)?;
     module.add("MAX_BATCH_RECORDS", framing::MAX_BATCH_RECORDS)?;
     module.add("MAX_FENCING_TOKEN_BYTES", framing::MAX_FENCING_TOKEN_BYTES)?;

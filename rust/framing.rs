@@ -182,6 +182,39 @@ pub fn write_data_record(out: &mut Vec<u8>, body: &str) {
     out.push(b'}');
 }
 
+/// Where the records array of a framed `AppendInput` ends: the `]` before
+/// `,"fencing_token":` or, without a token, before the closing fields. Bodies
+/// are JSON strings, whose quotes are escaped, so the pattern cannot occur
+/// inside one.
+fn records_end(append_input: &[u8]) -> Option<usize> {
+    const CLOSE: &[u8] = b"],\"fencing_token\":";
+    append_input
+        .windows(CLOSE.len())
+        .rposition(|window| window == CLOSE)
+}
+
+/// Joins consecutive framed batches of one stream into one `AppendInput`:
+/// all their records, under the first batch's fencing token and
+/// `match_seq_num`. `None` unless every part is a framed data batch with a
+/// fencing token.
+pub fn merge_append_inputs(parts: &[&[u8]]) -> Option<Vec<u8>> {
+    let (first, rest) = parts.split_first()?;
+    let first_end = records_end(first)?;
+    let mut merged = Vec::with_capacity(parts.iter().map(|part| part.len()).sum());
+    merged.extend_from_slice(&first[..first_end]);
+    for part in rest {
+        let end = records_end(part)?;
+        let records = part.get(APPEND_INPUT_OPEN.len()..end)?;
+        if !part.starts_with(APPEND_INPUT_OPEN) || records.is_empty() {
+            return None;
+        }
+        merged.push(b',');
+        merged.extend_from_slice(records);
+    }
+    merged.extend_from_slice(&first[first_end..]);
+    Some(merged)
+}
+
 /// A whole `AppendInput` holding one fence command that sets `new_token`.
 ///
 /// `fencing_token` is the token the stream must currently have (`Some("")`
@@ -264,6 +297,21 @@ mod tests {
             "a\u{FFFD}b\u{FFFD}\u{FFFD}c"
         );
         assert_eq!(replace_lone_surrogates("héllo".as_bytes()), "héllo");
+    }
+
+    #[test]
+    fn merges_batches_under_the_first_ones_token_and_seq_num() {
+        let a = b"{\"records\":[{\"body\":\"a\"}],\"fencing_token\":\"t\",\"match_seq_num\":1}";
+        let b = b"{\"records\":[{\"body\":\"],\\\"fencing_token\\\":\"},{\"body\":\"c\"}],\"fencing_token\":\"t\",\"match_seq_num\":2}";
+        let merged = merge_append_inputs(&[a, b]).unwrap();
+        assert_eq!(
+            String::from_utf8(merged).unwrap(),
+            "{\"records\":[{\"body\":\"a\"},{\"body\":\"],\\\"fencing_token\\\":\"},{\"body\":\"c\"}],\
+             \"fencing_token\":\"t\",\"match_seq_num\":1}"
+        );
+        assert_eq!(merge_append_inputs(&[a]).unwrap(), a.to_vec());
+        assert!(merge_append_inputs(&[]).is_none());
+        assert!(merge_append_inputs(&[a, b"not a batch"]).is_none());
     }
 
     #[test]

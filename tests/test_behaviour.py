@@ -9,6 +9,7 @@ import random
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -263,4 +264,26 @@ async def test_long_stream_replays_exactly_while_live_and_after(
             source.write(chunk)
         source.close()
         assert await read_chunks(live, timeout=60) == chunks
+        assert await read_chunks(await ctx.resume_stream(stream_id), timeout=60) == chunks
+
+
+async def test_batches_queued_behind_an_append_go_out_together(
+    new_context: ContextFactory, stream_id: str
+) -> None:
+    """With batch_size 1 every chunk is its own batch; those that pile up while an
+    append is in flight are merged into one append, records unchanged."""
+    chunks = [f"c{i} " for i in range(300)]
+    async with new_context(batch_size=1) as ctx:
+        appends = 0
+        append = ctx._backend.append
+
+        async def counting_append(stream: str, append_input: bytes, **kwargs: Any) -> None:
+            nonlocal appends
+            appends += 1
+            await append(stream, append_input, **kwargs)
+
+        ctx._backend.append = counting_append  # type: ignore[method-assign]
+        producer = await ctx.resumable_stream(stream_id, lambda: from_list(chunks))
+        assert await read_chunks(producer, timeout=60) == chunks
+        assert appends < len(chunks) / 2, f"{appends} appends for {len(chunks)} batches"
         assert await read_chunks(await ctx.resume_stream(stream_id), timeout=60) == chunks

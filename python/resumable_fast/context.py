@@ -214,15 +214,40 @@ class _Producer:
         if not self.pump_task.done():
             self.pump_task.cancel()
 
+    def _next_append(self, match_seq_num: int) -> _core.Frame:
+        """The oldest queued batch, merged with the ones queued behind it (they
+        piled up while the last append was in flight) as far as one append
+        holds: one request instead of several, the same records in order."""
+        body, end_seq_num = self.frames.popleft()
+        if not self.frames:
+            return body, end_seq_num
+        parts, size = [body], len(body)
+        while self.frames:
+            next_body, next_end = self.frames[0]
+            # JSON is longer than the records' metered size, so this bound is safe.
+            if next_end - match_seq_num > _core.MAX_BATCH_RECORDS or (
+                size + len(next_body) > _core.MAX_METERED_BYTES
+            ):
+                break
+            self.frames.popleft()
+            parts.append(next_body)
+            size += len(next_body)
+            end_seq_num = next_end
+        if len(parts) == 1:
+            return body, end_seq_num
+        return _core.merge_append_inputs(parts), end_seq_num
+
     async def _write(self) -> None:
         backend = self.context._backend
+        match_seq_num = 1
         try:
             while self.closing_fence is None or self.frames:
                 await self.frames_ready.wait()
                 self.frames_ready.clear()
                 while self.frames:
-                    body, end_seq_num = self.frames.popleft()
+                    body, end_seq_num = self._next_append(match_seq_num)
                     await backend.append(self.stream_id, body, end_seq_num=end_seq_num)
+                    match_seq_num = end_seq_num
                 if self.stopped:
                     return
             await backend.append(

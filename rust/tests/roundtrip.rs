@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use resumable_fast::batcher::{Accumulator, BatchLimits, Frame, FrameBuffer};
 use resumable_fast::framing::{
-    data_record_size, fence_append_input, MAX_BATCH_RECORDS, MAX_METERED_BYTES,
+    data_record_size, fence_append_input, merge_append_inputs, MAX_BATCH_RECORDS, MAX_METERED_BYTES,
 };
 use serde_json::Value;
 
@@ -84,7 +84,26 @@ proptest! {
                 text.push_str(&body);
             }
         }
-        prop_assert_eq!(text, chunks.concat());
+        prop_assert_eq!(&text, &chunks.concat());
+
+        // Consecutive batches merged into one append keep every record, in
+        // order, under the first batch's token and sequence number.
+        let parts: Vec<Vec<u8>> = frames.iter().map(|frame| frame.body.to_vec()).collect();
+        let slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        let first_seq_num = frames.iter().next().map(|frame| frame.match_seq_num);
+        if let Some(first_seq_num) = first_seq_num {
+            let merged = merge_append_inputs(&slices).expect("framed batches merge");
+            let input: Value = serde_json::from_slice(&merged).expect("valid JSON");
+            prop_assert_eq!(&input["match_seq_num"], &Value::from(first_seq_num));
+            prop_assert_eq!(&input["fencing_token"], token);
+            let merged_text: String = input["records"]
+                .as_array()
+                .expect("records")
+                .iter()
+                .map(|record| record["body"].as_str().expect("body"))
+                .collect();
+            prop_assert_eq!(merged_text, text);
+        }
     }
 
     #[test]
