@@ -177,10 +177,6 @@ impl Accumulator {
         }
     }
 
-    pub fn limits(&self) -> BatchLimits {
-        self.limits
-    }
-
     fn stream(&mut self, slot: u64) -> Result<&mut OpenStream, BatchError> {
         usize::try_from(slot)
             .ok()

@@ -15,23 +15,9 @@ const RECORD_OVERHEAD: usize = 8;
 /// Largest body a header-less record can carry.
 pub const MAX_DATA_BODY_BYTES: usize = MAX_METERED_BYTES - RECORD_OVERHEAD;
 
-/// Metered size of a record: `8 + 2 * headers + sum(name + value) + body`.
-pub fn metered_size(headers: &[(&str, &str)], body_len: usize) -> usize {
-    let header_bytes: usize = headers
-        .iter()
-        .map(|(name, value)| 2 + name.len() + value.len())
-        .sum();
-    RECORD_OVERHEAD + header_bytes + body_len
-}
-
 /// Metered size of a header-less data record.
 pub fn data_record_size(body: &str) -> usize {
     RECORD_OVERHEAD + body.len()
-}
-
-/// Metered size of a fence command record (one header `("", "fence")`).
-pub fn fence_record_size(token: &str) -> usize {
-    metered_size(&[("", "fence")], token.len())
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -263,9 +249,8 @@ mod tests {
 
     #[test]
     fn metered_size_matches_s2_formula() {
-        assert_eq!(metered_size(&[], 5), 13);
+        assert_eq!(data_record_size("hello"), 13);
         assert_eq!(data_record_size("héllo"), 8 + 6);
-        assert_eq!(fence_record_size("session-abc"), 8 + 2 + 5 + 11);
     }
 
     #[test]
