@@ -1,6 +1,8 @@
-"""HTTP transports side by side against one s2-lite: httpx's default pool
-(HTTP/1.1), httpx over HTTP/2 (h2c), and resumable_fast's pooled HTTP/1.1
-transport. Prints medians of CPU per request and wall time.
+"""HTTP paths side by side against one s2-lite: httpx's default pool
+(HTTP/1.1), httpx over HTTP/2 (h2c), httpx over resumable_fast's pooled
+HTTP/1.1 transport, and what S2Client does by default (requests written
+straight onto that transport's connections, without httpx's models). Prints
+medians of CPU per request and wall time.
 
 Usage: python benches/bench_transport.py [--rounds N]   (needs S2LITE_BIN)
 """
@@ -29,6 +31,7 @@ from conftest import S2Lite, start_s2lite, stop_s2lite
 
 SEQUENTIAL = 200
 CONCURRENT = 300
+OURS = "S2Client default (direct)"
 
 
 def httpx_default(http2: bool) -> Callable[[], httpx.AsyncClient]:
@@ -41,14 +44,21 @@ def pooled() -> httpx.AsyncClient:
     )
 
 
-async def measure(server: S2Lite, make_http: Callable[[], httpx.AsyncClient]) -> tuple[float, ...]:
+async def measure(
+    server: S2Lite, make_http: Callable[[], httpx.AsyncClient] | None
+) -> tuple[float, ...]:
+    """``make_http`` None: S2Client as it is; else its unary calls go through
+    the httpx client it makes."""
     client = S2Client(
         S2Config(
             basin=server.basin, account_endpoint=server.endpoint, basin_endpoint=server.endpoint
         )
     )
-    await client._http.aclose()
-    client._http = make_http()
+    if make_http is not None and client._unary is not None:
+        await client._unary.aclose()
+        client._unary = None
+        await client._http.aclose()
+        client._http = make_http()
     try:
         stream = f"bench-{uuid.uuid4().hex}"
         await client.append(stream, fence_append_input("session-b", "", 0))
@@ -71,10 +81,11 @@ async def measure(server: S2Lite, make_http: Callable[[], httpx.AsyncClient]) ->
 
 async def main(rounds: int) -> None:
     server = start_s2lite(Path(tempfile.mkdtemp()))
-    peers: dict[str, Callable[[], httpx.AsyncClient]] = {
+    peers: dict[str, Callable[[], httpx.AsyncClient] | None] = {
         "httpx default HTTP/1.1": httpx_default(False),
         "httpx HTTP/2 (h2c)": httpx_default(True),
-        "resumable_fast pooled HTTP/1.1": pooled,
+        "httpx over our pooled HTTP/1.1": pooled,
+        OURS: None,
     }
     results: dict[str, list[tuple[float, ...]]] = {name: [] for name in peers}
     try:
@@ -92,9 +103,7 @@ async def main(rounds: int) -> None:
         f"{'transport':34} {'seq CPU/req':>12} {'seq wall/req':>13} "
         f"{'conc CPU/req':>13} {'conc wall':>10}"
     )
-    ours = [
-        statistics.median(r[i] for r in results["resumable_fast pooled HTTP/1.1"]) for i in range(4)
-    ]
+    ours = [statistics.median(r[i] for r in results[OURS]) for i in range(4)]
     for name, rows in results.items():
         med = [statistics.median(r[i] for r in rows) for i in range(4)]
         print(

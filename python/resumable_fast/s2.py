@@ -1,6 +1,8 @@
 """A small async client for the parts of S2's REST API that resumable_fast uses.
 
-One :class:`httpx.AsyncClient` per client keeps pooled keep-alive connections.
+Unary calls (appends, reads, tail checks) are written straight onto pooled
+keep-alive HTTP/1.1 connections by :class:`~resumable_fast.transport.PooledHTTP11Transport`;
+read sessions (SSE) and the HTTP/2 option go through :class:`httpx.AsyncClient`.
 Every error S2 answers with becomes a typed exception from
 :mod:`resumable_fast.errors`; transport failures become
 :class:`~resumable_fast.errors.S2ConnectionError`. The access token is only
@@ -14,14 +16,16 @@ import logging
 import random
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Any, TypedDict
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 import orjson
 
 from resumable_fast.config import S2Config
 from resumable_fast.errors import (
+    ConfigurationError,
     FencingTokenMismatchError,
     RangeNotSatisfiableError,
     S2AuthError,
@@ -30,7 +34,7 @@ from resumable_fast.errors import (
     SeqNumMismatchError,
     StreamNotFoundError,
 )
-from resumable_fast.transport import PooledHTTP11Transport
+from resumable_fast.transport import Origin, PooledHTTP11Transport
 
 __all__ = ["FENCE_HEADER", "S2Client", "SequencedRecord", "is_fence"]
 
@@ -75,8 +79,7 @@ def _backoff(attempt: int) -> float:
     return random.uniform(0, min(MAX_BACKOFF_SECONDS, 0.025 * 2**attempt))
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
+def _retry_after(value: str | bytes | None) -> float | None:
     if value is None:
         return None
     try:
@@ -111,6 +114,42 @@ def _error_from_response(status: int, content: bytes) -> S2Error:
     return S2Error(status, code, message)
 
 
+@dataclass(frozen=True)
+class _Endpoint:
+    """An API root, split for building requests by hand."""
+
+    url: str
+    origin: Origin
+    path: str
+    host: str
+
+    @classmethod
+    def parse(cls, url: str) -> _Endpoint:
+        parsed = httpx.URL(url)
+        default_port = 443 if parsed.scheme == "https" else 80
+        port = parsed.port or default_port
+        host = parsed.host if port == default_port else f"{parsed.host}:{port}"
+        return cls(url, (parsed.scheme, parsed.host, port), parsed.path.rstrip("/"), host)
+
+
+@dataclass(frozen=True)
+class _Headers:
+    """One set of request headers, as httpx takes them and as serialized lines."""
+
+    mapping: dict[str, str]
+    lines: bytes
+
+    @classmethod
+    def build(cls, endpoint: _Endpoint, mapping: dict[str, str]) -> _Headers:
+        fields = {"Host": endpoint.host, "Accept-Encoding": "identity", **mapping}
+        for name, value in fields.items():
+            if any(char in value for char in "\r\n\0") or not value.isascii():
+                # The value is not quoted: it may be the access token.
+                raise ConfigurationError(f"the {name} header holds characters HTTP cannot carry")
+        lines = "".join(f"{name}: {value}\r\n" for name, value in fields.items())
+        return cls(mapping, lines.encode("ascii"))
+
+
 class S2Client:
     """Append, read, follow and inspect the streams of one basin."""
 
@@ -122,13 +161,26 @@ class S2Client:
         headers = {"User-Agent": "resumable_fast"}
         if config.access_token:
             headers["Authorization"] = f"Bearer {config.access_token}"
-        self._basin_headers = dict(headers)
+        basin_headers = dict(headers)
         if config.shared_basin_endpoint:
-            self._basin_headers["s2-basin"] = config.basin
-        self._account_headers = headers
-        self._basin_url = config.basin_url
-        # Read sessions hold their connection for as long as they follow a
-        # stream, so they get a pool of their own.
+            basin_headers["s2-basin"] = config.basin
+        self._basin = _Endpoint.parse(config.basin_url)
+        self._account = _Endpoint.parse(config.account_url)
+        self._session_headers = {**basin_headers, "Accept": "text/event-stream"}
+        self._append_headers = _Headers.build(
+            self._basin, {**basin_headers, "Content-Type": "application/json"}
+        )
+        self._read_headers = _Headers.build(
+            self._basin, {**basin_headers, "Accept": "application/json"}
+        )
+        self._create_basin_headers = _Headers.build(
+            self._account, {**headers, "Content-Type": "application/json"}
+        )
+        # Unary calls go straight to the HTTP/1.1 transport, without httpx's
+        # request and response models (see resumable_fast.transport); with
+        # http2 they go through httpx. Read sessions hold their connection for
+        # as long as they follow a stream, so they get a pool of their own.
+        self._unary = None if config.http2 else PooledHTTP11Transport()
         self._http = _make_http_client(config, httpx.Timeout(config.request_timeout))
         self._sessions_http = _make_http_client(
             config, httpx.Timeout(config.request_timeout, read=READ_SESSION_IDLE_TIMEOUT)
@@ -138,20 +190,55 @@ class S2Client:
         return f"S2Client({self.config!r})"
 
     async def aclose(self) -> None:
+        if self._unary is not None:
+            await self._unary.aclose()
         await self._http.aclose()
         await self._sessions_http.aclose()
 
-    def _records_url(self, stream: str) -> str:
-        return f"{self._basin_url}/streams/{quote(stream, safe='')}/records"
+    @staticmethod
+    def _records_path(stream: str) -> str:
+        return f"/streams/{quote(stream, safe='')}/records"
+
+    async def _send(
+        self,
+        method: str,
+        endpoint: _Endpoint,
+        path: str,
+        headers: _Headers,
+        content: bytes | None,
+    ) -> tuple[int, bytes, float | None]:
+        """One attempt: status, body and Retry-After (seconds)."""
+        if self._unary is None:
+            response = await self._http.request(
+                method, endpoint.url + path, headers=headers.mapping, content=content
+            )
+            return (
+                response.status_code,
+                response.content,
+                _retry_after(response.headers.get("retry-after")),
+            )
+        parts = [method.encode(), b" ", (endpoint.path + path).encode(), b" HTTP/1.1\r\n"]
+        parts.append(headers.lines)
+        if content is not None:
+            parts += (b"Content-Length: ", str(len(content)).encode(), b"\r\n\r\n", content)
+        else:
+            parts.append(b"\r\n")
+        answer = await self._unary.unary(
+            endpoint.origin,
+            b"".join(parts),
+            idempotent=method == "GET",
+            timeout=self.config.request_timeout,
+        )
+        return answer.status, answer.content, _retry_after(answer.header(b"retry-after"))
 
     async def _request(
         self,
         method: str,
-        url: str,
+        endpoint: _Endpoint,
+        path: str,
         *,
-        headers: dict[str, str],
+        headers: _Headers,
         content: bytes | None = None,
-        params: dict[str, str | int] | None = None,
     ) -> bytes:
         """Send a request, retrying transient faults with capped, jittered backoff.
 
@@ -160,29 +247,30 @@ class S2Client:
         with a 412 instead of landing twice (see :meth:`append`).
         """
         attempt = 0
+        where = f"{endpoint.origin[0]}://{endpoint.host}"
         while True:
             attempt += 1
             try:
-                response = await self._http.request(
-                    method, url, headers=headers, content=content, params=params
+                status, body, retry_after = await self._send(
+                    method, endpoint, path, headers, content
                 )
             except httpx.TransportError as exc:
                 if attempt >= self.max_attempts:
                     raise S2ConnectionError(
-                        f"S2 unreachable at {_origin(url)} after {attempt} attempts: {exc!r}"
+                        f"S2 unreachable at {where} after {attempt} attempts: {exc!r}"
                     ) from None
                 delay = _backoff(attempt)
-                logger.debug("%s %s: %r; retrying in %.3fs", method, _origin(url), exc, delay)
+                logger.debug("%s %s: %r; retrying in %.3fs", method, where, exc, delay)
             else:
-                if response.status_code < 400:
-                    return response.content
-                error = _error_from_response(response.status_code, response.content)
+                if status < 400:
+                    return body
+                error = _error_from_response(status, body)
                 if not _is_transient(error) or attempt >= self.max_attempts:
                     if attempt > 1:
                         error.attempts = attempt
                     raise error
-                delay = _retry_after(response) or _backoff(attempt)
-                logger.debug("%s %s: %s; retrying in %.3fs", method, _origin(url), error, delay)
+                delay = retry_after or _backoff(attempt)
+                logger.debug("%s %s: %s; retrying in %.3fs", method, where, error, delay)
             await asyncio.sleep(delay)
 
     async def append(
@@ -199,11 +287,13 @@ class S2Client:
         ``new_fence`` (the token a fence sets) let a retry recognise that an
         earlier attempt landed although its answer was lost.
         """
-        headers = dict(self._basin_headers)
-        headers["Content-Type"] = "application/json"
         try:
             await self._request(
-                "POST", self._records_url(stream), headers=headers, content=append_input
+                "POST",
+                self._basin,
+                self._records_path(stream),
+                headers=self._append_headers,
+                content=append_input,
             )
         except SeqNumMismatchError as exc:
             if exc.attempts > 1 and end_seq_num is not None and exc.expected_seq_num == end_seq_num:
@@ -224,18 +314,17 @@ class S2Client:
         count: int | None = None,
     ) -> list[SequencedRecord]:
         """One unary read (at most 1000 records / 1 MiB)."""
-        params: dict[str, str | int] = {}
+        params: dict[str, int] = {}
         if seq_num is not None:
             params["seq_num"] = seq_num
         if tail_offset is not None:
             params["tail_offset"] = tail_offset
         if count is not None:
             params["count"] = count
-        headers = dict(self._basin_headers)
-        headers["Accept"] = "application/json"
-        content = await self._request(
-            "GET", self._records_url(stream), headers=headers, params=params
-        )
+        path = self._records_path(stream)
+        if params:
+            path += "?" + urlencode(params)
+        content = await self._request("GET", self._basin, path, headers=self._read_headers)
         records: list[SequencedRecord] = orjson.loads(content).get("records", [])
         return records
 
@@ -250,7 +339,7 @@ class S2Client:
     async def check_tail(self, stream: str) -> int:
         """The sequence number the next record will get."""
         content = await self._request(
-            "GET", self._records_url(stream) + "/tail", headers=self._basin_headers
+            "GET", self._basin, self._records_path(stream) + "/tail", headers=self._read_headers
         )
         tail: int = orjson.loads(content)["tail"]["seq_num"]
         return tail
@@ -314,9 +403,8 @@ class S2Client:
                 next_seq_num = caught_up[-1]["seq_num"] + 1
                 yield caught_up
         failures = 0
-        headers = dict(self._basin_headers)
-        headers["Accept"] = "text/event-stream"
-        url = self._records_url(stream)
+        headers = self._session_headers
+        url = self._basin.url + self._records_path(stream)
         while True:
             try:
                 async with self._sessions_http.stream(
@@ -327,7 +415,9 @@ class S2Client:
                         if not _is_transient(error) or failures >= RECONNECT_ATTEMPTS:
                             raise error
                         failures += 1
-                        await asyncio.sleep(_retry_after(response) or _backoff(failures))
+                        await asyncio.sleep(
+                            _retry_after(response.headers.get("retry-after")) or _backoff(failures)
+                        )
                         continue
                     async for event, data in _sse_events(response):
                         if event == "batch":
@@ -362,10 +452,8 @@ class S2Client:
                 },
             }
         )
-        headers = dict(self._account_headers)
-        headers["Content-Type"] = "application/json"
         await self._request(
-            "POST", f"{self.config.account_url}/basins", headers=headers, content=body
+            "POST", self._account, "/basins", headers=self._create_basin_headers, content=body
         )
 
 
@@ -377,11 +465,6 @@ def _make_http_client(config: S2Config, timeout: httpx.Timeout) -> httpx.AsyncCl
         timeout=timeout,
         headers={"Accept-Encoding": "identity"},
     )
-
-
-def _origin(url: str) -> str:
-    parsed = httpx.URL(url)
-    return f"{parsed.scheme}://{parsed.host}" + (f":{parsed.port}" if parsed.port else "")
 
 
 async def _sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, bytes]]:

@@ -10,7 +10,12 @@ responses with asyncio's stream reader.
 
 It plugs in below :class:`httpx.AsyncClient`, so requests, responses,
 timeouts and errors keep httpx's types (``httpx.ConnectError``,
-``httpx.ReadTimeout``, ...).
+``httpx.ReadTimeout``, ...). For the short request/answer calls that make up
+most of the traffic (appends, unary reads) :meth:`PooledHTTP11Transport.unary`
+skips httpx's request and response models: it takes the request already
+serialized and returns the status, headers and body, raising the same httpx
+errors. Building and parsing those models cost about two thirds of the CPU of
+a request to a local S2 (``make bench-transport``).
 """
 
 from __future__ import annotations
@@ -20,13 +25,14 @@ import ssl
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, nullcontext
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
-__all__ = ["PooledHTTP11Transport"]
+__all__ = ["Origin", "PooledHTTP11Transport", "UnaryResponse"]
 
-_Origin = tuple[str, str, int]
+Origin = tuple[str, str, int]
+"""``(scheme, host, port)``."""
 _NO_BODY_STATUSES = frozenset({204, 304})
 _MAX_HEAD_BYTES = 64 * 1024
 
@@ -70,7 +76,7 @@ class _Connection:
     __slots__ = ("origin", "reader", "writer")
 
     def __init__(
-        self, origin: _Origin, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, origin: Origin, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         self.origin = origin
         self.reader = reader
@@ -81,6 +87,41 @@ class _Connection:
 
     def close(self) -> None:
         self.writer.close()
+
+
+async def _read_chunked(
+    reader: asyncio.StreamReader, read_timeout: float | None
+) -> AsyncIterator[bytes]:
+    while True:
+        async with _timeout(read_timeout):
+            size_line = await reader.readuntil(b"\r\n")
+        try:
+            size = int(size_line.split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            raise httpx.RemoteProtocolError(f"bad chunk size line {size_line[:40]!r}") from None
+        if size == 0:
+            async with _timeout(read_timeout):
+                while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                    pass  # trailers, ignored
+            return
+        async with _timeout(read_timeout):
+            data = await reader.readexactly(size + 2)
+        yield data[:-2]
+
+
+class UnaryResponse(NamedTuple):
+    """A whole answer: status, headers (names lowercased) and body."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    content: bytes
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of a header, by its lowercase name."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
 
 
 class _ResponseBody(httpx.AsyncByteStream):
@@ -119,7 +160,7 @@ class _ResponseBody(httpx.AsyncByteStream):
         reader = self._connection.reader
         try:
             if self._chunked:
-                async for chunk in self._read_chunked(reader):
+                async for chunk in _read_chunked(reader, self._read_timeout):
                     yield chunk
             elif self._length is not None:
                 remaining = self._length
@@ -149,20 +190,6 @@ class _ResponseBody(httpx.AsyncByteStream):
                 f"reading the response failed: {exc!r}", request=self._request
             ) from None
 
-    async def _read_chunked(self, reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
-        while True:
-            async with _timeout(self._read_timeout):
-                size_line = await reader.readuntil(b"\r\n")
-            size = int(size_line.split(b";", 1)[0].strip(), 16)
-            if size == 0:
-                async with _timeout(self._read_timeout):
-                    while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                        pass  # trailers, ignored
-                return
-            async with _timeout(self._read_timeout):
-                data = await reader.readexactly(size + 2)
-            yield data[:-2]
-
     async def aclose(self) -> None:
         if self._released:
             return
@@ -181,7 +208,7 @@ class PooledHTTP11Transport(httpx.AsyncBaseTransport):
     ) -> None:
         self._ssl_context = ssl_context
         self._max_idle = max_idle_per_origin
-        self._idle: dict[_Origin, list[_Connection]] = {}
+        self._idle: dict[Origin, list[_Connection]] = {}
         self._closed = False
 
     def _ssl(self) -> ssl.SSLContext:
@@ -191,11 +218,10 @@ class PooledHTTP11Transport(httpx.AsyncBaseTransport):
             self._ssl_context = ssl.create_default_context(cafile=certifi.where())
         return self._ssl_context
 
-    async def _connect(self, origin: _Origin, request: httpx.Request) -> _Connection:
+    async def _connect(self, origin: Origin, timeout: float | None) -> _Connection:
         scheme, host, port = origin
-        timeouts = request.extensions.get("timeout", {})
         try:
-            async with _timeout(timeouts.get("connect")):
+            async with _timeout(timeout):
                 reader, writer = await asyncio.open_connection(
                     host,
                     port,
@@ -203,13 +229,9 @@ class PooledHTTP11Transport(httpx.AsyncBaseTransport):
                     limit=_MAX_HEAD_BYTES,
                 )
         except TimeoutError:
-            raise httpx.ConnectTimeout(
-                f"connecting to {host}:{port} timed out", request=request
-            ) from None
+            raise httpx.ConnectTimeout(f"connecting to {host}:{port} timed out") from None
         except OSError as exc:
-            raise httpx.ConnectError(
-                f"connecting to {host}:{port} failed: {exc!r}", request=request
-            ) from None
+            raise httpx.ConnectError(f"connecting to {host}:{port} failed: {exc!r}") from None
         return _Connection(origin, reader, writer)
 
     def _release(self, connection: _Connection) -> None:
@@ -219,7 +241,7 @@ class PooledHTTP11Transport(httpx.AsyncBaseTransport):
         else:
             stack.append(connection)
 
-    def _take_idle(self, origin: _Origin) -> _Connection | None:
+    def _take_idle(self, origin: Origin) -> _Connection | None:
         stack = self._idle.get(origin)
         while stack:
             connection = stack.pop()
@@ -234,7 +256,7 @@ class PooledHTTP11Transport(httpx.AsyncBaseTransport):
         url = request.url
         scheme = url.scheme
         port = url.port or (443 if scheme == "https" else 80)
-        origin: _Origin = (scheme, url.host, port)
+        origin: Origin = (scheme, url.host, port)
         payload = self._serialize(request, await request.aread())
         # A kept-alive connection may have been closed by the server while it
         # sat idle; a GET that fails on one before any answer arrived is sent
@@ -250,7 +272,13 @@ class PooledHTTP11Transport(httpx.AsyncBaseTransport):
                     raise httpx.RemoteProtocolError(
                         "server closed a kept-alive connection", request=request
                     ) from stale.__cause__
-        connection = await self._connect(origin, request)
+        try:
+            connection = await self._connect(
+                origin, request.extensions.get("timeout", {}).get("connect")
+            )
+        except httpx.TransportError as exc:
+            exc.request = request
+            raise
         try:
             return await self._exchange(connection, request, payload)
         except _StaleConnection as stale:
@@ -258,6 +286,84 @@ class PooledHTTP11Transport(httpx.AsyncBaseTransport):
             raise httpx.RemoteProtocolError(
                 "server closed the connection without answering", request=request
             ) from stale.__cause__
+
+    async def unary(
+        self, origin: Origin, payload: bytes, *, idempotent: bool, timeout: float | None
+    ) -> UnaryResponse:
+        """Send one serialized request (head and body) and read its whole answer,
+        all within ``timeout`` seconds.
+
+        A request that fails on a kept-alive connection before any answer
+        arrived is sent again on a new connection when it is ``idempotent``;
+        otherwise the caller gets ``httpx.RemoteProtocolError`` and decides.
+        """
+        if self._closed:
+            raise RuntimeError("the transport is closed")
+        try:
+            async with _timeout(timeout):
+                return await self._unary(origin, payload, idempotent)
+        except TimeoutError:
+            raise httpx.ReadTimeout(f"no answer within {timeout} s") from None
+
+    async def _unary(self, origin: Origin, payload: bytes, idempotent: bool) -> UnaryResponse:
+        connection = self._take_idle(origin)
+        if connection is not None:
+            try:
+                return await self._unary_on(connection, payload)
+            except _StaleConnection as stale:
+                connection.close()
+                if not idempotent:
+                    raise httpx.RemoteProtocolError(
+                        "server closed a kept-alive connection"
+                    ) from stale.__cause__
+        connection = await self._connect(origin, None)
+        try:
+            return await self._unary_on(connection, payload)
+        except _StaleConnection as stale:
+            connection.close()
+            raise httpx.RemoteProtocolError(
+                "server closed the connection without answering"
+            ) from stale.__cause__
+
+    async def _unary_on(self, connection: _Connection, payload: bytes) -> UnaryResponse:
+        reader, writer = connection.reader, connection.writer
+        try:
+            writer.write(payload)
+            if writer.transport.get_write_buffer_size():
+                await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError as exc:
+            if not exc.partial:
+                raise _StaleConnection from exc
+            connection.close()
+            raise httpx.RemoteProtocolError("truncated response head") from None
+        except asyncio.LimitOverrunError:
+            connection.close()
+            raise httpx.RemoteProtocolError("response head too large") from None
+        except OSError as exc:
+            raise _StaleConnection from exc
+        except BaseException:
+            connection.close()
+            raise
+        try:
+            status, headers, length, chunked, reusable = _parse_head(head, no_body=False)
+            if chunked:
+                content = b"".join([chunk async for chunk in _read_chunked(reader, None)])
+            elif length is not None:
+                content = await reader.readexactly(length) if length else b""
+            else:
+                content = await reader.read()
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            connection.close()
+            raise httpx.ReadError(f"reading the response failed: {exc!r}") from None
+        except BaseException:
+            connection.close()
+            raise
+        if reusable:
+            self._release(connection)
+        else:
+            connection.close()
+        return UnaryResponse(status, headers, content)
 
     @staticmethod
     def _serialize(request: httpx.Request, body: bytes) -> bytes:
@@ -308,34 +414,13 @@ class PooledHTTP11Transport(httpx.AsyncBaseTransport):
         head: bytes,
         read_timeout: float | None,
     ) -> httpx.Response:
-        lines = head[:-4].split(b"\r\n")
         try:
-            version, status_text, *_ = lines[0].split(b" ", 2)
-            status = int(status_text)
-        except ValueError:
+            parsed = _parse_head(head, no_body=request.method == "HEAD")
+        except httpx.RemoteProtocolError as exc:
             connection.close()
-            raise httpx.RemoteProtocolError(
-                f"bad status line {lines[0]!r}", request=request
-            ) from None
-        headers: list[tuple[bytes, bytes]] = []
-        length: int | None = None
-        chunked = False
-        reusable = version == b"HTTP/1.1"
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            value = value.strip()
-            headers.append((name, value))
-            lowered = name.lower()
-            if lowered == b"content-length":
-                length = int(value)
-            elif lowered == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-            elif lowered == b"connection":
-                reusable = value.lower() != b"close"
-        if request.method == "HEAD" or status in _NO_BODY_STATUSES or status < 200:
-            length, chunked = 0, False
-        if not chunked and length is None:
-            reusable = False
+            exc.request = request
+            raise
+        status, headers, length, chunked, reusable = parsed
         prefetched: bytes | None = None
         if length is not None and not chunked and length <= 64 * 1024:
             # Small bodies are read now, so the connection is free again as
@@ -375,6 +460,42 @@ class PooledHTTP11Transport(httpx.AsyncBaseTransport):
             for connection in stack:
                 connection.close()
         self._idle.clear()
+
+
+def _parse_head(
+    head: bytes, *, no_body: bool
+) -> tuple[int, list[tuple[bytes, bytes]], int | None, bool, bool]:
+    """Status, headers (names lowercased), body length (None: unknown),
+    chunked, and whether the connection may be kept alive after the body."""
+    lines = head[:-4].split(b"\r\n")
+    try:
+        version, status_text, *_ = lines[0].split(b" ", 2)
+        status = int(status_text)
+    except ValueError:
+        raise httpx.RemoteProtocolError(f"bad status line {lines[0][:80]!r}") from None
+    headers: list[tuple[bytes, bytes]] = []
+    length: int | None = None
+    chunked = False
+    reusable = version == b"HTTP/1.1"
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        value = value.strip()
+        headers.append((name, value))
+        if name == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                raise httpx.RemoteProtocolError(f"bad Content-Length {value[:40]!r}") from None
+        elif name == b"transfer-encoding":
+            chunked = b"chunked" in value.lower()
+        elif name == b"connection":
+            reusable = value.lower() != b"close"
+    if no_body or status in _NO_BODY_STATUSES or status < 200:
+        length, chunked = 0, False
+    if not chunked and length is None:
+        reusable = False
+    return status, headers, length, chunked, reusable
 
 
 class _StaleConnection(Exception):
