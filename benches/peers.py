@@ -369,7 +369,7 @@ class SdkPeer(Peer):
             queue: asyncio.Queue[str | None] = asyncio.Queue()
             self._spawn(self._pump(source, channel, queue))
             self._spawn(self._write_each(stream, token, queue, channel))
-        return ProducerStream(stream_id, channel)
+        return ProducerStream(stream_id, channel.get, channel.detach)
 
     async def _pump(
         self, source: AsyncIterator[str], channel: ChunkChannel, queue: asyncio.Queue[str | None]

@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Literal
 
 from resumable_fast import _core
+from resumable_fast._handover import InFlight, Interrupted, Pull
 from resumable_fast.backends import (
     DEFAULT_RETENTION_SECONDS,
     Backend,
@@ -63,6 +64,9 @@ __all__ = [
 logger = logging.getLogger("resumable_fast")
 
 MAX_STREAM_ID_BYTES = 512
+# A producer's client that holds its stream without asking for a chunk for
+# this long no longer holds up the source: a background pump pulls it on.
+CLIENT_ABSENCE_SECONDS = 1.0
 SESSION_FENCE_PREFIX = "session-"
 DEFAULT_DRAIN_TIMEOUT = 30.0
 
@@ -114,8 +118,13 @@ class _Producer:
     """Pulls one source, hands chunks to the producer's client as they come, and
     persists them through the native accumulator in order.
 
-    Two tracked tasks: the pump (source -> client + accumulator) and the writer
-    (framed batches -> S2, one append in flight, then the closing fence).
+    The source is pulled by whoever needs its next chunk: the producer's client
+    while it waits for one (so a chunk reaches it in the step the source yields
+    it, see :mod:`resumable_fast._handover`), else a background pump task: from
+    the start, once the client has gone, has been cancelled mid-pull, or has not
+    asked for ``CLIENT_ABSENCE_SECONDS``. A pump hands pulling back as soon as
+    the client waits again. A writer task sends framed batches to the backend,
+    one append in flight, then the closing fence.
     """
 
     def __init__(
@@ -129,67 +138,171 @@ class _Producer:
         self.stream_id = stream_id
         self.token = token
         self.source = source
+        self._pull_next = source.__aiter__().__anext__
+        self._loop = asyncio.get_running_loop()
         self.channel = ChunkChannel()
         self.pending: list[str] = []
         self.slot = context._accumulator.open(token, 1, self.pending)
+        self._batch_size = context.batching.batch_size
         self.frames: deque[_core.Frame] = deque()
         self.frames_ready = asyncio.Event()
         self.closing_fence: str | None = None
         self.failure: BaseException | None = None
+        # pulling: a pull of the source is in flight (the client's or a pump's).
+        # source_finished: the source ended, failed or was stopped.
         # stopped: fenced out by a stop, nothing more is pulled or written.
         # persisting: False once S2 refused a batch for good; the client still
         # gets its chunks, nothing more is written.
+        self.pulling = False
+        self.source_finished = False
         self.stopped = False
         self.persisting = True
-        self.pump_task = context._spawn(self._pump(), f"resumable_fast pump {stream_id}")
+        self._client_pull: Pull[str] | None = None
+        self._client_left_at = 0.0
+        self._absence_check: asyncio.TimerHandle | None = None
+        self._interrupted = False  # by a stop or an abort: pull nothing more
+        self.pump_task: asyncio.Task[None] | None = None
+        self._pump_started = False
         self.writer_task = context._spawn(self._write(), f"resumable_fast writer {stream_id}")
+        self._start_pump(None)
+
+    # -- pulling the source ---------------------------------------------------
+
+    def _accept(self, chunk: object) -> str:
+        """Check a chunk and queue it for persisting; returns it."""
+        if type(chunk) is not str:
+            raise InvalidChunkError(
+                f"stream {self.stream_id!r}: source yielded {type(chunk).__name__}, not str"
+            )
+        if self.persisting:
+            # The only per-chunk work: the native core frames the pending list
+            # once per batch (or linger), with the GIL released.
+            pending = self.pending
+            pending.append(chunk)
+            count = len(pending)
+            if count >= self._batch_size:
+                self.enqueue(self.context._accumulator.drain(self.slot))
+            elif count == 1 and self.context._accumulator.arm(self.slot):
+                self.context._linger_wake.set()
+        return chunk
+
+    async def next_for_client(self) -> str:
+        """The producer's client's next chunk."""
+        channel = self.channel
+        if self.pulling or self.source_finished or channel.has_items or channel.closed:
+            try:
+                return await channel.get()
+            finally:
+                self._client_left()
+        self.pulling = True
+        pull = self._client_pull = Pull(self._pull_next(), self._hand_over)
+        try:
+            chunk = self._accept(await pull)
+        except StopAsyncIteration:
+            await self._source_ended(None)
+            return await channel.get()
+        except Interrupted:
+            return await channel.get()
+        except asyncio.CancelledError:
+            raise  # the pull in flight went to a pump (_hand_over)
+        except Exception as exc:
+            await self._source_ended(exc)
+            return await channel.get()
+        finally:
+            self._client_pull = None
+            self._client_left()
+        self.pulling = False
+        if channel.closed:
+            self._start_pump(None)  # the client detached while it was pulling
+        return chunk
+
+    def client_detached(self) -> None:
+        """The producer's client has gone: persistence goes on without it."""
+        self.channel.detach()
+        if not self.pulling and not self.source_finished:
+            self._start_pump(None)
+
+    def _client_left(self) -> None:
+        self._client_left_at = self._loop.time()
+        if self._absence_check is None and not self.source_finished:
+            self._absence_check = self._loop.call_at(
+                self._client_left_at + CLIENT_ABSENCE_SECONDS, self._check_client_absence
+            )
+
+    def _check_client_absence(self) -> None:
+        self._absence_check = None
+        if self.pulling or self.source_finished:
+            return  # the client re-arms the check when it next leaves
+        due = self._client_left_at + CLIENT_ABSENCE_SECONDS
+        if self._loop.time() >= due:
+            self._start_pump(None)
+        else:
+            self._absence_check = self._loop.call_at(due, self._check_client_absence)
+
+    def _hand_over(self, in_flight: InFlight[str]) -> None:
+        self._client_pull = None
+        self._start_pump(in_flight)
+
+    def _start_pump(self, in_flight: InFlight[str] | None) -> None:
+        self.pulling = True
+        self._pump_started = False
+        self.pump_task = self.context._spawn(
+            self._pump(in_flight), f"resumable_fast pump {self.stream_id}"
+        )
+
+    async def _pump(self, in_flight: InFlight[str] | None) -> None:
+        self._pump_started = True
+        channel = self.channel
+        try:
+            while True:
+                if in_flight is not None:
+                    if self._interrupted:
+                        in_flight.cancel()
+                    chunk = self._accept(await in_flight)
+                    in_flight = None
+                elif self._interrupted:
+                    raise asyncio.CancelledError
+                else:
+                    chunk = self._accept(await self._pull_next())
+                client_waits = channel.waiting
+                channel.put(chunk)
+                if client_waits:
+                    self.pulling = False  # the client pulls the next one itself
+                    return
+        except StopAsyncIteration:
+            await self._source_ended(None)
+        except asyncio.CancelledError:
+            if self.stopped:
+                await self._source_ended(None)
+            else:
+                await self._source_ended(
+                    ResumableStreamError("producer cancelled before its source ended")
+                )
+                raise
+        except Exception as exc:
+            await self._source_ended(exc)
+
+    async def _source_ended(self, failure: BaseException | None) -> None:
+        self.pulling = False
+        self.source_finished = True
+        if self._absence_check is not None:
+            self._absence_check.cancel()
+            self._absence_check = None
+        if failure is not None:
+            # The exception's text is the caller's (it may quote a provider's
+            # request); only its type is logged above debug level.
+            logger.warning("stream %r: source failed (%s)", self.stream_id, type(failure).__name__)
+            logger.debug("stream %r: source failure: %r", self.stream_id, failure)
+        await _aclose_quietly(self.source)
+        if self.stopped:
+            self.channel.close()
+        else:
+            self._finish(failure)
 
     def enqueue(self, frames: list[_core.Frame]) -> None:
         if self.persisting and not self.stopped:
             self.frames.extend(frames)
             self.frames_ready.set()
-
-    async def _pump(self) -> None:
-        accumulator = self.context._accumulator
-        slot = self.slot
-        put = self.channel.put
-        pending = self.pending
-        add_pending = pending.append
-        batch_size = self.context.batching.batch_size
-        failure: BaseException | None = None
-        try:
-            async for chunk in self.source:
-                if type(chunk) is not str:
-                    raise InvalidChunkError(
-                        f"stream {self.stream_id!r}: source yielded {type(chunk).__name__}, not str"
-                    )
-                put(chunk)
-                if not self.persisting:
-                    continue
-                # The only per-chunk work: the native core frames the pending
-                # list once per batch, with the GIL released.
-                add_pending(chunk)
-                count = len(pending)
-                if count >= batch_size:
-                    self.enqueue(accumulator.drain(slot))
-                elif count == 1 and accumulator.arm(slot):
-                    self.context._linger_wake.set()
-        except asyncio.CancelledError:
-            if not self.stopped:
-                self._finish(ResumableStreamError("producer cancelled before its source ended"))
-                raise
-        except Exception as exc:
-            failure = exc
-            # The exception's text is the caller's (it may quote a provider's
-            # request); only its type is logged above debug level.
-            logger.warning("stream %r: source failed (%s)", self.stream_id, type(exc).__name__)
-            logger.debug("stream %r: source failure: %r", self.stream_id, exc)
-        finally:
-            await _aclose_quietly(self.source)
-        if self.stopped:
-            self.channel.close()
-        else:
-            self._finish(failure)
 
     def _finish(self, failure: BaseException | None) -> None:
         """Seal what was accepted and queue the closing fence after it. The
@@ -211,8 +324,25 @@ class _Producer:
         self.stopped = True
         self.frames.clear()
         self.frames_ready.set()
-        if not self.pump_task.done():
+        self._interrupt_pull()
+
+    def abort(self) -> None:
+        """Stop pulling an unfinished source; the stream ends with an error fence."""
+        self._interrupt_pull()
+
+    def _interrupt_pull(self) -> None:
+        self._interrupted = True
+        if self.source_finished:
+            return
+        if self._client_pull is not None:
+            self._client_pull.interrupt()
+        elif self.pump_task is None or self.pump_task.done():
+            # Nobody is pulling (the client holds the stream without reading):
+            # a pump sees the flag and closes the source.
+            self._start_pump(None)
+        elif self._pump_started:
             self.pump_task.cancel()
+        # else: the pump has not run yet and will see the flag.
 
     def _next_append(self, match_seq_num: int) -> _core.Frame:
         """The oldest queued batch, merged with the ones queued behind it (they
@@ -270,7 +400,13 @@ class _Producer:
                 self.channel.close(self.failure)
 
     async def drained(self) -> None:
-        await asyncio.gather(self.pump_task, self.writer_task, return_exceptions=True)
+        """Wait for the source to be done with and the writer to finish.
+        Cancelling the wait cancels neither (asyncio.wait, not gather)."""
+        while True:
+            pump = self.pump_task
+            await asyncio.wait({self.writer_task} if pump is None else {self.writer_task, pump})
+            if pump is self.pump_task:
+                return
 
 
 async def _aclose_quietly(source: object) -> None:
@@ -462,9 +598,9 @@ class ResumableStreamContext:
             )
             for future in pending:
                 future.cancel()
-            unfinished = [p for p in producers if not p.pump_task.done()]
+            unfinished = [p for p in producers if not p.source_finished]
             for producer in unfinished:
-                producer.pump_task.cancel()
+                producer.abort()
             if unfinished:
                 logger.warning(
                     "closing with %d unfinished producer(s); their streams end with an error",
@@ -507,7 +643,9 @@ class ResumableStreamContext:
         self._producers[stream_id] = producer
         self._by_slot[producer.slot] = producer
         producer.writer_task.add_done_callback(lambda _task: self._forget(producer))
-        return ProducerStream(stream_id, producer.channel, skip_characters)
+        return ProducerStream(
+            stream_id, producer.next_for_client, producer.client_detached, skip_characters
+        )
 
     def _forget(self, producer: _Producer) -> None:
         if self._producers.get(producer.stream_id) is producer:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
 from resumable_fast.errors import StreamFailedError
 from resumable_fast.s2 import SequencedRecord, is_fence
@@ -65,6 +65,19 @@ class ChunkChannel:
         self._error = error
         self._wake()
 
+    @property
+    def has_items(self) -> bool:
+        return bool(self._items)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def waiting(self) -> bool:
+        """The consumer is parked waiting for a chunk."""
+        return self._waiter is not None and not self._closed
+
     def detach(self) -> None:
         """The consumer has gone: drop what is buffered and accept nothing more."""
         self._closed = True
@@ -104,22 +117,29 @@ class ProducerStream(ResumableStream):
     Closing it only detaches this client; persistence runs on to the end.
     """
 
-    def __init__(self, stream_id: str, channel: ChunkChannel, skip_characters: int = 0) -> None:
+    def __init__(
+        self,
+        stream_id: str,
+        next_chunk: Callable[[], Awaitable[str]],
+        detach: Callable[[], None],
+        skip_characters: int = 0,
+    ) -> None:
         self.stream_id = stream_id
-        self._channel = channel
+        self._next_chunk = next_chunk
+        self._detach = detach
         self._to_skip = skip_characters
 
     async def __anext__(self) -> str:
-        chunk = await self._channel.get()
+        chunk = await self._next_chunk()
         while self._to_skip:
             chunk, self._to_skip = skip_prefix(chunk, self._to_skip)
             if chunk:
                 break
-            chunk = await self._channel.get()
+            chunk = await self._next_chunk()
         return chunk
 
     async def aclose(self) -> None:
-        self._channel.detach()
+        self._detach()
 
     def __repr__(self) -> str:
         return f"ProducerStream({self.stream_id!r})"
