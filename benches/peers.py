@@ -3,7 +3,7 @@
 Usage::
 
     python benches/peers.py PEER --streams N --tokens T --rate R
-        [--batch-size B] [--linger-ms L] [--reader] [--seed S] [--timeout SECONDS]
+        [--batch-size B] [--linger-ms L] [--reader] [--hold] [--seed S] [--timeout SECONDS]
 
 ``N`` concurrent streams in one asyncio process each produce ``T`` synthetic
 LLM tokens (``benches/workload.py``), paced at ``R`` tokens/s per stream
@@ -37,7 +37,10 @@ Output: one JSON line on stdout with ``peer``, ``versions``, ``config``,
 phase, ``latency_us`` (p50/p99), ``resume_first_chunk_ms`` and
 ``resume_full_ms`` (p50/p99 with ``--reader``, else null), ``requests`` (HTTP
 requests sent in the produce phase), ``appends`` (append batches in it, fences
-included), ``rss_kib`` (growth of the peak RSS over it) and ``verified``.
+included), ``rss_kib`` (growth of the peak RSS over it), ``rss_in_flight_kib``
+(with ``--hold``: every source pauses halfway until all streams got there;
+then, after the linger plus 0.5 s, the growth of the current RSS over its value
+before the run; that pause is left out of ``wall_s``) and ``verified``.
 Progress goes to stderr. The exit status is 1 when the run fails or a
 stream's text does not match.
 """
@@ -61,6 +64,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import httpx
@@ -96,6 +100,7 @@ class Options:
     reader: bool
     seed: int
     timeout: float
+    hold: bool = False
 
 
 @dataclass
@@ -200,8 +205,17 @@ class LibraryPeer(Peer):
             async def count_request(request: httpx.Request) -> None:
                 counters.requests += 1
 
-            for http in (backend._http, backend._sessions_http):
-                http.event_hooks = {"request": [count_request], "response": []}
+            # Unary calls go through S2Client._send (one call per attempt, written
+            # straight onto the connection unless http2 is on); read sessions
+            # through httpx.
+            send = backend._send
+
+            async def counted_send(*args: Any, **kwargs: Any) -> tuple[int, bytes, float | None]:
+                counters.requests += 1
+                return await send(*args, **kwargs)
+
+            backend._send = counted_send  # type: ignore[method-assign]
+            backend._sessions_http.event_hooks = {"request": [count_request], "response": []}
         context._backend = CountingBackend(backend, self.counters)
 
     async def produce(self, stream_id: str, source: AsyncIterator[str]) -> AsyncIterator[str]:
@@ -471,17 +485,45 @@ PEERS: dict[str, Callable[[Options], Awaitable[Peer]]] = {
 # -- the run --------------------------------------------------------------------
 
 
+@dataclass
+class HoldPoint:
+    """With ``--hold``: every source stops halfway until all of them got there,
+    so that every stream is in flight at once while memory is sampled."""
+
+    streams: int
+    held: int = 0
+
+    def __post_init__(self) -> None:
+        self.all_held = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def wait(self) -> None:
+        self.held += 1
+        if self.held == self.streams:
+            self.all_held.set()
+        await self.release.wait()
+
+
 async def paced_source(
-    tokens: Sequence[str], sent_ns: list[int], rate: float, offset: float
+    tokens: Sequence[str],
+    sent_ns: list[int],
+    rate: float,
+    offset: float,
+    hold: HoldPoint | None = None,
 ) -> AsyncIterator[str]:
     """Yields the tokens, token ``i`` at ``offset + i / rate`` seconds after the
     first is asked for (at once when ``rate`` is 0), always through the event
-    loop. Records when each one is yielded."""
+    loop. Records when each one is yielded. With ``hold``, waits at it before
+    the second half of the tokens."""
     loop = asyncio.get_running_loop()
     clock = time.perf_counter_ns
     interval = 1 / rate if rate > 0 else 0.0
     start = loop.time() + offset
+    hold_at = len(tokens) // 2 if hold is not None else -1
     for index, token in enumerate(tokens):
+        if index == hold_at and hold is not None:
+            await hold.wait()
+            start = loop.time() - index * interval
         delay = start + index * interval - loop.time() if interval else 0.0
         await asyncio.sleep(max(delay, 0.0))
         sent_ns.append(clock())
@@ -502,6 +544,12 @@ def max_rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
 
 
+def current_rss_kib() -> int:
+    """The resident set size now (Linux /proc)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
 async def run(options: Options) -> tuple[dict[str, Any], bool]:
     peer = await PEERS[options.peer](options)
     try:
@@ -518,11 +566,12 @@ async def measure(peer: Peer, options: Options) -> tuple[dict[str, Any], bool]:
     stream_ids = [f"bench-{options.peer}-{run_id}-{index}" for index in range(count)]
     latencies_ns: list[int] = []
     received: list[str] = [""] * count
+    hold = HoldPoint(count) if options.hold else None
 
     async def produce_one(index: int) -> None:
         sent_ns: list[int] = []
         offset = stream_offset(index, count, options.rate)
-        source = paced_source(tokens[index], sent_ns, options.rate, offset)
+        source = paced_source(tokens[index], sent_ns, options.rate, offset, hold)
         client = await peer.produce(stream_ids[index], source)
         clock = time.perf_counter_ns
         keep = latencies_ns.append
@@ -539,11 +588,20 @@ async def measure(peer: Peer, options: Options) -> tuple[dict[str, Any], bool]:
     )
     gc.collect()
     rss_before = max_rss_kib()
+    rss_baseline = current_rss_kib()
+    rss_in_flight: int | None = None
+    settle_s = 0.0
     cpu_before, wall_before = time.process_time(), time.perf_counter()
-    await asyncio.wait_for(
-        asyncio.gather(*(produce_one(index) for index in range(count))), options.timeout
-    )
-    wall_s = time.perf_counter() - wall_before
+    everything = asyncio.gather(*(produce_one(index) for index in range(count)))
+    if hold is not None:
+        await asyncio.wait_for(hold.all_held.wait(), options.timeout)
+        # Every stream is mid-reply; let lingering batches go out, then sample.
+        settle_s = (options.linger_ms + 500) / 1000
+        await asyncio.sleep(settle_s)
+        rss_in_flight = current_rss_kib() - rss_baseline
+        hold.release.set()
+    await asyncio.wait_for(everything, options.timeout)
+    wall_s = time.perf_counter() - wall_before - settle_s
     cpu_s = time.process_time() - cpu_before
     rss_kib = max_rss_kib() - rss_before
     requests, appends = peer.counters.requests, peer.counters.appends
@@ -581,6 +639,7 @@ async def measure(peer: Peer, options: Options) -> tuple[dict[str, Any], bool]:
             "linger_ms": options.linger_ms,
             "reader": options.reader,
             "seed": options.seed,
+            "hold": options.hold,
         },
         "tokens": count * options.tokens,
         "wall_s": round(wall_s, 4),
@@ -594,6 +653,7 @@ async def measure(peer: Peer, options: Options) -> tuple[dict[str, Any], bool]:
         "requests": requests,
         "appends": appends,
         "rss_kib": rss_kib,
+        "rss_in_flight_kib": rss_in_flight,
         "verified": verified,
     }
     return result, verified
@@ -626,6 +686,9 @@ def parse_options(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--linger-ms", type=float, default=DEFAULT_LINGER_MS)
     parser.add_argument("--reader", action="store_true", help="time resumes of finished streams")
+    parser.add_argument(
+        "--hold", action="store_true", help="hold every stream halfway; sample RSS then"
+    )
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per phase")
     args = parser.parse_args(argv)
@@ -641,6 +704,7 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         reader=args.reader,
         seed=args.seed,
         timeout=args.timeout,
+        hold=args.hold,
     )
 
 

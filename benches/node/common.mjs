@@ -4,18 +4,24 @@
 // makes both peers run exactly the same workload.
 //
 // Driver protocol: node <peer>.mjs --streams N --tokens T --rate R [--batch-size B]
-// [--linger-ms L] [--reader] [--seed S] [--timeout-s S]. N streams run concurrently
+// [--linger-ms L] [--reader] [--hold] [--seed S] [--timeout-s S]. N streams run concurrently
 // in one process, each producing T tokens, paced at R tokens/s per stream (0 =
 // unpaced); the producer's client reads each stream to its end. Then every stream
-// (or 20 spread evenly when N > 100) is resumed and its text compared. Stdout gets
-// exactly one JSON line:
-//   peer, versions, config {streams, tokens, rate, batch_size, linger_ms},
+// (or 20 spread evenly when N > 100) is resumed and its text compared.
+// --hold measures the memory of N replies in flight at once: every source yields
+// its first floor(T/2) tokens, then waits until all N have got there; after a settle
+// time of L + 500 ms (pending batches flushed) the RSS is sampled, and the sources
+// go on to finish (and are verified) as without --hold. Stdout gets exactly one JSON line:
+//   peer, versions, config {streams, tokens, rate, batch_size, linger_ms, hold},
 //   tokens        tokens persisted (S2: data records per the end fence's ack) and verified,
-//   wall_s, cpu_s produce phase only (cpu_s: process.cpuUsage user + system),
+//   wall_s, cpu_s produce phase only (cpu_s: process.cpuUsage user + system); with
+//                 --hold, wall_s leaves out the settle time (cpu_s does not),
 //   latency_us    {p50, p99} over all tokens: source yields it -> producer's client gets it,
 //   setup_ms      {p50, p99} over streams: producer call -> client stream returned,
 //   resume_first_chunk_ms, resume_full_ms  {p50, p99} over the resumed streams (--reader), else null,
 //   requests      HTTP requests (S2) / producer-path commands (Redis) of the produce phase,
+//   rss_in_flight_kib  --hold: process RSS with all N streams held mid-reply minus the RSS
+//                 before the produce phase (after global.gc() if exposed), KiB; else null,
 //   verified_streams, verified (and resume_note for Redis).
 // Exit status: 0 verified, 1 error or failed verification, 2 bad arguments, 3 timeout.
 
@@ -24,17 +30,18 @@ import { randomBytes } from "node:crypto";
 
 export const USAGE =
   "usage: node <peer>.mjs --streams N --tokens T --rate R [--batch-size B] [--linger-ms L] "
-  + "[--reader] [--seed S] [--timeout-s S]";
+  + "[--reader] [--hold] [--seed S] [--timeout-s S]";
 
 export class UsageError extends Error {}
 
 // `--rate` is tokens per second per stream (0 = unpaced). `--seed` changes the
 // workload (default fixed, so every run and every peer writes the same text).
-// `--timeout-s` bounds the whole run (the peer exits 3 when it fires).
+// `--timeout-s` bounds the whole run (the peer exits 3 when it fires). `--hold`:
+// the in-flight memory measurement (see the top of this file and memoryProbe).
 export function parseArgs(argv) {
   const options = {
     streams: undefined, tokens: undefined, rate: undefined, batchSize: 10, lingerMs: 100,
-    reader: false, seed: 20240611, timeoutS: 900,
+    reader: false, hold: false, seed: 20240611, timeoutS: 900,
   };
   const numeric = {
     "--streams": ["streams", true, 1], "--tokens": ["tokens", true, 1], "--rate": ["rate", false, 0],
@@ -43,8 +50,8 @@ export function parseArgs(argv) {
   };
   for (let i = 0; i < argv.length; i += 1) {
     const arg = argv[i];
-    if (arg === "--reader") {
-      options.reader = true;
+    if (arg === "--reader" || arg === "--hold") {
+      options[arg.slice(2)] = true;
       continue;
     }
     const spec = numeric[arg];
@@ -130,13 +137,24 @@ export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 // - `yieldTimes[i]` gets process.hrtime.bigint() at the moment token i is enqueued.
 // - `gate` (optional promise): after the last token the source waits for it before
 //   closing (redis_peer keeps verified streams live this way).
-export function makeSource(tokens, rate, yieldTimes, gate) {
-  const startedAt = performance.now();
+// - `hold` (optional Hold, --hold): after its first `hold.at` tokens the source calls
+//   hold.arrive() and waits for hold.release before the rest. The schedule then
+//   restarts from the release: token `hold.at` is due at once, the next one interval
+//   later, and so on (as benches/peers.py's paced_source does).
+export function makeSource(tokens, rate, yieldTimes, { gate, hold } = {}) {
+  let startedAt = performance.now();
   const interval = rate > 0 ? 1000 / rate : 0;
   let next = 0;
+  let holding = hold !== undefined;
   return new ReadableStream(
     {
       async pull(controller) {
+        if (holding && next >= hold.at) {
+          holding = false;
+          hold.arrive();
+          await hold.release;
+          if (interval > 0) startedAt = performance.now() - (next + 1) * interval;
+        }
         if (next >= tokens.length) {
           if (gate) await gate;
           controller.close();
@@ -153,6 +171,56 @@ export function makeSource(tokens, rate, yieldTimes, gate) {
     },
     { highWaterMark: 0 },
   );
+}
+
+// --hold: the shared hold point of the sources. `at` = floor(T/2) tokens; arrive()
+// counts a source that got there; `allHeld` resolves when all N have; `release`
+// resolves when open() is called.
+export class Hold {
+  #open;
+  #allHeld;
+
+  constructor(streams, tokens) {
+    this.at = Math.floor(tokens / 2);
+    this.streams = streams;
+    this.held = 0;
+    this.release = new Promise((resolve) => { this.#open = resolve; });
+    this.allHeld = new Promise((resolve) => { this.#allHeld = resolve; });
+  }
+
+  arrive() {
+    this.held += 1;
+    if (this.held === this.streams) this.#allHeld();
+  }
+
+  open() {
+    this.#open();
+  }
+}
+
+// The --hold memory measurement (`name`: the peer, for the log); call it right
+// before the produce phase starts. Without --hold: {hold: undefined, result} with result resolving to
+// {rssInFlightKib: null, settleS: 0}. With --hold: records the baseline RSS now
+// (after global.gc() when node runs with --expose-gc), and once every source holds,
+// waits the settle time (linger_ms + 500 ms, so pending batches are flushed), samples
+// the RSS and opens the hold; `result` then resolves to {rssInFlightKib (rounded KiB
+// over the baseline), settleS (the settle's duration, to leave out of wall_s)}.
+export function memoryProbe(name, options) {
+  if (!options.hold) return { hold: undefined, result: Promise.resolve({ rssInFlightKib: null, settleS: 0 }) };
+  if (typeof globalThis.gc === "function") globalThis.gc();
+  const baseline = process.memoryUsage().rss;
+  const hold = new Hold(options.streams, options.tokens);
+  const result = hold.allHeld.then(async () => {
+    const settled0 = process.hrtime.bigint();
+    await sleep(options.lingerMs + 500);
+    const rss = process.memoryUsage().rss;
+    const settleS = Number(process.hrtime.bigint() - settled0) / 1e9;
+    log(`${name}: all ${options.streams} streams held after ${hold.at} tokens: rss ${(rss / 1048576).toFixed(1)} MiB, `
+      + `baseline ${(baseline / 1048576).toFixed(1)} MiB`);
+    hold.open();
+    return { rssInFlightKib: Math.round((rss - baseline) / 1024), settleS };
+  });
+  return { hold, result };
 }
 
 // Reads the producer's client stream to its end (or, with `untilCount`, until that

@@ -30,7 +30,11 @@
 //   stream. Commands caused by the verification resumes (GET, PUBLISH on request
 //   and chunk channels, SUBSCRIBE/UNSUBSCRIBE of chunk channels) are left out.
 // - --batch-size / --linger-ms do not apply (no batching: one PUBLISH per chunk per
-//   listener); config reports them as null.
+//   listener); config reports them as null. --linger-ms only sets the --hold settle
+//   time (linger + 500 ms, default 600 ms), as for the other peers.
+// - --hold: every source (held for verification or not) stops after floor(T/2)
+//   tokens until the in-flight RSS is sampled; the verified streams' gate is a
+//   second, separate wait after their last token. The settle time is left out of wall_s.
 //
 // Environment: REDIS_URL (e.g. redis://127.0.0.1:6379).
 // Usage and output: see common.mjs (one JSON line on stdout, progress on stderr).
@@ -39,8 +43,8 @@ import { AsyncLocalStorage } from "node:async_hooks";
 import { createClient } from "redis";
 import { createResumableStreamContext } from "resumable-stream";
 import {
-  consumeClient, log, makeSource, packageVersion, percentiles, run, runId, streamTokens,
-  verifyIndices,
+  consumeClient, log, makeSource, memoryProbe, packageVersion, percentiles, run, runId,
+  streamTokens, verifyIndices,
 } from "./common.mjs";
 
 const PEER = "vercel_resumable_stream_redis";
@@ -172,16 +176,19 @@ async function main(options) {
   const latencies = new Float64Array(n * t);
   const setupMs = new Float64Array(n);
   log(`${PEER}: run ${run_}: ${n} streams x ${t} tokens at ${rate || "unpaced"} tok/s; `
-    + `${picks.length} held open for verification`);
+    + `${picks.length} held open for verification${options.hold ? "; all holding mid-reply" : ""}`);
 
-  // Produce phase.
+  // Produce phase. --hold: the sources stop halfway until the in-flight RSS is
+  // sampled (see common.mjs); independent of the gate, which the verified streams
+  // wait on after their last token.
+  const { hold, result: probe } = memoryProbe(PEER, options);
   const cpu0 = process.cpuUsage();
   const wall0 = process.hrtime.bigint();
   const producers = await Promise.all(ids.map((id, i) => streamOf.run(i, async () => {
     const yieldTimes = new BigInt64Array(t);
     const isHeld = held.has(i);
     const called = process.hrtime.bigint();
-    const stream = await ctx.resumableStream(id, () => makeSource(tokens[i], rate, yieldTimes, isHeld ? gate : undefined));
+    const stream = await ctx.resumableStream(id, () => makeSource(tokens[i], rate, yieldTimes, { gate: isHeld ? gate : undefined, hold }));
     setupMs[i] = elapsedMs(called);
     if (!stream) throw new Error(`resumableStream(${id}) returned null: the stream was already done`);
     const client = await consumeClient(stream, yieldTimes, latencies, i * t, isHeld ? t : undefined);
@@ -190,6 +197,8 @@ async function main(options) {
   })));
   let wallS = Number(process.hrtime.bigint() - wall0) / 1e9;
   let cpu = process.cpuUsage(cpu0);
+  const { rssInFlightKib, settleS } = await probe; // resolved: every source was released
+  if (options.hold) wallS -= settleS; // the settle wait is not produce work
   log(`${PEER}: produced in ${wallS.toFixed(3)} s; resuming ${picks.length} live streams to verify`);
 
   let verified = true;
@@ -248,7 +257,7 @@ async function main(options) {
       "redis-server": serverVersion,
       node: process.version,
     },
-    config: { streams: n, tokens: t, rate, batch_size: null, linger_ms: null },
+    config: { streams: n, tokens: t, rate, batch_size: null, linger_ms: null, hold: options.hold },
     tokens: verified ? n * t : producers.filter((p) => p.clientOk).length * t,
     wall_s: Number(wallS.toFixed(6)),
     cpu_s: Number(((cpu.user + cpu.system) / 1e6).toFixed(6)),
@@ -257,6 +266,7 @@ async function main(options) {
     resume_first_chunk_ms: options.reader ? percentiles(firstMs) : null,
     resume_full_ms: options.reader ? percentiles(fullMs) : null,
     requests: counter.producer,
+    rss_in_flight_kib: rssInFlightKib,
     verified_streams: picks.length,
     resume_note: RESUME_NOTE,
     verified,

@@ -34,8 +34,8 @@
 
 import { AppendRecord, RangeNotSatisfiableError, S2 } from "@s2-dev/streamstore";
 import {
-  consumeClient, log, makeSource, packageVersion, percentiles, randomToken, run, runId,
-  streamTokens, verifyIndices,
+  consumeClient, log, makeSource, memoryProbe, packageVersion, percentiles, randomToken, run,
+  runId, streamTokens, verifyIndices,
 } from "./common.mjs";
 
 const PEER = "s2_seed_node";
@@ -196,20 +196,22 @@ async function main(options) {
   const latencies = new Float64Array(n * t);
   const setupMs = new Float64Array(n);
   log(`${PEER}: run ${run_}: ${n} streams x ${t} tokens at ${rate || "unpaced"} tok/s, `
-    + `batch ${options.batchSize}, linger ${options.lingerMs} ms`);
+    + `batch ${options.batchSize}, linger ${options.lingerMs} ms${options.hold ? ", holding mid-reply" : ""}`);
 
   // Warm-up, outside the measurements (the Redis peer connects before it starts too):
   // Node loads its fetch implementation on first use, which took ~100 ms here.
   await makeBasin(env).streams.list({ limit: 1 });
 
   // Produce phase: every stream concurrently, its client reading the tee branch.
+  // --hold: the sources stop halfway until the in-flight RSS is sampled (see common.mjs).
+  const { hold, result: probe } = memoryProbe(PEER, options);
   requestCounter.counting = true;
   const cpu0 = process.cpuUsage();
   const wall0 = process.hrtime.bigint();
   const results = await Promise.all(names.map(async (name, i) => {
     const yieldTimes = new BigInt64Array(t);
     const called = process.hrtime.bigint();
-    const { clientStream, persisted } = await produce(env, options, name, () => makeSource(tokens[i], rate, yieldTimes));
+    const { clientStream, persisted } = await produce(env, options, name, () => makeSource(tokens[i], rate, yieldTimes, { hold }));
     setupMs[i] = Number(process.hrtime.bigint() - called) / 1e6;
     const [client, stored] = await Promise.all([
       consumeClient(clientStream, yieldTimes, latencies, i * t),
@@ -217,10 +219,12 @@ async function main(options) {
     ]);
     return { clientOk: client.count === t && client.text === expected[i], stored };
   }));
-  const wallS = Number(process.hrtime.bigint() - wall0) / 1e9;
+  let wallS = Number(process.hrtime.bigint() - wall0) / 1e9;
   const cpu = process.cpuUsage(cpu0);
   requestCounter.counting = false;
   const requests = requestCounter.count;
+  const { rssInFlightKib, settleS } = await probe; // resolved: every source was released
+  if (options.hold) wallS -= settleS; // the settle wait is not produce work
 
   let verified = true;
   const clientFailures = results.filter((r) => !r.clientOk).length;
@@ -248,7 +252,7 @@ async function main(options) {
   return {
     peer: PEER,
     versions: { "@s2-dev/streamstore": packageVersion("@s2-dev/streamstore"), node: process.version },
-    config: { streams: n, tokens: t, rate, batch_size: options.batchSize, linger_ms: options.lingerMs },
+    config: { streams: n, tokens: t, rate, batch_size: options.batchSize, linger_ms: options.lingerMs, hold: options.hold },
     tokens: results.reduce((sum, r) => sum + r.stored, 0),
     wall_s: Number(wallS.toFixed(6)),
     cpu_s: Number(((cpu.user + cpu.system) / 1e6).toFixed(6)),
@@ -257,6 +261,7 @@ async function main(options) {
     resume_first_chunk_ms: options.reader ? percentiles(firstMs) : null,
     resume_full_ms: options.reader ? percentiles(fullMs) : null,
     requests,
+    rss_in_flight_kib: rssInFlightKib,
     verified_streams: picks.length,
     verified,
   };

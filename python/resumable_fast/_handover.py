@@ -43,8 +43,9 @@ class _Relay:
     ``CancelledError`` while the source's future carries on.
     """
 
-    # Marks this class as future-like to asyncio (see asyncio.isfuture).
-    _asyncio_future_blocking = False
+    # The slot marks this class as future-like to asyncio (asyncio.isfuture
+    # looks for the attribute on the class).
+    __slots__ = ("_asyncio_future_blocking", "_callbacks", "_detached", "_inner", "_loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, inner: asyncio.Future[Any]) -> None:
         self._loop = loop

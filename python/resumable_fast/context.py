@@ -19,7 +19,6 @@ import inspect
 import logging
 import os
 import secrets
-from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
@@ -123,9 +122,42 @@ class _Producer:
     it, see :mod:`resumable_fast._handover`), else a background pump task: from
     the start, once the client has gone, has been cancelled mid-pull, or has not
     asked for ``CLIENT_ABSENCE_SECONDS``. A pump hands pulling back as soon as
-    the client waits again. A writer task sends framed batches to the backend,
-    one append in flight, then the closing fence.
+    the client waits again. A writer task, started when there is something to
+    write and gone when there is not, sends framed batches to the backend, one
+    append in flight, then the closing fence. An idle in-flight stream holds
+    no task of its own (memory per stream: ``make bench``).
     """
+
+    __slots__ = (
+        "_absence_check",
+        "_batch_size",
+        "_client_left_at",
+        "_client_pull",
+        "_interrupted",
+        "_loop",
+        "_match_seq_num",
+        "_pull_next",
+        "_pump_started",
+        "_release_waiter",
+        "channel",
+        "closing_fence",
+        "context",
+        "failure",
+        "fence_landed",
+        "frames",
+        "pending",
+        "persisting",
+        "pulling",
+        "pump_task",
+        "released",
+        "slot",
+        "source",
+        "source_finished",
+        "stopped",
+        "stream_id",
+        "token",
+        "writer_task",
+    )
 
     def __init__(
         self,
@@ -144,9 +176,12 @@ class _Producer:
         self.pending: list[str] = []
         self.slot = context._accumulator.open(token, 1, self.pending)
         self._batch_size = context.batching.batch_size
-        self.frames: deque[_core.Frame] = deque()
-        self.frames_ready = asyncio.Event()
+        self.frames: list[_core.Frame] = []
+        self._match_seq_num = 1
         self.closing_fence: str | None = None
+        self.fence_landed = False
+        self.released = False
+        self._release_waiter: asyncio.Future[None] | None = None
         self.failure: BaseException | None = None
         # pulling: a pull of the source is in flight (the client's or a pump's).
         # source_finished: the source ended, failed or was stopped.
@@ -163,7 +198,7 @@ class _Producer:
         self._interrupted = False  # by a stop or an abort: pull nothing more
         self.pump_task: asyncio.Task[None] | None = None
         self._pump_started = False
-        self.writer_task = context._spawn(self._write(), f"resumable_fast writer {stream_id}")
+        self.writer_task: asyncio.Task[None] | None = None
         self._start_pump(None)
 
     # -- pulling the source ---------------------------------------------------
@@ -267,7 +302,10 @@ class _Producer:
                 client_waits = channel.waiting
                 channel.put(chunk)
                 if client_waits:
-                    self.pulling = False  # the client pulls the next one itself
+                    # The client pulls the next one itself. A finished task
+                    # is not kept: an idle stream should hold no task.
+                    self.pulling = False
+                    self.pump_task = None
                     return
         except StopAsyncIteration:
             await self._source_ended(None)
@@ -294,28 +332,26 @@ class _Producer:
             logger.warning("stream %r: source failed (%s)", self.stream_id, type(failure).__name__)
             logger.debug("stream %r: source failure: %r", self.stream_id, failure)
         await _aclose_quietly(self.source)
-        if self.stopped:
-            self.channel.close()
+        if self.stopped or not self.persisting:
+            self.failure = failure
+            self._release_if_done()
         else:
             self._finish(failure)
 
     def enqueue(self, frames: list[_core.Frame]) -> None:
         if self.persisting and not self.stopped:
             self.frames.extend(frames)
-            self.frames_ready.set()
+            self._start_writer()
 
     def _finish(self, failure: BaseException | None) -> None:
         """Seal what was accepted and queue the closing fence after it. The
         producer's client sees the end once that fence has landed, so a stream
         it saw finish is finished for every reader too."""
         self.failure = failure
-        if self.writer_task.done():
-            self.channel.close(failure)
-            return
         self.enqueue(self.context._accumulator.close(self.slot))
         prefix = END_FENCE_PREFIX if failure is None else ERROR_FENCE_PREFIX
         self.closing_fence = _new_token(prefix)
-        self.frames_ready.set()
+        self._start_writer()
 
     def stop(self) -> None:
         """Fenced out by a stop: stop pulling the source; nothing more is written."""
@@ -323,8 +359,8 @@ class _Producer:
             return
         self.stopped = True
         self.frames.clear()
-        self.frames_ready.set()
         self._interrupt_pull()
+        self._release_if_done()
 
     def abort(self) -> None:
         """Stop pulling an unfinished source; the stream ends with an error fence."""
@@ -344,47 +380,49 @@ class _Producer:
             self.pump_task.cancel()
         # else: the pump has not run yet and will see the flag.
 
-    def _next_append(self, match_seq_num: int) -> _core.Frame:
+    def _next_append(self) -> _core.Frame:
         """The oldest queued batch, merged with the ones queued behind it (they
         piled up while the last append was in flight) as far as one append
         holds: one request instead of several, the same records in order."""
-        body, end_seq_num = self.frames.popleft()
-        if not self.frames:
-            return body, end_seq_num
-        parts, size = [body], len(body)
-        while self.frames:
-            next_body, next_end = self.frames[0]
+        frames = self.frames
+        body, end_seq_num = frames[0]
+        taken, size = 1, len(body)
+        while taken < len(frames):
+            next_body, next_end = frames[taken]
             # JSON is longer than the records' metered size, so this bound is safe.
-            if next_end - match_seq_num > _core.MAX_BATCH_RECORDS or (
+            if next_end - self._match_seq_num > _core.MAX_BATCH_RECORDS or (
                 size + len(next_body) > _core.MAX_METERED_BYTES
             ):
                 break
-            self.frames.popleft()
-            parts.append(next_body)
+            taken += 1
             size += len(next_body)
             end_seq_num = next_end
-        if len(parts) == 1:
+        parts = [part for part, _ in frames[:taken]]
+        del frames[:taken]
+        if taken == 1:
             return body, end_seq_num
         return _core.merge_append_inputs(parts), end_seq_num
 
+    def _start_writer(self) -> None:
+        if self.writer_task is None or self.writer_task.done():
+            self.writer_task = self.context._spawn(
+                self._write(), f"resumable_fast writer {self.stream_id}"
+            )
+
     async def _write(self) -> None:
         backend = self.context._backend
-        match_seq_num = 1
         try:
-            while self.closing_fence is None or self.frames:
-                await self.frames_ready.wait()
-                self.frames_ready.clear()
-                while self.frames:
-                    body, end_seq_num = self._next_append(match_seq_num)
-                    await backend.append(self.stream_id, body, end_seq_num=end_seq_num)
-                    match_seq_num = end_seq_num
-                if self.stopped:
-                    return
-            await backend.append(
-                self.stream_id,
-                _core.fence_append_input(self.closing_fence, self.token),
-                new_fence=self.closing_fence,
-            )
+            while self.frames and not self.stopped:
+                body, end_seq_num = self._next_append()
+                await backend.append(self.stream_id, body, end_seq_num=end_seq_num)
+                self._match_seq_num = end_seq_num
+            if self.closing_fence is not None and not self.stopped and not self.fence_landed:
+                await backend.append(
+                    self.stream_id,
+                    _core.fence_append_input(self.closing_fence, self.token),
+                    new_fence=self.closing_fence,
+                )
+                self.fence_landed = True
         except (FencingTokenMismatchError, SeqNumMismatchError):
             logger.info("stream %r was stopped; its producer is fenced out", self.stream_id)
             self.stop()
@@ -395,18 +433,33 @@ class _Producer:
             self.persisting = False
             self.frames.clear()
         finally:
-            self.context._accumulator.discard(self.slot)
-            if self.closing_fence is not None or self.stopped:
-                self.channel.close(self.failure)
+            self.writer_task = None
+            self._release_if_done()
+
+    def _release_if_done(self) -> None:
+        """Once the source is done with and nothing more will be written: the
+        producer's client sees the end, the stream's slot and name are freed."""
+        if self.released or not self.source_finished:
+            return
+        if not (self.stopped or not self.persisting or self.fence_landed):
+            return
+        self.released = True
+        self.context._accumulator.discard(self.slot)
+        self.channel.close(self.failure)
+        self.context._forget(self)
+        if self._release_waiter is not None and not self._release_waiter.done():
+            self._release_waiter.set_result(None)
 
     async def drained(self) -> None:
-        """Wait for the source to be done with and the writer to finish.
-        Cancelling the wait cancels neither (asyncio.wait, not gather)."""
-        while True:
-            pump = self.pump_task
-            await asyncio.wait({self.writer_task} if pump is None else {self.writer_task, pump})
-            if pump is self.pump_task:
-                return
+        """Wait until the producer is released and its tasks have ended.
+        Cancelling the wait cancels none of them (asyncio.wait, not gather)."""
+        if not self.released:
+            if self._release_waiter is None:
+                self._release_waiter = self._loop.create_future()
+            await asyncio.wait({self._release_waiter})
+        tasks = {task for task in (self.writer_task, self.pump_task) if task is not None}
+        if tasks:
+            await asyncio.wait(tasks)
 
 
 async def _aclose_quietly(source: object) -> None:
@@ -642,7 +695,6 @@ class ResumableStreamContext:
         producer = _Producer(self, stream_id, token, source)
         self._producers[stream_id] = producer
         self._by_slot[producer.slot] = producer
-        producer.writer_task.add_done_callback(lambda _task: self._forget(producer))
         return ProducerStream(
             stream_id, producer.next_for_client, producer.client_detached, skip_characters
         )

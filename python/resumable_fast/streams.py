@@ -41,13 +41,15 @@ class ChunkChannel:
     """An unbounded single-consumer channel of chunks that can end with an error.
 
     It is cheaper than :class:`asyncio.Queue` on the per-token path: one deque
-    append and, only when the consumer is parked, one future wake-up.
+    append and, only when the consumer is parked, one future wake-up. The deque
+    is made on first use: a producer's client mostly pulls its source itself,
+    and an idle stream should cost little memory.
     """
 
     __slots__ = ("_closed", "_error", "_items", "_waiter")
 
     def __init__(self) -> None:
-        self._items: deque[str] = deque()
+        self._items: deque[str] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
         self._error: BaseException | None = None
@@ -55,6 +57,8 @@ class ChunkChannel:
     def put(self, chunk: str) -> None:
         if self._closed:
             return
+        if self._items is None:
+            self._items = deque()
         self._items.append(chunk)
         self._wake()
 
@@ -81,7 +85,7 @@ class ChunkChannel:
     def detach(self) -> None:
         """The consumer has gone: drop what is buffered and accept nothing more."""
         self._closed = True
-        self._items.clear()
+        self._items = None
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -100,7 +104,11 @@ class ChunkChannel:
                 await self._waiter
             finally:
                 self._waiter = None
-        return self._items.popleft()
+        items = self._items
+        chunk = items.popleft()
+        if not items:
+            self._items = None  # an empty deque still holds a 0.5 KiB block
+        return chunk
 
 
 def skip_prefix(chunk: str, to_skip: int) -> tuple[str, int]:

@@ -204,10 +204,19 @@ class PooledHTTP11Transport(httpx.AsyncBaseTransport):
     """HTTP/1.1 with keep-alive connections kept in an O(1) per-origin stack."""
 
     def __init__(
-        self, *, ssl_context: ssl.SSLContext | None = None, max_idle_per_origin: int = 512
+        self,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        max_idle_per_origin: int = 512,
+        max_unary_in_flight: int = 256,
     ) -> None:
         self._ssl_context = ssl_context
         self._max_idle = max_idle_per_origin
+        # Unary requests beyond this many wait for one to finish: thousands of
+        # streams flushing at once then share a few hundred connections
+        # instead of opening one each (each costs a connect, memory, and
+        # server work).
+        self._unary_slots = asyncio.Semaphore(max_unary_in_flight)
         self._idle: dict[Origin, list[_Connection]] = {}
         self._closed = False
 
@@ -300,7 +309,7 @@ class PooledHTTP11Transport(httpx.AsyncBaseTransport):
         if self._closed:
             raise RuntimeError("the transport is closed")
         try:
-            async with _timeout(timeout):
+            async with _timeout(timeout), self._unary_slots:
                 return await self._unary(origin, payload, idempotent)
         except TimeoutError:
             raise httpx.ReadTimeout(f"no answer within {timeout} s") from None
