@@ -18,6 +18,8 @@ import argparse
 import datetime as dt
 import json
 import os
+import platform
+import re
 import shutil
 import socket
 import statistics
@@ -70,22 +72,32 @@ class Scenario:
     tokens: int
     rate: float
     reader: bool = False
+    hold: bool = False  # every stream held mid-reply while RSS is sampled
+
+
+MEMORY = "memory"
+PACED = "paced"
+THROUGHPUT_MANY = "throughput, many streams"
+RESUME = "resume"
 
 
 def scenarios(quick: bool) -> list[Scenario]:
+    """Each scenario's name starts with its kind (the targets look them up)."""
     if quick:
         return [
             Scenario("throughput, 1 stream", 1, 500, 0),
-            Scenario("throughput, 100 streams", 100, 50, 0),
+            Scenario("throughput, many streams: 100", 100, 50, 0),
             Scenario("paced 50 tok/s, 20 streams", 20, 50, 50),
             Scenario("resume, 2,000-token stream", 2, 2000, 0, reader=True),
+            Scenario("memory, 1,000 streams in flight", 1000, 8, 0, hold=True),
         ]
     return [
         Scenario("throughput, 1 stream", 1, 10_000, 0),
         Scenario("throughput, 100 streams", 100, 500, 0),
-        Scenario("throughput, 1,000 streams", 1000, 100, 0),
+        Scenario("throughput, many streams: 1,000", 1000, 100, 0),
         Scenario("paced 50 tok/s, 100 streams", 100, 200, 50),
         Scenario("resume, 10,000-token stream", 10, 10_000, 0, reader=True),
+        Scenario("memory, 10,000 streams in flight", 10_000, 8, 0, hold=True),
     ]
 
 
@@ -202,6 +214,8 @@ def run_peer(
     ]
     if scenario.reader:
         args.append("--reader")
+    if scenario.hold:
+        args.append("--hold")
     s2lite_pid = int(env["S2LITE_PID"])
     before = process_cpu_seconds(s2lite_pid)
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=1800, check=False)
@@ -239,6 +253,11 @@ def metrics(result: dict[str, Any]) -> dict[str, float | None]:
         "requests per 1k tokens": requests / tokens * 1000 if requests and tokens else None,
         "resume first chunk p50 ms": first.get("p50"),
         "resume full p50 ms": full.get("p50"),
+        "RSS KiB per in-flight stream": (
+            result["rss_in_flight_kib"] / result["config"]["streams"]
+            if result.get("rss_in_flight_kib") is not None
+            else None
+        ),
     }
 
 
@@ -266,6 +285,8 @@ def main() -> None:
     peers = [peer for peer in PEERS if peer.name in wanted]
     plan = scenarios(options.quick)
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    print("core microbenchmark (benches/bench_core.py) ...", file=sys.stderr, flush=True)
+    core = run_core_benchmark(options.quick)
     with tempfile.TemporaryDirectory() as tmp, servers(Path(tmp)) as env:
         total = len(plan) * len(peers) * runs
         step = 0
@@ -283,9 +304,28 @@ def main() -> None:
     options.out.mkdir(parents=True, exist_ok=True)
     stamp = dt.date.today().isoformat() + ("-quick" if options.quick else "")
     plot(plan, peers, results, options.out / f"{stamp}.png")
-    report = render(plan, peers, results, runs, options, f"{stamp}.png")
+    report = render(plan, peers, results, runs, options, f"{stamp}.png", core)
     (options.out / f"{stamp}.md").write_text(report)
     print(report)
+
+
+def run_core_benchmark(quick: bool) -> str:
+    """The core microbenchmark's printed report."""
+    args = [sys.executable, str(HERE / "bench_core.py")] + (["--quick"] if quick else [])
+    done = subprocess.run(args, capture_output=True, text=True, timeout=1800, check=False)
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr[-4000:])
+        raise SystemExit(f"bench_core.py failed ({done.returncode})")
+    return done.stdout
+
+
+def core_ratios(core: str) -> dict[str, float]:
+    """(A)'s ratios by workload (tokens, chunks), from bench_core's report."""
+    section = core.split("\n(B) ", 1)[0]
+    return {
+        load: float(ratio)
+        for load, ratio in re.findall(r"ratio rust/pure-python \[(\w+)\]: ([\d.]+)x", section)
+    }
 
 
 def median_metric(rows: list[dict[str, Any]], name: str) -> float | None:
@@ -310,7 +350,7 @@ def plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    unpaced = [s for s in plan if not s.rate and not s.reader]
+    unpaced = [s for s in plan if not s.rate and not s.reader and not s.hold]
     figure, axes = plt.subplots(1, len(unpaced), figsize=(5 * len(unpaced), 4.5), squeeze=False)
     for axis, scenario in zip(axes[0], unpaced, strict=True):
         names = [p.name for p in peers if p.name != "raw"]
@@ -325,6 +365,75 @@ def plot(
     plt.close(figure)
 
 
+def scenario_of(plan: Sequence[Scenario], kind: str) -> Scenario | None:
+    return next((scenario for scenario in plan if scenario.name.startswith(kind)), None)
+
+
+def targets(
+    plan: Sequence[Scenario], results: dict[tuple[str, str], list[dict[str, Any]]], core: str
+) -> list[str]:
+    """The issue's targets, each measured in this run: a table."""
+
+    def rows_of(scenario: Scenario | None, peer: str) -> list[dict[str, Any]] | None:
+        return results.get((scenario.name, peer)) if scenario else None
+
+    def verdict(value: float | None, goal: float, above: bool) -> str:
+        """``above``: the value must exceed the goal (or reach it, for a ratio
+        goal above 1); else stay under it."""
+        if value is None:
+            return "not measured"
+        met = (value >= goal if goal > 1 else value > goal) if above else value < goal
+        return "met" if met else "**missed**"
+
+    lines = ["| target | measured in this run | goal | |", "| --- | --- | --- | --- |"]
+    for load, core_ratio in core_ratios(core).items():
+        lines.append(
+            f"| core accumulate+frame vs pure Python ({load}) | {core_ratio:.1f}x | >= 20x "
+            f"| {verdict(core_ratio, 20, True)} |"
+        )
+    many = scenario_of(plan, THROUGHPUT_MANY)
+    ours = rows_of(many, OURS)
+    ours_efficiency = tokens_per_cpu_second(ours) if ours else None
+    for peer, goal in (("node_s2", 3.0), ("s2sdk_producer", 1.0), ("vercel_redis", 1.0)):
+        rows = rows_of(many, peer)
+        theirs = tokens_per_cpu_second(rows) if rows else None
+        ratio = ours_efficiency / theirs if ours_efficiency and theirs else None
+        shown = f"{ratio:.2f}x" if ratio is not None else "—"
+        goal_text = f">= {goal:.0f}x" if goal > 1 else "> 1x (ahead)"
+        lines.append(
+            f"| tokens per CPU-second, {many.name if many else 'many streams'}: ours vs {peer} "
+            f"| {shown} | {goal_text} | {verdict(ratio, goal, True)} |"
+        )
+    paced = scenario_of(plan, PACED)
+    ours_p99 = median_metric(rows_of(paced, OURS) or [], "latency p99 µs")
+    raw_p99 = median_metric(rows_of(paced, "raw") or [], "latency p99 µs")
+    added = ours_p99 - raw_p99 if ours_p99 is not None and raw_p99 is not None else None
+    lines.append(
+        f"| producer-client added latency p99, {paced.name if paced else 'paced'} "
+        f"(ours p99 - raw p99) | {fmt(added)} µs | < 100 µs | {verdict(added, 100, False)} |"
+    )
+    resume = scenario_of(plan, RESUME)
+    first = median_metric(rows_of(resume, OURS) or [], "resume first chunk p50 ms")
+    lines.append(
+        f"| resume of a finished stream, time to first chunk p50, {resume.name if resume else ''} "
+        f"| {fmt(first)} ms | < 5 ms | {verdict(first, 5, False)} |"
+    )
+    memory = scenario_of(plan, MEMORY)
+    per_stream = median_metric(rows_of(memory, OURS) or [], "RSS KiB per in-flight stream")
+    raw_per_stream = median_metric(rows_of(memory, "raw") or [], "RSS KiB per in-flight stream")
+    net = (
+        per_stream - raw_per_stream
+        if per_stream is not None and raw_per_stream is not None
+        else None
+    )
+    lines.append(
+        f"| RSS per in-flight stream, {memory.name if memory else 'memory'} "
+        f"| {fmt(per_stream)} KiB ({fmt(net)} KiB above raw's own) | < 8 KiB "
+        f"| {verdict(per_stream, 8, False)} |"
+    )
+    return lines
+
+
 def render(
     plan: Sequence[Scenario],
     peers: Sequence[Peer],
@@ -332,33 +441,49 @@ def render(
     runs: int,
     options: argparse.Namespace,
     plot_name: str,
+    core: str,
 ) -> str:
     lines = [
         f"# Benchmarks, {dt.date.today().isoformat()}",
         "",
-        f"Command: `python benches/harness.py{' --quick' if options.quick else ''}`; "
+        f"Command: `python benches/harness.py{' --quick' if options.quick else ''}`"
+        f" (`make bench{'-quick' if options.quick else ''}`); "
         f"{runs} run(s) per cell, median (min to max); batch size {options.batch_size}, "
-        f"linger {options.linger_ms} ms; one machine, one s2-lite, loopback. "
-        f"The last column is {OURS}'s persisted tokens per CPU-second divided by the "
-        "peer's (> 1: ours does the same work with less CPU).",
+        f"linger {options.linger_ms} ms; one machine ({os.cpu_count()} CPUs, "
+        f"{platform.platform()}), one s2-lite, loopback. "
+        f"The last column of each table is {OURS}'s persisted tokens per CPU-second "
+        "divided by the peer's (> 1: ours does the same work with less CPU); in the "
+        "memory table, the peer's RSS per in-flight stream divided by ours.",
+        "",
+        "## Targets",
+        "",
+        *targets(plan, results, core),
         "",
         f"![tokens per CPU-second]({plot_name})",
         "",
     ]
     for scenario in plan:
         lines += [
-            f"## {scenario.name} ({scenario.streams} x {scenario.tokens} tokens, "
-            f"rate {scenario.rate or 'unpaced'})",
+            f"## {scenario.name} ({scenario.streams:,} x {scenario.tokens:,} tokens, "
+            f"rate {scenario.rate or 'unpaced'}{', held halfway' if scenario.hold else ''})",
             "",
         ]
         names = list(metrics(results[(scenario.name, peers[0].name)][0]))
         ours = results.get((scenario.name, OURS))
-        ours_efficiency = tokens_per_cpu_second(ours) if ours else None
-        lines.append("| peer | " + " | ".join(names) + " | ours vs peer, tokens/CPU-s |")
+        ours_value: float | None
+        if scenario.hold:
+            names = ["RSS KiB per in-flight stream", "CPU s per 1M tokens"]
+            ours_value = median_metric(ours, names[0]) if ours else None
+            last = "peer / ours, RSS per stream"
+        else:
+            ours_value = tokens_per_cpu_second(ours) if ours else None
+            last = "ours vs peer, tokens/CPU-s"
+        lines.append("| peer | " + " | ".join(names) + f" | {last} |")
         lines.append("| --- |" + " --- |" * (len(names) + 1))
         for peer in peers:
-            rows = [metrics(r) for r in results[(scenario.name, peer.name)]]
-            version = results[(scenario.name, peer.name)][0].get("versions", {})
+            peer_results = results[(scenario.name, peer.name)]
+            rows = [metrics(r) for r in peer_results]
+            version = peer_results[0].get("versions", {})
             cells = []
             for name in names:
                 values = [value for row in rows if (value := row[name]) is not None]
@@ -369,15 +494,31 @@ def render(
                 cells.append(
                     fmt(med) if len(values) == 1 else f"{fmt(med)} ({fmt(low)} to {fmt(high)})"
                 )
-            efficiency = tokens_per_cpu_second(results[(scenario.name, peer.name)])
-            ratio = (
-                f"{ours_efficiency / efficiency:.2f}x"
-                if ours_efficiency and efficiency and peer.name != "raw"
-                else "—"
-            )
+            if scenario.hold:
+                theirs = median_metric(peer_results, names[0])
+                ratio = (
+                    f"{theirs / ours_value:.2f}x"
+                    if ours_value and theirs and peer.name != "raw"
+                    else "—"
+                )
+            else:
+                efficiency = tokens_per_cpu_second(peer_results)
+                ratio = (
+                    f"{ours_value / efficiency:.2f}x"
+                    if ours_value and efficiency and peer.name != "raw"
+                    else "—"
+                )
             label = peer.name + (f" <sub>{json.dumps(version)}</sub>" if version else "")
             lines.append(f"| {label} | " + " | ".join(cells) + f" | {ratio} |")
         lines.append("")
+    lines += [
+        "## Core microbenchmark (`benches/bench_core.py`)",
+        "",
+        "```",
+        core.rstrip(),
+        "```",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -39,7 +39,7 @@ phase, ``latency_us`` (p50/p99), ``resume_first_chunk_ms`` and
 requests sent in the produce phase), ``appends`` (append batches in it, fences
 included), ``rss_kib`` (growth of the peak RSS over it), ``rss_in_flight_kib``
 (with ``--hold``: every source pauses halfway until all streams got there;
-then, after the linger plus 0.5 s, the growth of the current RSS over its value
+then, after the linger plus 2 s, the growth of the current RSS over its value
 before the run; that pause is left out of ``wall_s``) and ``verified``.
 Progress goes to stderr. The exit status is 1 when the run fails or a
 stream's text does not match.
@@ -87,6 +87,9 @@ VERIFY_ALL_UP_TO = 100  # streams; above that, VERIFY_SAMPLE sampled ones
 VERIFY_SAMPLE = 20
 DEFAULT_BATCH_SIZE = 10  # the library's defaults (README, Configuration)
 DEFAULT_LINGER_MS = 100.0
+# With --hold: how long after every stream is held (beyond the linger) before
+# RSS is sampled, so batches flushed by the linger have landed. Same in common.mjs.
+HOLD_SETTLE_MS = 2000
 
 
 @dataclass(frozen=True)
@@ -596,7 +599,7 @@ async def measure(peer: Peer, options: Options) -> tuple[dict[str, Any], bool]:
     if hold is not None:
         await asyncio.wait_for(hold.all_held.wait(), options.timeout)
         # Every stream is mid-reply; let lingering batches go out, then sample.
-        settle_s = (options.linger_ms + 500) / 1000
+        settle_s = (options.linger_ms + HOLD_SETTLE_MS) / 1000
         await asyncio.sleep(settle_s)
         rss_in_flight = current_rss_kib() - rss_baseline
         hold.release.set()

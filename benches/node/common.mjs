@@ -10,7 +10,7 @@
 // (or 20 spread evenly when N > 100) is resumed and its text compared.
 // --hold measures the memory of N replies in flight at once: every source yields
 // its first floor(T/2) tokens, then waits until all N have got there; after a settle
-// time of L + 500 ms (pending batches flushed) the RSS is sampled, and the sources
+// time of L + 2000 ms (pending batches flushed) the RSS is sampled, and the sources
 // go on to finish (and are verified) as without --hold. Stdout gets exactly one JSON line:
 //   peer, versions, config {streams, tokens, rate, batch_size, linger_ms, hold},
 //   tokens        tokens persisted (S2: data records per the end fence's ack) and verified,
@@ -124,6 +124,10 @@ export function streamTokens(seed, index, count) {
   return tokens;
 }
 
+// With --hold: how long after every stream is held (beyond the linger) before
+// RSS is sampled, so batches flushed by the linger have landed. Same in peers.py.
+const SETTLE_MS = 2000;
+
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // A synthetic LLM reply as a ReadableStream<string>, one chunk per token.
@@ -202,7 +206,7 @@ export class Hold {
 // before the produce phase starts. Without --hold: {hold: undefined, result} with result resolving to
 // {rssInFlightKib: null, settleS: 0}. With --hold: records the baseline RSS now
 // (after global.gc() when node runs with --expose-gc), and once every source holds,
-// waits the settle time (linger_ms + 500 ms, so pending batches are flushed), samples
+// waits the settle time (linger_ms + 2000 ms, so pending batches are flushed), samples
 // the RSS and opens the hold; `result` then resolves to {rssInFlightKib (rounded KiB
 // over the baseline), settleS (the settle's duration, to leave out of wall_s)}.
 export function memoryProbe(name, options) {
@@ -212,7 +216,7 @@ export function memoryProbe(name, options) {
   const hold = new Hold(options.streams, options.tokens);
   const result = hold.allHeld.then(async () => {
     const settled0 = process.hrtime.bigint();
-    await sleep(options.lingerMs + 500);
+    await sleep(options.lingerMs + SETTLE_MS);
     const rss = process.memoryUsage().rss;
     const settleS = Number(process.hrtime.bigint() - settled0) / 1e9;
     log(`${name}: all ${options.streams} streams held after ${hold.at} tokens: rss ${(rss / 1048576).toFixed(1)} MiB, `
