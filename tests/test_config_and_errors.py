@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
+import uuid
 
 import pytest
 
 from resumable_fast import (
+    BasinMisconfiguredError,
     BatchSettings,
     ConfigurationError,
     InvalidStreamIdError,
@@ -14,10 +18,12 @@ from resumable_fast import (
     S2ConnectionError,
     StreamNotFoundError,
     create_resumable_stream_context,
+    new_stream_id,
 )
+from resumable_fast.s2 import S2Client
 
-from conftest import S2Lite, free_port, make_context
-from support import from_list
+from conftest import ContextFactory, S2Lite, free_port, make_context
+from support import from_list, read_text
 
 SECRET = "s2-secret-token-value"
 
@@ -125,8 +131,32 @@ async def test_longest_valid_stream_id_works(s2lite: S2Lite) -> None:
 
 async def test_unknown_basin_is_a_typed_error(s2lite: S2Lite) -> None:
     async with make_context(s2lite, basin="no-such-basin-here") as ctx:
-        with pytest.raises(StreamNotFoundError):
+        with pytest.raises(BasinMisconfiguredError, match="does not exist") as error:
             await ctx.has_existing_stream("anything")
+    assert isinstance(error.value, StreamNotFoundError)
+
+
+@pytest.mark.parametrize(
+    ("on_append", "on_read", "setting"),
+    [(False, True, "create_stream_on_append"), (True, False, "create_stream_on_read")],
+)
+async def test_misconfigured_basin_is_one_error_naming_the_setting(
+    s2lite: S2Lite, on_append: bool, on_read: bool, setting: str, stream_id: str
+) -> None:
+    basin = f"strict-{uuid.uuid4().hex[:12]}"
+    async with make_context(s2lite) as admin:
+        assert isinstance(admin._backend, S2Client)
+        await admin._backend.create_basin(
+            basin, create_stream_on_append=on_append, create_stream_on_read=on_read
+        )
+    async with make_context(s2lite, basin=basin) as ctx:
+        # resumable_stream reads first (a create-on-read basin then makes the
+        # stream), create_new_resumable_stream appends first.
+        with pytest.raises(BasinMisconfiguredError, match=setting):
+            if on_read:
+                await ctx.create_new_resumable_stream(stream_id, lambda: from_list(["x"]))
+            else:
+                await ctx.resumable_stream(stream_id, lambda: from_list(["x"]))
 
 
 async def test_unreachable_endpoint_is_a_typed_error_without_token(
@@ -139,8 +169,69 @@ async def test_unreachable_endpoint_is_a_typed_error_without_token(
         access_token=SECRET,
         account_endpoint=endpoint,
         basin_endpoint=endpoint,
+        retry_deadline=1.0,
     ) as ctx:
+        started = asyncio.get_running_loop().time()
         with pytest.raises(S2ConnectionError) as error:
             await ctx.has_existing_stream("anything")
+        elapsed = asyncio.get_running_loop().time() - started
     assert SECRET not in str(error.value)
     assert SECRET not in caplog.text
+    assert "attempts" in str(error.value)
+    assert elapsed < 5  # the retry deadline bounds the wait
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "warns"),
+    [
+        ("http://s2.example.internal:8080", True),
+        ("http://10.1.2.3", True),
+        ("https://s2.example.internal", False),
+        ("http://127.0.0.1:9", False),
+        ("http://localhost:9", False),
+        ("http://[::1]:9", False),
+    ],
+)
+async def test_token_over_plain_http_to_another_host_warns(
+    caplog: pytest.LogCaptureFixture, endpoint: str, warns: bool
+) -> None:
+    caplog.set_level(logging.WARNING, logger="resumable_fast")
+    ctx = create_resumable_stream_context(
+        basin="good-basin", access_token=SECRET, account_endpoint=endpoint, basin_endpoint=endpoint
+    )
+    await ctx.aclose()
+    assert ("plain HTTP" in caplog.text) is warns
+    assert SECRET not in caplog.text
+
+
+def test_new_stream_ids_carry_128_random_bits() -> None:
+    ids = {new_stream_id() for _ in range(10_000)}
+    assert len(ids) == 10_000
+    for stream_id in ids:
+        # token_urlsafe(16): 16 random bytes, base64url without padding.
+        assert re.fullmatch(r"[A-Za-z0-9_-]{22}", stream_id)
+
+
+@pytest.mark.parametrize("prefix", [42, "p" * 512])
+def test_bad_key_prefix_is_a_typed_error(prefix: object) -> None:
+    with pytest.raises(ConfigurationError, match="key_prefix"):
+        create_resumable_stream_context(backend="embedded", key_prefix=prefix)  # type: ignore[arg-type]
+
+
+async def test_key_prefix_keeps_tenants_apart(new_context: ContextFactory, stream_id: str) -> None:
+    tenant_a = new_context(key_prefix="tenant-a/")
+    tenant_b = new_context(key_prefix="tenant-b/")
+    unprefixed = new_context()
+    try:
+        a = await tenant_a.resumable_stream(stream_id, lambda: from_list(["for a"]))
+        b = await tenant_b.resumable_stream(stream_id, lambda: from_list(["for b"]))
+        assert await read_text(a) == "for a"
+        assert await read_text(b) == "for b"
+        assert await unprefixed.has_existing_stream(stream_id) is None
+        assert await unprefixed.has_existing_stream("tenant-a/" + stream_id) == "DONE"
+        assert await read_text(await tenant_b.resume_stream(stream_id)) == "for b"
+        with pytest.raises(InvalidStreamIdError, match="key prefix"):
+            await tenant_a.has_existing_stream("x" * 510)
+    finally:
+        for ctx in (tenant_a, tenant_b, unprefixed):
+            await ctx.aclose()

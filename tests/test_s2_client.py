@@ -7,6 +7,8 @@ import uuid
 import pytest
 
 from resumable_fast import (
+    BasinMisconfiguredError,
+    ConfigurationError,
     FencingTokenMismatchError,
     S2Config,
     SeqNumMismatchError,
@@ -74,9 +76,11 @@ async def test_basin_without_create_on_append_gives_typed_error(s2lite: S2Lite) 
         await admin.aclose()
     client = client_for(s2lite, basin)
     try:
-        with pytest.raises(StreamNotFoundError):
+        with pytest.raises(BasinMisconfiguredError, match="create_stream_on_append") as error:
             await client.append("missing", fence_append_input("session-a", "", 0))
-        with pytest.raises(StreamNotFoundError):
+        assert isinstance(error.value, StreamNotFoundError)
+        assert isinstance(error.value, ConfigurationError)
+        with pytest.raises(BasinMisconfiguredError, match="create_stream_on_read"):
             await client.last_record("missing")
     finally:
         await client.aclose()

@@ -7,8 +7,10 @@ from resumable_fast.context import (
     ResumableStreamContext,
     StreamState,
     create_resumable_stream_context,
+    new_stream_id,
 )
 from resumable_fast.errors import (
+    BasinMisconfiguredError,
     ConfigurationError,
     FencingTokenMismatchError,
     InvalidChunkError,
@@ -27,6 +29,7 @@ from resumable_fast.streams import ResumableStream
 
 __all__ = [
     "Backend",
+    "BasinMisconfiguredError",
     "BatchSettings",
     "ConfigurationError",
     "EmbeddedBackend",
@@ -49,4 +52,5 @@ __all__ = [
     "StreamNotFoundError",
     "StreamState",
     "create_resumable_stream_context",
+    "new_stream_id",
 ]

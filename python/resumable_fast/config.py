@@ -15,6 +15,8 @@ DEFAULT_ACCOUNT_ENDPOINT = "https://aws.s2.dev"
 DEFAULT_BASIN_ENDPOINT = "https://{basin}.b.aws.s2.dev"
 DEFAULT_BATCH_SIZE = 10
 DEFAULT_LINGER_MS = 100.0
+# How long a request to S2 is retried through transient faults (seconds).
+DEFAULT_RETRY_DEADLINE = 60.0
 MAX_BATCH_RECORDS = 1000
 MAX_BATCH_BYTES = 1024 * 1024
 
@@ -67,11 +69,16 @@ class S2Config:
     basin_endpoint: str = DEFAULT_BASIN_ENDPOINT
     request_timeout: float = 30.0
     http2: bool = False
+    retry_deadline: float = DEFAULT_RETRY_DEADLINE
 
     def __post_init__(self) -> None:
         validate_basin_name(self.basin)
         if self.request_timeout <= 0:
             raise ConfigurationError("request_timeout must be > 0")
+        if not isinstance(self.retry_deadline, (int, float)) or not self.retry_deadline > 0:
+            raise ConfigurationError(
+                f"retry_deadline must be > 0 seconds, got {self.retry_deadline!r}"
+            )
         _api_root(self.account_endpoint, "account_endpoint")
         _api_root(self.basin_endpoint, "basin_endpoint")
 
@@ -109,6 +116,7 @@ class S2Config:
         basin_endpoint: str | None = None,
         request_timeout: float | None = None,
         http2: bool | None = None,
+        retry_deadline: float | None = None,
         env: Mapping[str, str] | None = None,
     ) -> S2Config:
         """Explicit arguments win; unset ones come from the environment, then defaults."""
@@ -125,6 +133,7 @@ class S2Config:
             basin_endpoint=basin_endpoint or env.get("S2_BASIN_ENDPOINT") or DEFAULT_BASIN_ENDPOINT,
             request_timeout=request_timeout if request_timeout is not None else 30.0,
             http2=bool(http2),
+            retry_deadline=retry_deadline if retry_deadline is not None else DEFAULT_RETRY_DEADLINE,
         )
 
 

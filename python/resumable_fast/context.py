@@ -58,6 +58,7 @@ __all__ = [
     "ResumableStreamContext",
     "StreamState",
     "create_resumable_stream_context",
+    "new_stream_id",
 ]
 
 logger = logging.getLogger("resumable_fast")
@@ -76,6 +77,11 @@ StreamState = Literal[True, "DONE"] | None
 def _new_token(prefix: str) -> str:
     # 12 random bytes: 24 hex digits, so every fence fits S2's 36-byte limit.
     return prefix + secrets.token_hex(12)
+
+
+def new_stream_id() -> str:
+    """A fresh stream id: 128 random bits, URL-safe (22 characters)."""
+    return secrets.token_urlsafe(16)
 
 
 def validate_stream_id(stream_id: object) -> str:
@@ -485,7 +491,15 @@ class ResumableStreamContext:
         batching: BatchSettings | None = None,
         *,
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
+        key_prefix: str = "",
     ) -> None:
+        if not isinstance(key_prefix, str) or len(key_prefix.encode("utf-8")) >= (
+            MAX_STREAM_ID_BYTES
+        ):
+            raise ConfigurationError(
+                f"key_prefix must be a str shorter than {MAX_STREAM_ID_BYTES} bytes"
+            )
+        self.key_prefix = key_prefix
         self.batching = batching or BatchSettings()
         self.drain_timeout = drain_timeout
         self._backend = backend
@@ -565,16 +579,16 @@ class ResumableStreamContext:
         finished. Of concurrent callers exactly one calls ``make_stream``.
         """
         self._check_open()
-        validate_stream_id(stream_id)
+        name = self._name(stream_id)
         skip = _validate_skip(skip_characters)
-        state = _state_of(await self._backend.last_record(stream_id))
+        state = _state_of(await self._backend.last_record(name))
         if state == "DONE":
             return None
         if state is None:
-            token = await self._claim(stream_id)
+            token = await self._claim(name)
             if token is not None:
-                return await self._start_producer(stream_id, token, make_stream, skip)
-        return self._resumed(stream_id, skip)
+                return await self._start_producer(stream_id, name, token, make_stream, skip)
+        return self._resumed(stream_id, name, skip)
 
     async def create_new_resumable_stream(
         self,
@@ -589,24 +603,24 @@ class ResumableStreamContext:
         :class:`StreamExistsError`.
         """
         self._check_open()
-        validate_stream_id(stream_id)
+        name = self._name(stream_id)
         skip = _validate_skip(skip_characters)
-        token = await self._claim(stream_id)
+        token = await self._claim(name)
         if token is None:
             raise StreamExistsError(stream_id)
-        return await self._start_producer(stream_id, token, make_stream, skip)
+        return await self._start_producer(stream_id, name, token, make_stream, skip)
 
     async def resume_existing_stream(
         self, stream_id: str, skip_characters: int | None = None
     ) -> ResumableStream | None:
         """A resumed stream, or None when the stream does not exist or is finished."""
         self._check_open()
-        validate_stream_id(stream_id)
+        name = self._name(stream_id)
         skip = _validate_skip(skip_characters)
-        state = _state_of(await self._backend.last_record(stream_id))
+        state = _state_of(await self._backend.last_record(name))
         if state is not True:
             return None
-        return self._resumed(stream_id, skip)
+        return self._resumed(stream_id, name, skip)
 
     async def resume_stream(
         self, stream_id: str, skip_characters: int | None = None
@@ -615,25 +629,22 @@ class ResumableStreamContext:
         the end fence, also for a stream whose producer has not started yet
         or that has finished."""
         self._check_open()
-        validate_stream_id(stream_id)
-        return self._resumed(stream_id, _validate_skip(skip_characters))
+        name = self._name(stream_id)
+        return self._resumed(stream_id, name, _validate_skip(skip_characters))
 
     async def has_existing_stream(self, stream_id: str) -> StreamState:
         """None if never created, True while in progress, ``"DONE"`` when finished."""
         self._check_open()
-        validate_stream_id(stream_id)
-        return _state_of(await self._backend.last_record(stream_id))
+        return _state_of(await self._backend.last_record(self._name(stream_id)))
 
     async def stop_stream(self, stream_id: str) -> None:
         """End a stream now: an ``end-`` fence appended without a token check
         fences the producer out; readers end."""
         self._check_open()
-        validate_stream_id(stream_id)
+        name = self._name(stream_id)
         fence = _new_token(END_FENCE_PREFIX)
-        await self._backend.append(
-            stream_id, _core.fence_append_input(fence, None), new_fence=fence
-        )
-        producer = self._producers.get(stream_id)
+        await self._backend.append(name, _core.fence_append_input(fence, None), new_fence=fence)
+        producer = self._producers.get(name)
         if producer is not None:
             producer.stop()
 
@@ -667,18 +678,34 @@ class ResumableStreamContext:
 
     # -- internals --------------------------------------------------------------
 
-    async def _claim(self, stream_id: str) -> str | None:
+    def _name(self, stream_id: str) -> str:
+        """The backend's name for a stream: the key prefix, then the id."""
+        validate_stream_id(stream_id)
+        name = self.key_prefix + stream_id
+        if len(name.encode("utf-8")) > MAX_STREAM_ID_BYTES:
+            raise InvalidStreamIdError(
+                f"key prefix and stream id are {len(name.encode('utf-8'))} bytes together, "
+                f"S2 allows at most {MAX_STREAM_ID_BYTES}"
+            )
+        return name
+
+    async def _claim(self, name: str) -> str | None:
         """Append the session fence at seq 0; None if another producer got there first."""
         token = _new_token(SESSION_FENCE_PREFIX)
         body = _core.fence_append_input(token, "", 0)
         try:
-            await self._backend.append(stream_id, body, new_fence=token)
+            await self._backend.append(name, body, new_fence=token)
         except (FencingTokenMismatchError, SeqNumMismatchError):
             return None
         return token
 
     async def _start_producer(
-        self, stream_id: str, token: str, make_stream: MakeStream, skip_characters: int
+        self,
+        stream_id: str,
+        name: str,
+        token: str,
+        make_stream: MakeStream,
+        skip_characters: int,
     ) -> ResumableStream:
         try:
             source = make_stream()
@@ -689,11 +716,11 @@ class ResumableStreamContext:
                     f"make_stream must return an async iterable of str, got {type(source).__name__}"
                 )
         except BaseException:
-            await self._append_error_fence(stream_id, token)
+            await self._append_error_fence(name, token)
             raise
         self._ensure_linger_task()
-        producer = _Producer(self, stream_id, token, source)
-        self._producers[stream_id] = producer
+        producer = _Producer(self, name, token, source)
+        self._producers[name] = producer
         self._by_slot[producer.slot] = producer
         return ProducerStream(
             stream_id, producer.next_for_client, producer.client_detached, skip_characters
@@ -706,17 +733,17 @@ class ResumableStreamContext:
         if self._by_slot.get(producer.slot) is producer:
             del self._by_slot[producer.slot]
 
-    async def _append_error_fence(self, stream_id: str, token: str) -> None:
+    async def _append_error_fence(self, name: str, token: str) -> None:
         fence = _new_token(ERROR_FENCE_PREFIX)
         try:
             await self._backend.append(
-                stream_id, _core.fence_append_input(fence, token), new_fence=fence
+                name, _core.fence_append_input(fence, token), new_fence=fence
             )
         except S2Error as exc:
-            logger.error("stream %r: could not append error fence: %s", stream_id, exc)
+            logger.error("stream %r: could not append error fence: %s", name, exc)
 
-    def _resumed(self, stream_id: str, skip_characters: int) -> ResumedStream:
-        return ResumedStream(stream_id, self._backend.read_session(stream_id, 0), skip_characters)
+    def _resumed(self, stream_id: str, name: str, skip_characters: int) -> ResumedStream:
+        return ResumedStream(stream_id, self._backend.read_session(name, 0), skip_characters)
 
 
 def create_resumable_stream_context(
@@ -734,6 +761,8 @@ def create_resumable_stream_context(
     data_dir: str | os.PathLike[str] | None = None,
     retention_seconds: float = DEFAULT_RETENTION_SECONDS,
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
+    key_prefix: str = "",
+    retry_deadline: float | None = None,
 ) -> ResumableStreamContext:
     """Create a context. Explicit options win over environment variables.
 
@@ -741,6 +770,10 @@ def create_resumable_stream_context(
     ``S2_BASIN``) and the embedded in-process backend otherwise. The embedded
     backend keeps streams in memory (finished ones for ``retention_seconds``),
     or in ``data_dir`` (also ``RESUMABLE_FAST_DATA_DIR``) across restarts.
+    ``key_prefix`` is put before every stream id in the backend, so tenants
+    sharing a basin never see each other's streams. ``retry_deadline``
+    (seconds, default 60) bounds how long a request to S2 is retried through
+    transient faults before it fails with a typed error.
     """
     if backend not in ("auto", "embedded", "s2"):
         raise ConfigurationError(f"backend must be 'auto', 'embedded' or 's2', got {backend!r}")
@@ -759,6 +792,7 @@ def create_resumable_stream_context(
                 basin_endpoint=basin_endpoint,
                 request_timeout=request_timeout,
                 http2=http2,
+                retry_deadline=retry_deadline,
             )
         )
     else:
@@ -770,7 +804,9 @@ def create_resumable_stream_context(
         )
         chosen = EmbeddedBackend(store)
     _log_backend_once(chosen.description)
-    return ResumableStreamContext(chosen, batching, drain_timeout=drain_timeout)
+    return ResumableStreamContext(
+        chosen, batching, drain_timeout=drain_timeout, key_prefix=key_prefix
+    )
 
 
 _logged_backends: set[str] = set()

@@ -7,6 +7,7 @@ Messages never carry the access token.
 from __future__ import annotations
 
 __all__ = [
+    "BasinMisconfiguredError",
     "ConfigurationError",
     "FencingTokenMismatchError",
     "InvalidChunkError",
@@ -78,6 +79,11 @@ class S2ConnectionError(ResumableStreamError, ConnectionError):
 
 class StreamNotFoundError(S2Error):
     """The stream (or basin) does not exist and was not created on demand."""
+
+
+class BasinMisconfiguredError(StreamNotFoundError, ConfigurationError):
+    """The basin does not exist, or does not create streams on append or on
+    read (the setting is named in the message)."""
 
 
 class FencingTokenMismatchError(S2Error):

@@ -12,6 +12,7 @@ ever placed in the ``Authorization`` header, never in a message.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import random
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -25,6 +26,7 @@ import orjson
 
 from resumable_fast.config import S2Config
 from resumable_fast.errors import (
+    BasinMisconfiguredError,
     ConfigurationError,
     FencingTokenMismatchError,
     RangeNotSatisfiableError,
@@ -44,13 +46,11 @@ FENCE_HEADER = ["", "fence"]
 # S2 heartbeats an idle read session every 5-15 s; a longer silence means the
 # connection is gone and the session should be reopened.
 READ_SESSION_IDLE_TIMEOUT = 45.0
-RECONNECT_ATTEMPTS = 8
 # Unary reads replay what a stream holds before a session follows it; the first
 # is small because time to first chunk is what a reloading reader waits for.
 FIRST_CATCH_UP_RECORDS = 100
 CATCH_UP_RECORDS = 1000
 CATCH_UP_READS = 4
-DEFAULT_MAX_ATTEMPTS = 6
 MAX_BACKOFF_SECONDS = 2.0
 
 
@@ -88,6 +88,25 @@ def _retry_after(value: str | bytes | None) -> float | None:
         return None
 
 
+def _explain_not_found(error: S2Error, basin: str, setting: str) -> S2Error:
+    """A 404 from a basin call means the basin is missing or is not set to
+    create streams on demand, which the stream layout relies on."""
+    if not isinstance(error, StreamNotFoundError):
+        return error
+    if error.code == "basin_not_found":
+        message = f"basin {basin!r} does not exist (create it, or check S2_BASIN)"
+    elif error.code == "stream_not_found":
+        message = (
+            f"basin {basin!r} does not create streams on demand: "
+            f"enable {setting} in its configuration"
+        )
+    else:
+        return error
+    misconfigured = BasinMisconfiguredError(error.status, error.code, message)
+    misconfigured.attempts = error.attempts
+    return misconfigured
+
+
 def _error_from_response(status: int, content: bytes) -> S2Error:
     try:
         payload: Any = orjson.loads(content) if content else None
@@ -123,6 +142,19 @@ class _Endpoint:
     path: str
     host: str
 
+    @property
+    def cleartext_remote(self) -> bool:
+        """Plain HTTP to a host that is not this machine."""
+        if self.origin[0] != "http":
+            return False
+        host = self.origin[1]
+        if host == "localhost":
+            return False
+        try:
+            return not ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return True
+
     @classmethod
     def parse(cls, url: str) -> _Endpoint:
         parsed = httpx.URL(url)
@@ -153,11 +185,11 @@ class _Headers:
 class S2Client:
     """Append, read, follow and inspect the streams of one basin."""
 
-    def __init__(self, config: S2Config, *, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> None:
+    def __init__(self, config: S2Config) -> None:
         self.config = config
         endpoint = config.basin_endpoint.replace("{basin}", config.basin)
         self.description = f"s2 (basin {config.basin} at {endpoint})"
-        self.max_attempts = max_attempts
+        self.retries = 0  # requests sent again after a transient fault
         headers = {"User-Agent": "resumable_fast"}
         if config.access_token:
             headers["Authorization"] = f"Bearer {config.access_token}"
@@ -166,6 +198,12 @@ class S2Client:
             basin_headers["s2-basin"] = config.basin
         self._basin = _Endpoint.parse(config.basin_url)
         self._account = _Endpoint.parse(config.account_url)
+        if config.access_token:
+            for plain in {e.host for e in (self._basin, self._account) if e.cleartext_remote}:
+                logger.warning(
+                    "the S2 access token goes over plain HTTP to %s: use an https:// endpoint",
+                    plain,
+                )
         self._session_headers = {**basin_headers, "Accept": "text/event-stream"}
         self._append_headers = _Headers.build(
             self._basin, {**basin_headers, "Content-Type": "application/json"}
@@ -240,7 +278,8 @@ class S2Client:
         headers: _Headers,
         content: bytes | None = None,
     ) -> bytes:
-        """Send a request, retrying transient faults with capped, jittered backoff.
+        """Send a request, retrying transient faults with capped, jittered backoff
+        until ``retry_deadline`` seconds have passed since the first attempt.
 
         Appends are safe to retry: data batches carry ``match_seq_num`` and
         fences change the token, so a retried append that already landed fails
@@ -248,6 +287,8 @@ class S2Client:
         """
         attempt = 0
         where = f"{endpoint.origin[0]}://{endpoint.host}"
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self.config.retry_deadline
         while True:
             attempt += 1
             try:
@@ -255,22 +296,24 @@ class S2Client:
                     method, endpoint, path, headers, content
                 )
             except httpx.TransportError as exc:
-                if attempt >= self.max_attempts:
-                    raise S2ConnectionError(
-                        f"S2 unreachable at {where} after {attempt} attempts: {exc!r}"
-                    ) from None
                 delay = _backoff(attempt)
+                if loop.time() + delay >= give_up_at:
+                    raise S2ConnectionError(
+                        f"S2 unreachable at {where} after {attempt} attempts "
+                        f"({self.config.retry_deadline:g} s): {exc!r}"
+                    ) from None
                 logger.debug("%s %s: %r; retrying in %.3fs", method, where, exc, delay)
             else:
                 if status < 400:
                     return body
                 error = _error_from_response(status, body)
-                if not _is_transient(error) or attempt >= self.max_attempts:
+                delay = retry_after or _backoff(attempt)
+                if not _is_transient(error) or loop.time() + delay >= give_up_at:
                     if attempt > 1:
                         error.attempts = attempt
                     raise error
-                delay = retry_after or _backoff(attempt)
                 logger.debug("%s %s: %s; retrying in %.3fs", method, where, error, delay)
+            self.retries += 1
             await asyncio.sleep(delay)
 
     async def append(
@@ -295,6 +338,8 @@ class S2Client:
                 headers=self._append_headers,
                 content=append_input,
             )
+        except StreamNotFoundError as exc:
+            raise _explain_not_found(exc, self.config.basin, "create_stream_on_append") from None
         except SeqNumMismatchError as exc:
             if exc.attempts > 1 and end_seq_num is not None and exc.expected_seq_num == end_seq_num:
                 return
@@ -324,7 +369,10 @@ class S2Client:
         path = self._records_path(stream)
         if params:
             path += "?" + urlencode(params)
-        content = await self._request("GET", self._basin, path, headers=self._read_headers)
+        try:
+            content = await self._request("GET", self._basin, path, headers=self._read_headers)
+        except StreamNotFoundError as exc:
+            raise _explain_not_found(exc, self.config.basin, "create_stream_on_read") from None
         records: list[SequencedRecord] = orjson.loads(content).get("records", [])
         return records
 
@@ -338,9 +386,12 @@ class S2Client:
 
     async def check_tail(self, stream: str) -> int:
         """The sequence number the next record will get."""
-        content = await self._request(
-            "GET", self._basin, self._records_path(stream) + "/tail", headers=self._read_headers
-        )
+        try:
+            content = await self._request(
+                "GET", self._basin, self._records_path(stream) + "/tail", headers=self._read_headers
+            )
+        except StreamNotFoundError as exc:
+            raise _explain_not_found(exc, self.config.basin, "create_stream_on_read") from None
         tail: int = orjson.loads(content)["tail"]["seq_num"]
         return tail
 
@@ -403,27 +454,50 @@ class S2Client:
                 next_seq_num = caught_up[-1]["seq_num"] + 1
                 yield caught_up
         failures = 0
+        failing_since: float | None = None  # first failure since records last came
+        loop = asyncio.get_running_loop()
         headers = self._session_headers
         url = self._basin.url + self._records_path(stream)
+
+        def retry_in(delay: float, error: BaseException) -> float:
+            """How long to wait before reopening, or raise once past the deadline."""
+            nonlocal failures, failing_since
+            failures += 1
+            now = loop.time()
+            if failing_since is None:
+                failing_since = now
+            if now + delay - failing_since >= self.config.retry_deadline:
+                if isinstance(error, S2Error):
+                    error.attempts = failures
+                    raise error
+                raise S2ConnectionError(
+                    f"read session on {stream!r} failed {failures} times in "
+                    f"{self.config.retry_deadline:g} s: {error!r}"
+                ) from None
+            self.retries += 1
+            return delay
+
         while True:
             try:
                 async with self._sessions_http.stream(
                     "GET", url, headers=headers, params={"seq_num": next_seq_num}
                 ) as response:
                     if response.status_code >= 400:
-                        error = _error_from_response(response.status_code, await response.aread())
-                        if not _is_transient(error) or failures >= RECONNECT_ATTEMPTS:
-                            raise error
-                        failures += 1
-                        await asyncio.sleep(
-                            _retry_after(response.headers.get("retry-after")) or _backoff(failures)
+                        error = _explain_not_found(
+                            _error_from_response(response.status_code, await response.aread()),
+                            self.config.basin,
+                            "create_stream_on_read",
                         )
+                        if not _is_transient(error):
+                            raise error
+                        delay = _retry_after(response.headers.get("retry-after"))
+                        await asyncio.sleep(retry_in(delay or _backoff(failures + 1), error))
                         continue
                     async for event, data in _sse_events(response):
                         if event == "batch":
                             records: list[SequencedRecord] = orjson.loads(data)["records"]
                             if records:
-                                failures = 0
+                                failures, failing_since = 0, None
                                 next_seq_num = records[-1]["seq_num"] + 1
                                 yield records
                         elif event == "error":
@@ -431,13 +505,9 @@ class S2Client:
                         # "ping" heartbeats and the final "[DONE]" need no action:
                         # the loop reopens the session after the last record seen.
             except httpx.TransportError as exc:
-                failures += 1
-                if failures > RECONNECT_ATTEMPTS:
-                    raise S2ConnectionError(
-                        f"read session on {stream!r} failed {failures} times: {exc!r}"
-                    ) from None
+                delay = retry_in(_backoff(failures + 1), exc)
                 logger.debug("read session on %r dropped (%r); reopening", stream, exc)
-                await asyncio.sleep(_backoff(failures))
+                await asyncio.sleep(delay)
 
     async def create_basin(
         self, basin: str, *, create_stream_on_append: bool, create_stream_on_read: bool
