@@ -152,11 +152,9 @@ async def test_misconfigured_basin_is_one_error_naming_the_setting(
     async with make_context(s2lite, basin=basin) as ctx:
         # resumable_stream reads first (a create-on-read basin then makes the
         # stream), create_new_resumable_stream appends first.
+        call = ctx.create_new_resumable_stream if on_read else ctx.resumable_stream
         with pytest.raises(BasinMisconfiguredError, match=setting):
-            if on_read:
-                await ctx.create_new_resumable_stream(stream_id, lambda: from_list(["x"]))
-            else:
-                await ctx.resumable_stream(stream_id, lambda: from_list(["x"]))
+            await call(stream_id, lambda: from_list(["x"]))
 
 
 async def test_unreachable_endpoint_is_a_typed_error_without_token(
