@@ -262,6 +262,13 @@ class Accumulator:
         self.discard(slot)
         return frames
 
+    def reserve(self, slot: int, records: int) -> int:
+        """Reserves the next ``records`` sequence numbers; returns the first."""
+        stream = self._stream(slot)
+        first = stream.next_seq_num
+        stream.next_seq_num += records
+        return first
+
     def discard(self, slot: int) -> None:
         """Forgets a stream and whatever it had pending."""
         if self._streams.pop(slot, None) is not None:

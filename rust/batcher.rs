@@ -294,6 +294,16 @@ impl Accumulator {
         self.lingering.front().map(|&(deadline, _, _)| deadline)
     }
 
+    /// Reserves the next `records` sequence numbers of a stream for records
+    /// the caller frames itself (a fence); returns the first. Batches framed
+    /// later continue after them.
+    pub fn reserve(&mut self, slot: u64, records: u64) -> Result<u64, BatchError> {
+        let stream = self.stream(slot)?;
+        let first = stream.next_seq_num;
+        stream.next_seq_num += records;
+        Ok(first)
+    }
+
     /// Forgets a stream; its slot may be handed out again.
     pub fn close(&mut self, slot: u64) {
         if self.stream(slot).is_ok() {
@@ -328,6 +338,18 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn reserved_seq_nums_are_skipped_by_later_batches() {
+        let mut acc = Accumulator::new(limits(10, MAX_METERED_BYTES, 100));
+        let slot = acc.open("session-a", 1).unwrap();
+        assert_eq!(frame(&mut acc, slot, &["a", "b"])[0].2, 1);
+        assert_eq!(acc.reserve(slot, 1).unwrap(), 3);
+        let after = frame(&mut acc, slot, &["c"]);
+        assert_eq!(after[0].2, 4);
+        assert!(after[0].0.ends_with(",\"match_seq_num\":4}"));
+        assert!(acc.reserve(slot + 1, 1).is_err());
     }
 
     #[test]

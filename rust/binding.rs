@@ -224,6 +224,12 @@ impl Accumulator {
         Ok(frames)
     }
 
+    /// Reserves the next `records` sequence numbers of a stream for records
+    /// the caller frames itself (a heartbeat fence); returns the first.
+    fn reserve(&self, slot: u64, records: u64) -> PyResult<u64> {
+        self.lock().core.reserve(slot, records).map_err(to_py_error)
+    }
+
     /// Forgets a stream and whatever it had pending.
     fn discard(&self, slot: u64) {
         let mut inner = self.lock();

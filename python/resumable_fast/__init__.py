@@ -23,6 +23,7 @@ from resumable_fast.errors import (
     SeqNumMismatchError,
     StreamExistsError,
     StreamFailedError,
+    StreamIncompleteError,
     StreamNotFoundError,
 )
 from resumable_fast.streams import ResumableStream
@@ -49,6 +50,7 @@ __all__ = [
     "SeqNumMismatchError",
     "StreamExistsError",
     "StreamFailedError",
+    "StreamIncompleteError",
     "StreamNotFoundError",
     "StreamState",
     "create_resumable_stream_context",

@@ -66,6 +66,7 @@ from resumable_fast.errors import (
     S2ConnectionError,
     S2Error,
     StreamFailedError,
+    StreamIncompleteError,
 )
 from resumable_fast.streams import ResumableStream
 
@@ -316,7 +317,9 @@ def _json_string(text: str) -> bytes:
 
 
 def _failed_event(error: BaseException) -> bytes:
-    if isinstance(error, (S2Error, S2ConnectionError)):
+    if isinstance(error, StreamIncompleteError):
+        message = "the stream is incomplete: its producer stopped without finishing"
+    elif isinstance(error, (S2Error, S2ConnectionError)):
         message = "the stream could not be read from storage"
     else:
         # StreamFailedError for readers; the producer's client gets the source's

@@ -19,7 +19,9 @@ import inspect
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterable, Awaitable, Callable
+import time
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable
+from contextlib import aclosing
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
@@ -48,9 +50,11 @@ from resumable_fast.streams import (
     END_FENCE_PREFIX,
     ERROR_FENCE_PREFIX,
     ChunkChannel,
+    GeneratorStream,
     ProducerStream,
     ResumableStream,
     ResumedStream,
+    skip_prefix,
 )
 
 __all__ = [
@@ -67,8 +71,15 @@ MAX_STREAM_ID_BYTES = 512
 # A producer's client that holds its stream without asking for a chunk for
 # this long no longer holds up the source: a background pump pulls it on.
 CLIENT_ABSENCE_SECONDS = 1.0
+# Readers give up on an unfinished stream after this much silence; producers
+# idle for a third of it append a heartbeat.
+DEFAULT_LIVENESS_TIMEOUT = 30.0
+HEARTBEATS_PER_TIMEOUT = 3
 SESSION_FENCE_PREFIX = "session-"
 DEFAULT_DRAIN_TIMEOUT = 30.0
+
+# Fence AppendInputs start so; data batches with '{"records":[{"body"'.
+_FENCE_INPUT = b'{"records":[{"headers"'
 
 MakeStream = Callable[[], AsyncIterable[str] | Awaitable[AsyncIterable[str]]]
 StreamState = Literal[True, "DONE"] | None
@@ -140,6 +151,7 @@ class _Producer:
         "_client_left_at",
         "_client_pull",
         "_interrupted",
+        "_last_append_at",
         "_loop",
         "_match_seq_num",
         "_pull_next",
@@ -157,6 +169,7 @@ class _Producer:
         "pump_task",
         "released",
         "slot",
+        "slot_open",
         "source",
         "source_finished",
         "stopped",
@@ -171,6 +184,7 @@ class _Producer:
         stream_id: str,
         token: str,
         source: AsyncIterable[str],
+        first_seq_num: int = 1,
     ) -> None:
         self.context = context
         self.stream_id = stream_id
@@ -180,10 +194,12 @@ class _Producer:
         self._loop = asyncio.get_running_loop()
         self.channel = ChunkChannel()
         self.pending: list[str] = []
-        self.slot = context._accumulator.open(token, 1, self.pending)
+        self.slot = context._accumulator.open(token, first_seq_num, self.pending)
+        self.slot_open = True
         self._batch_size = context.batching.batch_size
         self.frames: list[_core.Frame] = []
-        self._match_seq_num = 1
+        self._match_seq_num = first_seq_num
+        self._last_append_at = self._loop.time()
         self.closing_fence: str | None = None
         self.fence_landed = False
         self.released = False
@@ -355,6 +371,7 @@ class _Producer:
         it saw finish is finished for every reader too."""
         self.failure = failure
         self.enqueue(self.context._accumulator.close(self.slot))
+        self.slot_open = False  # the slot may now go to another stream
         prefix = END_FENCE_PREFIX if failure is None else ERROR_FENCE_PREFIX
         self.closing_fence = _new_token(prefix)
         self._start_writer()
@@ -393,11 +410,13 @@ class _Producer:
         frames = self.frames
         body, end_seq_num = frames[0]
         taken, size = 1, len(body)
-        while taken < len(frames):
+        while taken < len(frames) and not body.startswith(_FENCE_INPUT):
             next_body, next_end = frames[taken]
             # JSON is longer than the records' metered size, so this bound is safe.
-            if next_end - self._match_seq_num > _core.MAX_BATCH_RECORDS or (
-                size + len(next_body) > _core.MAX_METERED_BYTES
+            if (
+                next_end - self._match_seq_num > _core.MAX_BATCH_RECORDS
+                or size + len(next_body) > _core.MAX_METERED_BYTES
+                or next_body.startswith(_FENCE_INPUT)
             ):
                 break
             taken += 1
@@ -408,6 +427,26 @@ class _Producer:
         if taken == 1:
             return body, end_seq_num
         return _core.merge_append_inputs(parts), end_seq_num
+
+    def heartbeat_if_idle(self, now: float, interval: float) -> None:
+        """Append a heartbeat when nothing was appended for ``interval``
+        seconds while the source is still going (a model thinking): a fence
+        that sets the session's own token again, which readers skip, so they
+        can tell a slow producer from a dead one."""
+        if (
+            self.source_finished
+            or self.stopped
+            or not self.persisting
+            or self.pending
+            or self.frames
+            or self.writer_task is not None
+            or now - self._last_append_at < interval
+        ):
+            return
+        seq_num = self.context._accumulator.reserve(self.slot, 1)
+        self._last_append_at = now
+        self.frames.append((_core.fence_append_input(self.token, self.token, seq_num), seq_num + 1))
+        self._start_writer()
 
     def _start_writer(self) -> None:
         if self.writer_task is None or self.writer_task.done():
@@ -422,6 +461,7 @@ class _Producer:
                 body, end_seq_num = self._next_append()
                 await backend.append(self.stream_id, body, end_seq_num=end_seq_num)
                 self._match_seq_num = end_seq_num
+                self._last_append_at = self._loop.time()
             if self.closing_fence is not None and not self.stopped and not self.fence_landed:
                 await backend.append(
                     self.stream_id,
@@ -450,7 +490,9 @@ class _Producer:
         if not (self.stopped or not self.persisting or self.fence_landed):
             return
         self.released = True
-        self.context._accumulator.discard(self.slot)
+        if self.slot_open:
+            self.slot_open = False
+            self.context._accumulator.discard(self.slot)
         self.channel.close(self.failure)
         self.context._forget(self)
         if self._release_waiter is not None and not self._release_waiter.done():
@@ -466,6 +508,42 @@ class _Producer:
         tasks = {task for task in (self.writer_task, self.pump_task) if task is not None}
         if tasks:
             await asyncio.wait(tasks)
+
+
+async def _replay_then_follow(
+    batches: AsyncGenerator[list[SequencedRecord], None],
+    upto_seq_num: int,
+    producer: ResumableStream,
+    skip_characters: int,
+) -> AsyncGenerator[str, None]:
+    """The data stored before ``upto_seq_num``, then the producer's chunks,
+    the first ``skip_characters`` characters left out."""
+    to_skip = skip_characters
+    try:
+        async with aclosing(batches):
+            async for records in batches:
+                for record in records:
+                    if record["seq_num"] >= upto_seq_num:
+                        break
+                    body = record.get("body")
+                    if is_fence(record) or not body:
+                        continue
+                    if to_skip:
+                        body, to_skip = skip_prefix(body, to_skip)
+                        if not body:
+                            continue
+                    yield body
+                else:
+                    continue
+                break
+        async for chunk in producer:
+            if to_skip:
+                chunk, to_skip = skip_prefix(chunk, to_skip)
+                if not chunk:
+                    continue
+            yield chunk
+    finally:
+        await producer.aclose()
 
 
 async def _aclose_quietly(source: object) -> None:
@@ -492,7 +570,17 @@ class ResumableStreamContext:
         *,
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
         key_prefix: str = "",
+        liveness_timeout: float | None = DEFAULT_LIVENESS_TIMEOUT,
     ) -> None:
+        if liveness_timeout is not None and (
+            isinstance(liveness_timeout, bool)
+            or not isinstance(liveness_timeout, (int, float))
+            or not liveness_timeout > 0
+        ):
+            raise ConfigurationError(
+                f"liveness_timeout must be seconds > 0 or None, got {liveness_timeout!r}"
+            )
+        self.liveness_timeout = liveness_timeout
         if not isinstance(key_prefix, str) or len(key_prefix.encode("utf-8")) >= (
             MAX_STREAM_ID_BYTES
         ):
@@ -511,6 +599,7 @@ class ResumableStreamContext:
         self._tasks: set[asyncio.Task[None]] = set()
         self._linger_wake = asyncio.Event()
         self._linger_task: asyncio.Task[None] | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
         self._closed = False
 
     def __repr__(self) -> str:
@@ -545,6 +634,24 @@ class ResumableStreamContext:
     def _ensure_linger_task(self) -> None:
         if self._linger_task is None or self._linger_task.done():
             self._linger_task = self._spawn(self._linger_loop(), "resumable_fast linger")
+
+    def _ensure_heartbeat_task(self) -> None:
+        if self.liveness_timeout is None:
+            return
+        if self._heartbeat_task is None or self._heartbeat_task.done():
+            self._heartbeat_task = self._spawn(self._heartbeat_loop(), "resumable_fast heartbeat")
+
+    async def _heartbeat_loop(self) -> None:
+        """While producers run, each one idle for a third of the liveness
+        timeout appends a heartbeat; the loop ends when none is left."""
+        assert self.liveness_timeout is not None
+        interval = self.liveness_timeout / HEARTBEATS_PER_TIMEOUT
+        loop = asyncio.get_running_loop()
+        while self._producers:
+            await asyncio.sleep(interval / 2)
+            now = loop.time()
+            for producer in list(self._producers.values()):
+                producer.heartbeat_if_idle(now, interval)
 
     async def _linger_loop(self) -> None:
         accumulator = self._accumulator
@@ -581,13 +688,18 @@ class ResumableStreamContext:
         self._check_open()
         name = self._name(stream_id)
         skip = _validate_skip(skip_characters)
-        state = _state_of(await self._backend.last_record(name))
+        last = await self._backend.last_record(name)
+        state = _state_of(last)
         if state == "DONE":
             return None
         if state is None:
             token = await self._claim(name)
             if token is not None:
                 return await self._start_producer(stream_id, name, token, make_stream, skip)
+        elif last is not None and self._is_abandoned(last):
+            taken = await self._take_over(stream_id, name, last, make_stream, skip)
+            if taken is not None:
+                return taken
         return self._resumed(stream_id, name, skip)
 
     async def create_new_resumable_stream(
@@ -689,6 +801,50 @@ class ResumableStreamContext:
             )
         return name
 
+    def _is_abandoned(self, last: SequencedRecord) -> bool:
+        """Unfinished, and nothing appended for longer than the liveness
+        timeout (live producers heartbeat well within it), by S2's clock
+        against ours."""
+        timestamp = last.get("timestamp")
+        if self.liveness_timeout is None or timestamp is None:
+            return False
+        return time.time() * 1000 - timestamp > self.liveness_timeout * 1000
+
+    async def _take_over(
+        self,
+        stream_id: str,
+        name: str,
+        last: SequencedRecord,
+        make_stream: MakeStream,
+        skip_characters: int,
+    ) -> ResumableStream | None:
+        """Continue an abandoned stream with a new producer: a new session
+        fence at the tail (only if nothing was appended since ``last``)
+        fences the old producer out should it still be alive; the new
+        source's text follows what is there. The caller's stream replays the
+        stored text, then follows the new producer. None when another writer
+        got there first."""
+        token = _new_token(SESSION_FENCE_PREFIX)
+        takeover_seq_num = last["seq_num"] + 1
+        try:
+            await self._backend.append(
+                name, _core.fence_append_input(token, None, takeover_seq_num), new_fence=token
+            )
+        except (FencingTokenMismatchError, SeqNumMismatchError):
+            return None
+        logger.warning(
+            "stream %r: its producer went silent; a new producer takes it over", stream_id
+        )
+        producer = await self._start_producer(
+            stream_id, name, token, make_stream, 0, first_seq_num=takeover_seq_num + 1
+        )
+        return GeneratorStream(
+            stream_id,
+            _replay_then_follow(
+                self._backend.read_session(name, 0), takeover_seq_num, producer, skip_characters
+            ),
+        )
+
     async def _claim(self, name: str) -> str | None:
         """Append the session fence at seq 0; None if another producer got there first."""
         token = _new_token(SESSION_FENCE_PREFIX)
@@ -706,6 +862,7 @@ class ResumableStreamContext:
         token: str,
         make_stream: MakeStream,
         skip_characters: int,
+        first_seq_num: int = 1,
     ) -> ResumableStream:
         try:
             source = make_stream()
@@ -719,9 +876,10 @@ class ResumableStreamContext:
             await self._append_error_fence(name, token)
             raise
         self._ensure_linger_task()
-        producer = _Producer(self, name, token, source)
+        producer = _Producer(self, name, token, source, first_seq_num)
         self._producers[name] = producer
         self._by_slot[producer.slot] = producer
+        self._ensure_heartbeat_task()
         return ProducerStream(
             stream_id, producer.next_for_client, producer.client_detached, skip_characters
         )
@@ -743,7 +901,12 @@ class ResumableStreamContext:
             logger.error("stream %r: could not append error fence: %s", name, exc)
 
     def _resumed(self, stream_id: str, name: str, skip_characters: int) -> ResumedStream:
-        return ResumedStream(stream_id, self._backend.read_session(name, 0), skip_characters)
+        return ResumedStream(
+            stream_id,
+            self._backend.read_session(name, 0),
+            skip_characters,
+            self.liveness_timeout,
+        )
 
 
 def create_resumable_stream_context(
@@ -763,6 +926,7 @@ def create_resumable_stream_context(
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
     key_prefix: str = "",
     retry_deadline: float | None = None,
+    liveness_timeout: float | None = DEFAULT_LIVENESS_TIMEOUT,
 ) -> ResumableStreamContext:
     """Create a context. Explicit options win over environment variables.
 
@@ -773,7 +937,11 @@ def create_resumable_stream_context(
     ``key_prefix`` is put before every stream id in the backend, so tenants
     sharing a basin never see each other's streams. ``retry_deadline``
     (seconds, default 60) bounds how long a request to S2 is retried through
-    transient faults before it fails with a typed error.
+    transient faults before it fails with a typed error. Readers end an
+    unfinished stream with :class:`StreamIncompleteError` after
+    ``liveness_timeout`` seconds without a record (None: wait forever); live
+    producers append a heartbeat when idle for a third of it, and
+    ``resumable_stream`` takes over a stream silent for longer.
     """
     if backend not in ("auto", "embedded", "s2"):
         raise ConfigurationError(f"backend must be 'auto', 'embedded' or 's2', got {backend!r}")
@@ -805,7 +973,11 @@ def create_resumable_stream_context(
         chosen = EmbeddedBackend(store)
     _log_backend_once(chosen.description)
     return ResumableStreamContext(
-        chosen, batching, drain_timeout=drain_timeout, key_prefix=key_prefix
+        chosen,
+        batching,
+        drain_timeout=drain_timeout,
+        key_prefix=key_prefix,
+        liveness_timeout=liveness_timeout,
     )
 
 

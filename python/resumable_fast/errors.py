@@ -20,6 +20,7 @@ __all__ = [
     "SeqNumMismatchError",
     "StreamExistsError",
     "StreamFailedError",
+    "StreamIncompleteError",
     "StreamNotFoundError",
 ]
 
@@ -55,6 +56,20 @@ class StreamFailedError(ResumableStreamError):
         super().__init__(f"stream {stream_id!r} ended with an error ({fence})")
         self.stream_id = stream_id
         self.fence = fence
+
+
+class StreamIncompleteError(ResumableStreamError):
+    """No record arrived for ``liveness_timeout`` seconds while the stream was
+    unfinished: its producer is gone (its process died) or S2 is unreachable.
+    A later ``resumable_stream`` call may take the stream over."""
+
+    def __init__(self, stream_id: str, silence_seconds: float) -> None:
+        super().__init__(
+            f"stream {stream_id!r} is incomplete: nothing new for {silence_seconds:g} s "
+            "and no end; its producer is gone"
+        )
+        self.stream_id = stream_id
+        self.silence_seconds = silence_seconds
 
 
 class S2Error(ResumableStreamError):

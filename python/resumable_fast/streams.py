@@ -6,10 +6,18 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
-from resumable_fast.errors import StreamFailedError
+from resumable_fast.errors import StreamFailedError, StreamIncompleteError
 from resumable_fast.s2 import SequencedRecord, is_fence
+from resumable_fast.transport import timeout_after
 
-__all__ = ["ChunkChannel", "ProducerStream", "ResumableStream", "ResumedStream"]
+__all__ = [
+    "ChunkChannel",
+    "GeneratorStream",
+    "ProducerStream",
+    "ResumableStream",
+    "ResumedStream",
+    "skip_prefix",
+]
 
 END_FENCE_PREFIX = "end-"
 ERROR_FENCE_PREFIX = "error-"
@@ -154,15 +162,32 @@ class ProducerStream(ResumableStream):
 
 
 async def chunks_from_records(
-    stream_id: str, batches: AsyncGenerator[list[SequencedRecord], None], skip_characters: int = 0
+    stream_id: str,
+    batches: AsyncGenerator[list[SequencedRecord], None],
+    skip_characters: int = 0,
+    liveness_timeout: float | None = None,
 ) -> AsyncGenerator[str, None]:
     """Data record bodies in order, until an ``end-`` fence; an ``error-`` fence raises.
 
-    The first ``skip_characters`` characters of the text are left out.
+    The first ``skip_characters`` characters of the text are left out. With
+    ``liveness_timeout``, a wait of that many seconds for the next record of an
+    unfinished stream raises :class:`StreamIncompleteError` (live producers
+    append a heartbeat fence well within it).
     """
     to_skip = skip_characters
+    next_batch = batches.__anext__
     try:
-        async for records in batches:
+        while True:
+            try:
+                if liveness_timeout is None:
+                    records = await next_batch()
+                else:
+                    async with timeout_after(liveness_timeout):
+                        records = await next_batch()
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise StreamIncompleteError(stream_id, liveness_timeout or 0.0) from None
             for record in records:
                 body = record.get("body")
                 if is_fence(record):
@@ -170,7 +195,7 @@ async def chunks_from_records(
                         return
                     if body and body.startswith(ERROR_FENCE_PREFIX):
                         raise StreamFailedError(stream_id, body)
-                    continue
+                    continue  # the session fence, heartbeats, a takeover
                 if not body:
                     continue
                 if to_skip:
@@ -190,10 +215,11 @@ class ResumedStream(ResumableStream):
         stream_id: str,
         batches: AsyncGenerator[list[SequencedRecord], None],
         skip_characters: int = 0,
+        liveness_timeout: float | None = None,
     ) -> None:
         self.stream_id = stream_id
         self._chunks: AsyncGenerator[str, None] = chunks_from_records(
-            stream_id, batches, skip_characters
+            stream_id, batches, skip_characters, liveness_timeout
         )
 
     async def __anext__(self) -> str:
@@ -204,3 +230,21 @@ class ResumedStream(ResumableStream):
 
     def __repr__(self) -> str:
         return f"ResumedStream({self.stream_id!r})"
+
+
+class GeneratorStream(ResumableStream):
+    """A stream whose chunks come from an async generator (a taken-over
+    stream: the stored text, then its new producer)."""
+
+    def __init__(self, stream_id: str, chunks: AsyncGenerator[str, None]) -> None:
+        self.stream_id = stream_id
+        self._chunks = chunks
+
+    async def __anext__(self) -> str:
+        return await self._chunks.__anext__()
+
+    async def aclose(self) -> None:
+        await self._chunks.aclose()
+
+    def __repr__(self) -> str:
+        return f"GeneratorStream({self.stream_id!r})"

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import httpx
 
-__all__ = ["Origin", "PooledHTTP11Transport", "UnaryResponse"]
+__all__ = ["Origin", "PooledHTTP11Transport", "UnaryResponse", "timeout_after"]
 
 Origin = tuple[str, str, int]
 """``(scheme, host, port)``."""
@@ -37,7 +37,7 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 _MAX_HEAD_BYTES = 64 * 1024
 
 
-def _timeout(seconds: float | None) -> AbstractAsyncContextManager[Any]:
+def timeout_after(seconds: float | None) -> AbstractAsyncContextManager[Any]:
     if seconds is None:
         return nullcontext()
     if sys.version_info >= (3, 11):
@@ -93,18 +93,18 @@ async def _read_chunked(
     reader: asyncio.StreamReader, read_timeout: float | None
 ) -> AsyncIterator[bytes]:
     while True:
-        async with _timeout(read_timeout):
+        async with timeout_after(read_timeout):
             size_line = await reader.readuntil(b"\r\n")
         try:
             size = int(size_line.split(b";", 1)[0].strip(), 16)
         except ValueError:
             raise httpx.RemoteProtocolError(f"bad chunk size line {size_line[:40]!r}") from None
         if size == 0:
-            async with _timeout(read_timeout):
+            async with timeout_after(read_timeout):
                 while (await reader.readuntil(b"\r\n")) != b"\r\n":
                     pass  # trailers, ignored
             return
-        async with _timeout(read_timeout):
+        async with timeout_after(read_timeout):
             data = await reader.readexactly(size + 2)
         yield data[:-2]
 
@@ -165,7 +165,7 @@ class _ResponseBody(httpx.AsyncByteStream):
             elif self._length is not None:
                 remaining = self._length
                 while remaining:
-                    async with _timeout(self._read_timeout):
+                    async with timeout_after(self._read_timeout):
                         data = await reader.read(min(remaining, 256 * 1024))
                     if not data:
                         raise httpx.RemoteProtocolError(
@@ -175,7 +175,7 @@ class _ResponseBody(httpx.AsyncByteStream):
                     yield data
             else:
                 while True:
-                    async with _timeout(self._read_timeout):
+                    async with timeout_after(self._read_timeout):
                         data = await reader.read(256 * 1024)
                     if not data:
                         break
@@ -230,7 +230,7 @@ class PooledHTTP11Transport(httpx.AsyncBaseTransport):
     async def _connect(self, origin: Origin, timeout: float | None) -> _Connection:
         scheme, host, port = origin
         try:
-            async with _timeout(timeout):
+            async with timeout_after(timeout):
                 reader, writer = await asyncio.open_connection(
                     host,
                     port,
@@ -309,7 +309,7 @@ class PooledHTTP11Transport(httpx.AsyncBaseTransport):
         if self._closed:
             raise RuntimeError("the transport is closed")
         try:
-            async with _timeout(timeout), self._unary_slots:
+            async with timeout_after(timeout), self._unary_slots:
                 return await self._unary(origin, payload, idempotent)
         except TimeoutError:
             raise httpx.ReadTimeout(f"no answer within {timeout} s") from None
@@ -391,7 +391,7 @@ class PooledHTTP11Transport(httpx.AsyncBaseTransport):
         writer = connection.writer
         try:
             writer.write(payload)
-            async with _timeout(timeouts.get("write")):
+            async with timeout_after(timeouts.get("write")):
                 await writer.drain()
         except TimeoutError:
             connection.close()
@@ -399,7 +399,7 @@ class PooledHTTP11Transport(httpx.AsyncBaseTransport):
         except OSError as exc:
             raise _StaleConnection from exc
         try:
-            async with _timeout(read_timeout):
+            async with timeout_after(read_timeout):
                 head = await connection.reader.readuntil(b"\r\n\r\n")
         except TimeoutError:
             connection.close()
@@ -435,7 +435,7 @@ class PooledHTTP11Transport(httpx.AsyncBaseTransport):
             # Small bodies are read now, so the connection is free again as
             # soon as the caller has the response.
             try:
-                async with _timeout(read_timeout):
+                async with timeout_after(read_timeout):
                     prefetched = await connection.reader.readexactly(length)
             except TimeoutError:
                 connection.close()
