@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from resumable_fast import ResumableStreamContext
+from resumable_fast import ResumableStreamContext, StreamFailedError
 from resumable_fast.cli import main
 from resumable_fast.demo.app import (
     MAX_PROMPT_CHARS,
@@ -26,7 +26,8 @@ from resumable_fast.demo.app import (
 )
 from resumable_fast.demo.llm import full_reply, reply_tokens, simulated_reply
 
-from conftest import ContextFactory, S2Lite, free_port
+from conftest import ContextFactory, S2Lite, free_port, make_context
+from support import read_until_error
 
 FAST = 2000.0  # tokens per second: a reply in well under a second
 SLOW = 25.0  # a reply takes over ten seconds: time to stop it
@@ -442,6 +443,61 @@ def test_cli_serves_the_demo_and_stops_on_sigint(s2lite: S2Lite, backend: str) -
     assert process.returncode == 0, output
     assert f"serving at {url}/ (backend: {described}" in output
     assert TOKEN not in output
+
+
+def test_sigterm_mid_reply_keeps_what_was_accepted(s2lite: S2Lite) -> None:
+    """SIGTERM stops the demo; its context closes, flushing every token the
+    reply had produced, and the stream ends (an error fence when the reply
+    could not finish within the drain timeout), so no reader hangs."""
+    port = free_port()
+    env = {name: value for name, value in os.environ.items() if not name.startswith("S2_")}
+    env.update(s2lite.env())
+    process = subprocess.Popen(
+        [sys.executable, "-m", "resumable_fast", "demo", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    prompt = "sigterm mid reply"
+    seen = ""
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            try:
+                httpx.get(f"{url}/api/info", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the demo did not start within 20 s"
+                time.sleep(0.1)
+        chat = httpx.post(f"{url}/api/chat", json={"prompt": prompt}, timeout=10)
+        stream_id = chat.json()["stream_id"]
+        with httpx.stream("GET", f"{url}/api/chat/{stream_id}/events", timeout=10) as events:
+            for line in events.iter_lines():
+                if line.startswith("data: "):
+                    seen += json.loads(line[len("data: ") :])
+                if len(seen) >= 200:
+                    break
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, output
+
+    async def persisted() -> tuple[str, object, object]:
+        async with make_context(s2lite) as ctx:
+            chunks, error = await read_until_error(await ctx.resume_stream(stream_id))
+            return "".join(chunks), error, await ctx.has_existing_stream(stream_id)
+
+    text, error, state = asyncio.run(persisted())
+    assert state == "DONE"
+    assert text.startswith(seen)
+    assert full_reply(prompt).startswith(text)
+    assert error is None or isinstance(error, StreamFailedError)
 
 
 def test_cli_reports_bad_configuration() -> None:

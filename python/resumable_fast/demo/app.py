@@ -20,7 +20,6 @@ import contextlib
 import json
 import logging
 import re
-import secrets
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from resumable_fast.asgi import resume_sse
-from resumable_fast.context import ResumableStreamContext
+from resumable_fast.context import ResumableStreamContext, new_stream_id
 from resumable_fast.demo.llm import DEFAULT_TOKENS_PER_SECOND, simulated_reply
 from resumable_fast.errors import ResumableStreamError
 
@@ -54,7 +53,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAX_PROMPT_CHARS = 4000
 MAX_BODY_BYTES = 64 * 1024
 STREAM_ID_PREFIX = "demo-"
-# The ids this app hands out: the prefix and secrets.token_urlsafe(16). The
+# The ids this app hands out: the prefix and resumable_fast.new_stream_id(). The
 # event and stop routes accept nothing else, so the page cannot be used to read
 # or stop other streams in the same basin.
 STREAM_ID = re.compile(r"demo-[A-Za-z0-9_-]{22}")
@@ -70,8 +69,8 @@ SECURITY_HEADERS = {
 }
 
 
-def new_stream_id() -> str:
-    return STREAM_ID_PREFIX + secrets.token_urlsafe(16)
+def new_chat_stream_id() -> str:
+    return STREAM_ID_PREFIX + new_stream_id()
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -228,7 +227,7 @@ def create_app(
         if isinstance(checked, str):
             return _error(400, checked)
         prompt, chat_id = checked
-        stream_id = new_stream_id()
+        stream_id = new_chat_stream_id()
 
         def make_stream() -> AsyncIterator[str]:
             return simulated_reply(prompt, tokens_per_second=tokens_per_second)
