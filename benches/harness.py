@@ -220,21 +220,50 @@ def run_peer(
     before = process_cpu_seconds(s2lite_pid)
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=1800, check=False)
     s2lite_cpu = process_cpu_seconds(s2lite_pid) - before
+    failure: str | None = None
+    result: dict[str, Any] = {}
     if done.returncode != 0:
+        failure = f"exit status {done.returncode}: {_last_error_line(done.stderr)}"
+    else:
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        if not result.get("verified"):
+            failure = "streams did not verify (a text differed)"
+    if failure is not None:
         sys.stderr.write(done.stderr[-4000:])
-        raise SystemExit(f"peer {peer.name} failed on '{scenario.name}' ({done.returncode})")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    if not result.get("verified"):
-        raise SystemExit(f"peer {peer.name} did not verify its streams on '{scenario.name}'")
+        if peer.name == OURS:
+            raise SystemExit(f"{OURS} failed on '{scenario.name}': {failure}")
+        # Another peer failing under a load is a finding: it goes in the report.
+        print(f"  {peer.name} FAILED on '{scenario.name}': {failure}", file=sys.stderr)
+        return {"failed": failure}
     result["s2lite_cpu_s"] = s2lite_cpu if peer.needs == "s2" else None
     return result
+
+
+def _last_error_line(stderr: str) -> str:
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    return lines[-1][:200] if lines else "no output"
 
 
 def summarize(values: Sequence[float]) -> tuple[float, float, float]:
     return statistics.median(values), min(values), max(values)
 
 
+METRICS = (
+    "tokens/s",
+    "CPU s per 1M tokens",
+    "s2-lite CPU s per 1M tokens",
+    "latency p50 µs",
+    "latency p99 µs",
+    "requests per 1k tokens",
+    "resume first chunk p50 ms",
+    "resume full p50 ms",
+    "RSS KiB per in-flight stream",
+)
+
+
 def metrics(result: dict[str, Any]) -> dict[str, float | None]:
+    if "failed" in result:
+        return dict.fromkeys(METRICS)
     tokens = result["tokens"]
     requests = result.get("requests")
     latency = result.get("latency_us") or {}
@@ -307,6 +336,13 @@ def main() -> None:
     report = render(plan, peers, results, runs, options, f"{stamp}.png", core)
     (options.out / f"{stamp}.md").write_text(report)
     print(report)
+    never_ran = [
+        peer.name
+        for peer in peers
+        if all("failed" in r for scenario in plan for r in results[(scenario.name, peer.name)])
+    ]
+    if never_ran:
+        raise SystemExit(f"peers that failed every run: {', '.join(never_ran)}")
 
 
 def run_core_benchmark(quick: bool) -> str:
@@ -468,7 +504,7 @@ def render(
             f"rate {scenario.rate or 'unpaced'}{', held halfway' if scenario.hold else ''})",
             "",
         ]
-        names = list(metrics(results[(scenario.name, peers[0].name)][0]))
+        names = list(METRICS)
         ours = results.get((scenario.name, OURS))
         ours_value: float | None
         if scenario.hold:
@@ -483,7 +519,9 @@ def render(
         for peer in peers:
             peer_results = results[(scenario.name, peer.name)]
             rows = [metrics(r) for r in peer_results]
-            version = peer_results[0].get("versions", {})
+            succeeded = [r for r in peer_results if "failed" not in r]
+            version = succeeded[0].get("versions", {}) if succeeded else {}
+            failures = [r["failed"] for r in peer_results if "failed" in r]
             cells = []
             for name in names:
                 values = [value for row in rows if (value := row[name]) is not None]
@@ -509,6 +547,11 @@ def render(
                     else "—"
                 )
             label = peer.name + (f" <sub>{json.dumps(version)}</sub>" if version else "")
+            if failures:
+                label += (
+                    f" **failed in {len(failures)} of {len(peer_results)} runs**: "
+                    f"{failures[0].replace('|', '/')}"
+                )
             lines.append(f"| {label} | " + " | ".join(cells) + f" | {ratio} |")
         lines.append("")
     lines += [

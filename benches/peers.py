@@ -318,7 +318,7 @@ class SdkPeer(Peer):
     once; its stream ends once the end fence has landed, as with the library."""
 
     def __init__(self, options: Options, *, batched: bool) -> None:
-        from s2_sdk import S2, Batching, Endpoints
+        from s2_sdk import S2, Batching, Endpoints, Timeout
 
         super().__init__(
             {name: _version(name) for name in ("s2-sdk", "h2", "protobuf", "zstandard")}
@@ -335,7 +335,14 @@ class SdkPeer(Peer):
         basin = os.environ.get("S2_BASIN")
         if not basin:
             raise RuntimeError("S2_BASIN is not set")
-        self.s2: S2 = S2(os.environ.get("S2_ACCESS_TOKEN", ""), endpoints=endpoints)
+        # The library's request timeout (30 s) rather than the SDK's 5 s: with
+        # thousands of streams on two cores an ack can take longer, and the
+        # SDK's retry of an append that landed then fails its match_seq_num.
+        self.s2: S2 = S2(
+            os.environ.get("S2_ACCESS_TOKEN", ""),
+            endpoints=endpoints,
+            timeout=Timeout(request=timedelta(seconds=30), connection=timedelta(seconds=10)),
+        )
         self.basin: S2Basin = self.s2.basin(basin)
         self.batched = batched
         self.batching: Batching = Batching(
