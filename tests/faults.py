@@ -112,8 +112,13 @@ class FaultInjectingProxy(_Proxy):
         share: float = 0.15,
         burst: int = 3,
         retry_after: float = 0.02,
+        required_token: str | None = None,
     ) -> None:
         super().__init__(upstream_port)
+        # With a token, requests carrying another get 403, as from s2.dev.
+        self._required_authorization = (
+            None if required_token is None else b"bearer " + required_token.encode()
+        )
         self._random = random.Random(seed)
         self._share = share
         self._burst = burst
@@ -128,6 +133,13 @@ class FaultInjectingProxy(_Proxy):
         self._burst_left -= 1
         return self._random.choice(INJECTED_STATUSES)
 
+    def _authorized(self, head: bytes) -> bool:
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"authorization":
+                return value.strip().lower() == self._required_authorization
+        return False
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         try:
@@ -138,6 +150,14 @@ class FaultInjectingProxy(_Proxy):
                     return
                 body = await _read_message_body(reader, head)
                 self.stats.requests += 1
+                if self._required_authorization is not None and not self._authorized(head):
+                    payload = b'{"code":"permission_denied","message":"invalid access token"}'
+                    writer.write(
+                        b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload)
+                    )
+                    await writer.drain()
+                    continue
                 status = self._inject()
                 if status is not None:
                     self.stats.injected += 1

@@ -6,6 +6,7 @@ must come out exact."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +14,11 @@ from typing import Any
 
 import pytest
 
-from resumable_fast import ResumableStreamContext, create_resumable_stream_context
+from resumable_fast import (
+    ResumableStreamContext,
+    S2AuthError,
+    create_resumable_stream_context,
+)
 from resumable_fast.s2 import S2Client
 
 from conftest import S2Lite, start_s2lite, stop_s2lite
@@ -22,9 +27,9 @@ from support import read_text
 
 
 def context_via(endpoint: str, basin: str, **options: Any) -> ResumableStreamContext:
+    options.setdefault("access_token", "test-token-not-checked")
     return create_resumable_stream_context(
         basin=basin,
-        access_token="test-token-not-checked",
         account_endpoint=endpoint,
         basin_endpoint=endpoint,
         linger_ms=5,
@@ -121,13 +126,22 @@ async def test_s2lite_stopped_mid_reply_and_restarted(tmp_path: Path) -> None:
         async with context_via(server.endpoint, server.basin) as ctx:
             stream_id = f"restart-{random.getrandbits(32):08x}"
             producer = await ctx.resumable_stream(stream_id, lambda: paced(chunks, 0.01))
+            assert producer is not None
             live = await ctx.resume_stream(stream_id)
-            produced = asyncio.ensure_future(read_text(producer, timeout=90))
+            got: list[str] = []
+
+            async def client() -> str:
+                async for chunk in producer:
+                    got.append(chunk)
+                return "".join(got)
+
+            produced = asyncio.ensure_future(asyncio.wait_for(client(), 90))
             followed = asyncio.ensure_future(read_text(live, timeout=90))
             await asyncio.sleep(0.5)  # mid-reply
             stop_s2lite(server)
-            await asyncio.sleep(1.0)  # S2 is away; the producer's client keeps going
-            assert not produced.done()
+            before = len(got)
+            await asyncio.sleep(1.0)  # S2 is away ...
+            assert len(got) >= before + 30  # ... and the producer's client keeps going
             server = start_s2lite(tmp_path, port=port, local_root=root)
             expected = "".join(chunks)
             assert await produced == expected
@@ -175,3 +189,28 @@ async def test_s2_away_past_the_deadline_is_a_logged_typed_failure(
         assert await direct.has_existing_stream(stream_id) is True  # never finished
         reader = await direct.resume_stream(stream_id)
         assert await read_text(reader, 20, timeout=10) == "".join(first)
+
+
+async def test_wrong_token_is_a_typed_auth_error_with_the_token_redacted(
+    s2lite: S2Lite, caplog: pytest.LogCaptureFixture, stream_id: str
+) -> None:
+    """s2-lite takes any token, so a proxy in front of it checks one, answering
+    403 like s2.dev for any other."""
+    caplog.set_level(logging.DEBUG)
+    upstream_port = int(s2lite.endpoint.rsplit(":", 1)[1])
+    proxy = FaultInjectingProxy(upstream_port, seed=0, share=0.0, required_token="right-token")
+    await proxy.start()
+    wrong = "wrong-token-do-not-print"
+    try:
+        async with context_via(proxy.endpoint, s2lite.basin, access_token=wrong) as ctx:
+            with pytest.raises(S2AuthError) as error:
+                await ctx.resumable_stream(stream_id, lambda: paced(["x"], 0))
+            assert error.value.status == 403
+        async with context_via(proxy.endpoint, s2lite.basin, access_token="right-token") as ctx:
+            stream = await ctx.resumable_stream(stream_id, lambda: paced(["ok"], 0))
+            assert await read_text(stream) == "ok"
+    finally:
+        await proxy.aclose()
+    assert wrong not in str(error.value)
+    assert wrong not in repr(error.value)
+    assert wrong not in caplog.text
