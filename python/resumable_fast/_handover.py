@@ -50,7 +50,8 @@ class _Relay:
     def __init__(self, loop: asyncio.AbstractEventLoop, inner: asyncio.Future[Any]) -> None:
         self._loop = loop
         self._inner = inner
-        self._callbacks: list[tuple[_Callback, contextvars.Context | None]] = []
+        # Almost always exactly one: the awaiting task's wake-up.
+        self._callbacks: tuple[tuple[_Callback, contextvars.Context | None], ...] = ()
         self._detached = False
         self._asyncio_future_blocking = True
 
@@ -62,10 +63,10 @@ class _Relay:
     ) -> None:
         if not self._callbacks:
             self._inner.add_done_callback(self._forward)
-        self._callbacks.append((callback, context))
+        self._callbacks += ((callback, context),)
 
     def remove_done_callback(self, callback: _Callback) -> int:
-        kept = [entry for entry in self._callbacks if entry[0] != callback]
+        kept = tuple(entry for entry in self._callbacks if entry[0] != callback)
         removed = len(self._callbacks) - len(kept)
         self._callbacks = kept
         return removed

@@ -880,9 +880,7 @@ class ResumableStreamContext:
         self._producers[name] = producer
         self._by_slot[producer.slot] = producer
         self._ensure_heartbeat_task()
-        return ProducerStream(
-            stream_id, producer.next_for_client, producer.client_detached, skip_characters
-        )
+        return ProducerStream(stream_id, producer, skip_characters)
 
     def _forget(self, producer: _Producer) -> None:
         if self._producers.get(producer.stream_id) is producer:

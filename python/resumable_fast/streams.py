@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
+from typing import Any, Protocol
 
 from resumable_fast.errors import StreamFailedError, StreamIncompleteError
 from resumable_fast.s2 import SequencedRecord, is_fence
@@ -28,6 +29,8 @@ class ResumableStream(AsyncIterator[str]):
 
     Both the producer's stream and resumed streams have this type.
     """
+
+    __slots__ = ()
 
     stream_id: str
 
@@ -127,35 +130,45 @@ def skip_prefix(chunk: str, to_skip: int) -> tuple[str, int]:
     return chunk[to_skip:], 0
 
 
+class ProducerSide(Protocol):
+    """What a producer offers its own client."""
+
+    def next_for_client(self) -> Coroutine[Any, Any, str]: ...
+
+    def client_detached(self) -> None: ...
+
+
 class ProducerStream(ResumableStream):
     """The producer's client side: chunks as the source yields them.
 
     Closing it only detaches this client; persistence runs on to the end.
     """
 
-    def __init__(
-        self,
-        stream_id: str,
-        next_chunk: Callable[[], Awaitable[str]],
-        detach: Callable[[], None],
-        skip_characters: int = 0,
-    ) -> None:
+    __slots__ = ("_producer", "_to_skip", "stream_id")
+
+    def __init__(self, stream_id: str, producer: ProducerSide, skip_characters: int = 0) -> None:
         self.stream_id = stream_id
-        self._next_chunk = next_chunk
-        self._detach = detach
+        self._producer = producer
         self._to_skip = skip_characters
 
-    async def __anext__(self) -> str:
-        chunk = await self._next_chunk()
+    def __anext__(self) -> Coroutine[Any, Any, str]:
+        # The producer's coroutine itself, without one of ours around it: an
+        # in-flight stream waits in one coroutine frame, not two.
+        if self._to_skip:
+            return self._skipping_next()
+        return self._producer.next_for_client()
+
+    async def _skipping_next(self) -> str:
+        chunk = await self._producer.next_for_client()
         while self._to_skip:
             chunk, self._to_skip = skip_prefix(chunk, self._to_skip)
             if chunk:
                 break
-            chunk = await self._next_chunk()
+            chunk = await self._producer.next_for_client()
         return chunk
 
     async def aclose(self) -> None:
-        self._detach()
+        self._producer.client_detached()
 
     def __repr__(self) -> str:
         return f"ProducerStream({self.stream_id!r})"
