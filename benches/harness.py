@@ -401,6 +401,26 @@ def plot(
     plt.close(figure)
 
 
+def _commit() -> str:
+    """The checked-out commit, marked when the tree has changes."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"`{head}`" + (" with local changes" if dirty else "")
+
+
 def scenario_of(plan: Sequence[Scenario], kind: str) -> Scenario | None:
     return next((scenario for scenario in plan if scenario.name.startswith(kind)), None)
 
@@ -485,7 +505,8 @@ def render(
         f"Command: `python benches/harness.py{' --quick' if options.quick else ''}`"
         f" (`make bench{'-quick' if options.quick else ''}`); "
         f"{runs} run(s) per cell, median (min to max); batch size {options.batch_size}, "
-        f"linger {options.linger_ms} ms; one machine ({os.cpu_count()} CPUs, "
+        f"linger {options.linger_ms} ms; code at commit {_commit()}; one machine "
+        f"({os.cpu_count()} CPUs, "
         f"{platform.platform()}), one s2-lite, loopback. "
         f"The last column of each table is {OURS}'s persisted tokens per CPU-second "
         "divided by the peer's (> 1: ours does the same work with less CPU); in the "
