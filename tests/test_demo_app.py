@@ -404,15 +404,9 @@ def test_cli_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     assert "must be > 0" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("backend", ["s2", "embedded"])
-def test_cli_serves_the_demo_and_stops_on_sigint(s2lite: S2Lite, backend: str) -> None:
+def start_demo_process(env: dict[str, str]) -> tuple[subprocess.Popen[str], str, httpx.Response]:
+    """``resumable-fast demo`` on a free port; returns it, its URL and its /api/info."""
     port = free_port()
-    env = {name: value for name, value in os.environ.items() if not name.startswith("S2_")}
-    if backend == "s2":
-        env.update(s2lite.env())
-        described = f"s2 (basin {s2lite.basin}"
-    else:
-        described = "embedded"
     process = subprocess.Popen(
         [sys.executable, "-m", "resumable_fast", "demo", "--port", str(port)],
         env=env,
@@ -420,27 +414,51 @@ def test_cli_serves_the_demo_and_stops_on_sigint(s2lite: S2Lite, backend: str) -
         stderr=subprocess.STDOUT,
         text=True,
     )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        if process.poll() is not None:
+            output = process.stdout.read() if process.stdout else ""
+            raise AssertionError(f"the demo exited: {output}")
+        try:
+            return process, url, httpx.get(f"{url}/api/info", timeout=2)
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                process.kill()
+                raise AssertionError("the demo did not start within 20 s") from None
+            time.sleep(0.1)
+
+
+def stop_demo_process(process: subprocess.Popen[str], signum: int) -> str:
+    """Signal the demo and wait for it; its output. Killed if it hangs."""
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            assert process.poll() is None, process.stdout.read() if process.stdout else ""
-            try:
-                info = httpx.get(f"{url}/api/info", timeout=2)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "the demo did not start within 20 s"
-                time.sleep(0.1)
-        assert info.json()["backend"].startswith(described)
-        chat = httpx.post(f"{url}/api/chat", json={"prompt": "cli"}, timeout=10)
-        assert chat.status_code == 201
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         output, _ = process.communicate(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
     assert process.returncode == 0, output
+    return output
+
+
+def demo_env(s2lite: S2Lite | None) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("S2_")}
+    if s2lite is not None:
+        env.update(s2lite.env())
+    return env
+
+
+@pytest.mark.parametrize("backend", ["s2", "embedded"])
+def test_cli_serves_the_demo_and_stops_on_sigint(s2lite: S2Lite, backend: str) -> None:
+    described = f"s2 (basin {s2lite.basin}" if backend == "s2" else "embedded"
+    process, url, info = start_demo_process(demo_env(s2lite if backend == "s2" else None))
+    try:
+        assert info.json()["backend"].startswith(described)
+        chat = httpx.post(f"{url}/api/chat", json={"prompt": "cli"}, timeout=10)
+        assert chat.status_code == 201
+    finally:
+        output = stop_demo_process(process, signal.SIGINT)
     assert f"serving at {url}/ (backend: {described}" in output
     assert TOKEN not in output
 
@@ -449,29 +467,10 @@ def test_sigterm_mid_reply_keeps_what_was_accepted(s2lite: S2Lite) -> None:
     """SIGTERM stops the demo; its context closes, flushing every token the
     reply had produced, and the stream ends (an error fence when the reply
     could not finish within the drain timeout), so no reader hangs."""
-    port = free_port()
-    env = {name: value for name, value in os.environ.items() if not name.startswith("S2_")}
-    env.update(s2lite.env())
-    process = subprocess.Popen(
-        [sys.executable, "-m", "resumable_fast", "demo", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
     prompt = "sigterm mid reply"
     seen = ""
+    process, url, _ = start_demo_process(demo_env(s2lite))
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            assert process.poll() is None, process.stdout.read() if process.stdout else ""
-            try:
-                httpx.get(f"{url}/api/info", timeout=2)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "the demo did not start within 20 s"
-                time.sleep(0.1)
         chat = httpx.post(f"{url}/api/chat", json={"prompt": prompt}, timeout=10)
         stream_id = chat.json()["stream_id"]
         with httpx.stream("GET", f"{url}/api/chat/{stream_id}/events", timeout=10) as events:
@@ -480,13 +479,8 @@ def test_sigterm_mid_reply_keeps_what_was_accepted(s2lite: S2Lite) -> None:
                     seen += json.loads(line[len("data: ") :])
                 if len(seen) >= 200:
                     break
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=30)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.returncode == 0, output
+        stop_demo_process(process, signal.SIGTERM)
 
     async def persisted() -> tuple[str, object, object]:
         async with make_context(s2lite) as ctx:

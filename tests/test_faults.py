@@ -63,6 +63,29 @@ async def produce_and_resume(
     return produced, followed, replayed
 
 
+async def many_through(
+    endpoint: str, basin: str, label: str, streams: int, tokens: int, delay: float
+) -> int:
+    """``streams`` concurrent replies produced, followed live and replayed
+    through ``endpoint``; every text must be exact. Returns the retries."""
+    async with context_via(endpoint, basin) as ctx:
+        ids = {f"faults-{label}-{i}-{random.getrandbits(32):08x}": i for i in range(streams)}
+        results = await asyncio.gather(
+            *(
+                produce_and_resume(ctx, stream_id, reply(i, tokens), delay)
+                for stream_id, i in ids.items()
+            )
+        )
+        assert isinstance(ctx._backend, S2Client)
+        retries = ctx._backend.retries
+    for (produced, followed, replayed), index in zip(results, ids.values(), strict=True):
+        expected = "".join(reply(index, tokens))
+        assert produced == expected
+        assert followed == expected
+        assert replayed == expected
+    return retries
+
+
 async def test_bursts_of_500_503_429_are_retried_and_nothing_is_lost_or_doubled(
     s2lite: S2Lite,
 ) -> None:
@@ -70,21 +93,7 @@ async def test_bursts_of_500_503_429_are_retried_and_nothing_is_lost_or_doubled(
     proxy = FaultInjectingProxy(upstream_port, seed=6, share=0.12, burst=3)
     await proxy.start()
     try:
-        async with context_via(proxy.endpoint, s2lite.basin) as ctx:
-            streams = {f"faults-5xx-{i}-{random.getrandbits(32):08x}": i for i in range(12)}
-            results = await asyncio.gather(
-                *(
-                    produce_and_resume(ctx, stream_id, reply(i, 60), 0.002)
-                    for stream_id, i in streams.items()
-                )
-            )
-            assert isinstance(ctx._backend, S2Client)
-            retries = ctx._backend.retries
-        for (produced, followed, replayed), index in zip(results, streams.values(), strict=True):
-            expected = "".join(reply(index, 60))
-            assert produced == expected
-            assert followed == expected
-            assert replayed == expected
+        retries = await many_through(proxy.endpoint, s2lite.basin, "5xx", 12, 60, 0.002)
     finally:
         await proxy.aclose()
     assert set(proxy.stats.injected_by_status) == {500, 503, 429}
@@ -99,19 +108,7 @@ async def test_connections_cut_at_random_lose_and_double_nothing(s2lite: S2Lite)
     proxy = CuttingProxy(upstream_port, seed=40, share=0.3)
     await proxy.start()
     try:
-        async with context_via(proxy.endpoint, s2lite.basin) as ctx:
-            streams = {f"faults-cut-{i}-{random.getrandbits(32):08x}": i for i in range(40)}
-            results = await asyncio.gather(
-                *(
-                    produce_and_resume(ctx, stream_id, reply(i, 40), 0.003)
-                    for stream_id, i in streams.items()
-                )
-            )
-        for (produced, followed, replayed), index in zip(results, streams.values(), strict=True):
-            expected = "".join(reply(index, 40))
-            assert produced == expected
-            assert followed == expected
-            assert replayed == expected
+        await many_through(proxy.endpoint, s2lite.basin, "cut", 40, 40, 0.003)
     finally:
         await proxy.aclose()
     assert proxy.stats.cut >= 10

@@ -54,7 +54,8 @@ from resumable_fast.streams import (
     ProducerStream,
     ResumableStream,
     ResumedStream,
-    skip_prefix,
+    chunks_from_records,
+    skip_text,
 )
 
 __all__ = [
@@ -510,40 +511,32 @@ class _Producer:
             await asyncio.wait(tasks)
 
 
-async def _replay_then_follow(
+async def _stored_then_new(
+    stream_id: str,
     batches: AsyncGenerator[list[SequencedRecord], None],
     upto_seq_num: int,
     producer: ResumableStream,
-    skip_characters: int,
 ) -> AsyncGenerator[str, None]:
-    """The data stored before ``upto_seq_num``, then the producer's chunks,
-    the first ``skip_characters`` characters left out."""
-    to_skip = skip_characters
+    """The text stored before ``upto_seq_num``, then the producer's chunks."""
     try:
-        async with aclosing(batches):
-            async for records in batches:
-                for record in records:
-                    if record["seq_num"] >= upto_seq_num:
-                        break
-                    body = record.get("body")
-                    if is_fence(record) or not body:
-                        continue
-                    if to_skip:
-                        body, to_skip = skip_prefix(body, to_skip)
-                        if not body:
-                            continue
-                    yield body
-                else:
-                    continue
-                break
+        async for chunk in chunks_from_records(stream_id, _records_before(batches, upto_seq_num)):
+            yield chunk
         async for chunk in producer:
-            if to_skip:
-                chunk, to_skip = skip_prefix(chunk, to_skip)
-                if not chunk:
-                    continue
             yield chunk
     finally:
         await producer.aclose()
+
+
+async def _records_before(
+    batches: AsyncGenerator[list[SequencedRecord], None], upto_seq_num: int
+) -> AsyncGenerator[list[SequencedRecord], None]:
+    async with aclosing(batches):
+        async for records in batches:
+            kept = [record for record in records if record["seq_num"] < upto_seq_num]
+            if kept:
+                yield kept
+            if len(kept) < len(records):
+                return
 
 
 async def _aclose_quietly(source: object) -> None:
@@ -838,12 +831,10 @@ class ResumableStreamContext:
         producer = await self._start_producer(
             stream_id, name, token, make_stream, 0, first_seq_num=takeover_seq_num + 1
         )
-        return GeneratorStream(
-            stream_id,
-            _replay_then_follow(
-                self._backend.read_session(name, 0), takeover_seq_num, producer, skip_characters
-            ),
+        stored_then_new = _stored_then_new(
+            stream_id, self._backend.read_session(name, 0), takeover_seq_num, producer
         )
+        return GeneratorStream(stream_id, skip_text(stored_then_new, skip_characters))
 
     async def _claim(self, name: str) -> str | None:
         """Append the session fence at seq 0; None if another producer got there first."""

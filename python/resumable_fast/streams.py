@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
+from contextlib import aclosing
 from typing import Any, Protocol
 
 from resumable_fast.errors import StreamFailedError, StreamIncompleteError
@@ -17,7 +18,9 @@ __all__ = [
     "ProducerStream",
     "ResumableStream",
     "ResumedStream",
+    "chunks_from_records",
     "skip_prefix",
+    "skip_text",
 ]
 
 END_FENCE_PREFIX = "end-"
@@ -128,6 +131,17 @@ def skip_prefix(chunk: str, to_skip: int) -> tuple[str, int]:
     if len(chunk) <= to_skip:
         return "", to_skip - len(chunk)
     return chunk[to_skip:], 0
+
+
+async def skip_text(chunks: AsyncGenerator[str, None], to_skip: int) -> AsyncGenerator[str, None]:
+    """The chunks, with the first ``to_skip`` characters of their text left out."""
+    async with aclosing(chunks):
+        async for chunk in chunks:
+            if to_skip:
+                chunk, to_skip = skip_prefix(chunk, to_skip)
+                if not chunk:
+                    continue
+            yield chunk
 
 
 class ProducerSide(Protocol):
