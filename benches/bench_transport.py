@@ -54,11 +54,9 @@ async def measure(
             basin=server.basin, account_endpoint=server.endpoint, basin_endpoint=server.endpoint
         )
     )
-    if make_http is not None and client._unary is not None:
+    if make_http is not None:
         await client._unary.aclose()
-        client._unary = None
-        await client._http.aclose()
-        client._http = make_http()
+        client._unary = make_http()
     try:
         stream = f"bench-{uuid.uuid4().hex}"
         await client.append(stream, fence_append_input("session-b", "", 0))

@@ -13,7 +13,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from resumable_fast import ResumableStreamContext, create_resumable_stream_context
+from resumable_fast.demo.app import DemoServer, create_app, start_server
 
 TEST_BASIN = "resumable-fast-test"
 DEFAULT_S2LITE_BIN = Path.home() / ".cache/resumable_fast/s2-lite-0.42.7/bin/server"
@@ -152,3 +153,28 @@ async def ctx(new_context: ContextFactory) -> AsyncIterator[ResumableStreamConte
 def stream_id() -> str:
     """A fresh stream name per test, so tests never see each other's streams."""
     return f"test-{uuid.uuid4().hex}"
+
+
+ServeDemo = Callable[..., Awaitable[DemoServer]]
+
+
+@pytest.fixture
+async def serve(ctx: ResumableStreamContext) -> AsyncIterator[ServeDemo]:
+    """Starts the demo app on the test's context, on loopback (a free port by
+    default): ``await serve(tokens_per_second, port=0)``."""
+    servers: list[DemoServer] = []
+
+    async def start(tokens_per_second: float, port: int = 0) -> DemoServer:
+        app = create_app(
+            ctx,
+            backend_name=ctx.backend_description,
+            tokens_per_second=tokens_per_second,
+            heartbeat_interval=0.5,
+        )
+        server = await start_server(app, host="127.0.0.1", port=port, graceful_timeout=1)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.stop()

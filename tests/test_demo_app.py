@@ -26,36 +26,13 @@ from resumable_fast.demo.app import (
 )
 from resumable_fast.demo.llm import full_reply, reply_tokens, simulated_reply
 
-from conftest import ContextFactory, S2Lite, free_port, make_context
+from conftest import ContextFactory, S2Lite, ServeDemo, free_port, make_context
 from support import read_until_error
 
 FAST = 2000.0  # tokens per second: a reply in well under a second
 SLOW = 25.0  # a reply takes over ten seconds: time to stop it
 TOKEN = "test-token-not-checked"
 HTTP_TIMEOUT = httpx.Timeout(20.0)
-
-Serve = Callable[[float], Awaitable[DemoServer]]
-
-
-@pytest.fixture
-async def serve(ctx: ResumableStreamContext) -> AsyncIterator[Serve]:
-    """Starts the demo app on the test's context, on a free loopback port."""
-    servers: list[DemoServer] = []
-
-    async def start(tokens_per_second: float) -> DemoServer:
-        app = create_app(
-            ctx,
-            backend_name=ctx.backend_description,
-            tokens_per_second=tokens_per_second,
-            heartbeat_interval=0.5,
-        )
-        server = await start_server(app, host="127.0.0.1", port=0, graceful_timeout=1)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        await server.stop()
 
 
 @pytest.fixture
@@ -167,7 +144,9 @@ async def test_simulated_reply_keeps_its_pace() -> None:
 # -- the app ----------------------------------------------------------------------
 
 
-async def test_chat_events_carry_the_whole_reply(serve: Serve, client: httpx.AsyncClient) -> None:
+async def test_chat_events_carry_the_whole_reply(
+    serve: ServeDemo, client: httpx.AsyncClient
+) -> None:
     server = await serve(FAST)
     prompt = "Tell me about “resumable” streams — with Unicode ✓"
     stream_id = await start_chat(client, server, prompt)
@@ -194,7 +173,7 @@ async def test_chat_events_carry_the_whole_reply(serve: Serve, client: httpx.Asy
 
 
 async def test_readers_joining_mid_reply_see_the_same_text(
-    serve: Serve, client: httpx.AsyncClient
+    serve: ServeDemo, client: httpx.AsyncClient
 ) -> None:
     server = await serve(150.0)
     prompt = "two readers"
@@ -214,7 +193,7 @@ async def test_readers_joining_mid_reply_see_the_same_text(
 
 
 async def test_producer_runs_without_readers(
-    serve: Serve, client: httpx.AsyncClient, ctx: ResumableStreamContext
+    serve: ServeDemo, client: httpx.AsyncClient, ctx: ResumableStreamContext
 ) -> None:
     server = await serve(FAST)
     prompt = "nobody is listening"
@@ -227,7 +206,7 @@ async def test_producer_runs_without_readers(
     assert log.text == full_reply(prompt)
 
 
-async def test_stop_ends_every_reader(serve: Serve, client: httpx.AsyncClient) -> None:
+async def test_stop_ends_every_reader(serve: ServeDemo, client: httpx.AsyncClient) -> None:
     server = await serve(SLOW)
     prompt = "please stop me"
     stream_id = await start_chat(client, server, prompt)
@@ -267,7 +246,7 @@ async def test_stop_ends_every_reader(serve: Serve, client: httpx.AsyncClient) -
 
 
 async def test_heartbeats_while_the_model_is_silent(
-    serve: Serve, client: httpx.AsyncClient
+    serve: ServeDemo, client: httpx.AsyncClient
 ) -> None:
     server = await serve(1.5)  # a token every ~0.7 s, heartbeats every 0.5 s
     stream_id = await start_chat(client, server, "slow")
@@ -297,7 +276,7 @@ async def test_heartbeats_while_the_model_is_silent(
     ],
 )
 async def test_invalid_chat_requests_are_400(
-    serve: Serve, client: httpx.AsyncClient, body: object, message: str
+    serve: ServeDemo, client: httpx.AsyncClient, body: object, message: str
 ) -> None:
     server = await serve(FAST)
     response = await client.post(f"{server.url}/api/chat", json=body)
@@ -305,7 +284,7 @@ async def test_invalid_chat_requests_are_400(
     assert message in response.json()["error"]
 
 
-async def test_malformed_chat_requests(serve: Serve, client: httpx.AsyncClient) -> None:
+async def test_malformed_chat_requests(serve: ServeDemo, client: httpx.AsyncClient) -> None:
     server = await serve(FAST)
     url = f"{server.url}/api/chat"
     json_headers = {"content-type": "application/json"}
@@ -332,7 +311,7 @@ async def test_malformed_chat_requests(serve: Serve, client: httpx.AsyncClient) 
 
 
 async def test_unknown_and_foreign_streams_are_404(
-    serve: Serve, client: httpx.AsyncClient, ctx: ResumableStreamContext
+    serve: ServeDemo, client: httpx.AsyncClient, ctx: ResumableStreamContext
 ) -> None:
     server = await serve(FAST)
     unknown = "demo-" + "A" * 22
@@ -355,7 +334,7 @@ async def test_unknown_and_foreign_streams_are_404(
 
 
 async def test_info_names_the_backend_without_the_token(
-    serve: Serve, client: httpx.AsyncClient, s2lite: S2Lite, backend_name: str
+    serve: ServeDemo, client: httpx.AsyncClient, s2lite: S2Lite, backend_name: str
 ) -> None:
     server = await serve(FAST)
     response = await client.get(f"{server.url}/api/info")
@@ -369,7 +348,7 @@ async def test_info_names_the_backend_without_the_token(
     assert info["tokens_per_second"] == FAST
 
 
-async def test_page_and_static_files(serve: Serve, client: httpx.AsyncClient) -> None:
+async def test_page_and_static_files(serve: ServeDemo, client: httpx.AsyncClient) -> None:
     server = await serve(FAST)
     page = await client.get(f"{server.url}/")
     assert page.status_code == 200

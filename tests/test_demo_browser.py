@@ -5,15 +5,15 @@ shows exactly the reply, and Stop ends every page."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
-from resumable_fast import ResumableStreamContext
-from resumable_fast.demo.app import DemoServer, create_app, start_server
 from resumable_fast.demo.llm import full_reply
+
+from conftest import ServeDemo
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -29,26 +29,6 @@ CHROMIUM_ARGS = [
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 STEP_MS = 20_000  # any single wait in the page
 REPLY_MS = 60_000  # a whole reply, at the slowest pace used here
-
-Serve = Callable[..., Awaitable[DemoServer]]
-
-
-@pytest.fixture
-async def serve(ctx: ResumableStreamContext) -> AsyncIterator[Serve]:
-    """Starts the demo app on the test's context, on loopback (a free port by default)."""
-    servers: list[DemoServer] = []
-
-    async def start(tokens_per_second: float, port: int = 0) -> DemoServer:
-        app = create_app(
-            ctx, backend_name=ctx.backend_description, tokens_per_second=tokens_per_second
-        )
-        server = await start_server(app, host="127.0.0.1", port=port, graceful_timeout=1)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        await server.stop()
 
 
 @pytest.fixture
@@ -119,7 +99,7 @@ async def send(page: Page, prompt: str) -> None:
 
 
 async def test_reload_and_second_tab_show_the_exact_reply(
-    serve: Serve, browser: Browser, backend_name: str
+    serve: ServeDemo, browser: Browser, backend_name: str
 ) -> None:
     server = await serve(60.0)  # a reply takes ~8 s
     prompt = "Why do resumable streams matter for chat apps?"
@@ -187,7 +167,7 @@ async def test_reload_and_second_tab_show_the_exact_reply(
     assert errors.messages == []
 
 
-async def test_stop_ends_both_pages(serve: Serve, browser: Browser) -> None:
+async def test_stop_ends_both_pages(serve: ServeDemo, browser: Browser) -> None:
     server = await serve(30.0)
     prompt = "Please write a very long essay."
     expected = full_reply(prompt)
@@ -223,7 +203,7 @@ async def test_stop_ends_both_pages(serve: Serve, browser: Browser) -> None:
     assert errors.messages == []
 
 
-async def test_page_reconnects_after_a_server_restart(serve: Serve, browser: Browser) -> None:
+async def test_page_reconnects_after_a_server_restart(serve: ServeDemo, browser: Browser) -> None:
     """The server goes away mid-reply and comes back (another replica on the same
     address): the page's EventSource reconnects with Last-Event-ID and the reply
     ends exactly, with nothing repeated or lost."""

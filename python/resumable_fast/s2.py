@@ -143,6 +143,11 @@ class _Endpoint:
     host: str
 
     @property
+    def display(self) -> str:
+        """``scheme://host[:port]``, for messages."""
+        return f"{self.origin[0]}://{self.host}"
+
+    @property
     def cleartext_remote(self) -> bool:
         """Plain HTTP to a host that is not this machine."""
         if self.origin[0] != "http":
@@ -218,8 +223,11 @@ class S2Client:
         # request and response models (see resumable_fast.transport); with
         # http2 they go through httpx. Read sessions hold their connection for
         # as long as they follow a stream, so they get a pool of their own.
-        self._unary = None if config.http2 else PooledHTTP11Transport()
-        self._http = _make_http_client(config, httpx.Timeout(config.request_timeout))
+        self._unary: PooledHTTP11Transport | httpx.AsyncClient = (
+            _make_http_client(config, httpx.Timeout(config.request_timeout))
+            if config.http2
+            else PooledHTTP11Transport()
+        )
         self._sessions_http = _make_http_client(
             config, httpx.Timeout(config.request_timeout, read=READ_SESSION_IDLE_TIMEOUT)
         )
@@ -228,9 +236,7 @@ class S2Client:
         return f"S2Client({self.config!r})"
 
     async def aclose(self) -> None:
-        if self._unary is not None:
-            await self._unary.aclose()
-        await self._http.aclose()
+        await self._unary.aclose()
         await self._sessions_http.aclose()
 
     @staticmethod
@@ -246,8 +252,8 @@ class S2Client:
         content: bytes | None,
     ) -> tuple[int, bytes, float | None]:
         """One attempt: status, body and Retry-After (seconds)."""
-        if self._unary is None:
-            response = await self._http.request(
+        if isinstance(self._unary, httpx.AsyncClient):
+            response = await self._unary.request(
                 method, endpoint.url + path, headers=headers.mapping, content=content
             )
             return (
@@ -286,7 +292,6 @@ class S2Client:
         with a 412 instead of landing twice (see :meth:`append`).
         """
         attempt = 0
-        where = f"{endpoint.origin[0]}://{endpoint.host}"
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + self.config.retry_deadline
         while True:
@@ -299,10 +304,10 @@ class S2Client:
                 delay = _backoff(attempt)
                 if loop.time() + delay >= give_up_at:
                     raise S2ConnectionError(
-                        f"S2 unreachable at {where} after {attempt} attempts "
+                        f"S2 unreachable at {endpoint.display} after {attempt} attempts "
                         f"({self.config.retry_deadline:g} s): {exc!r}"
                     ) from None
-                logger.debug("%s %s: %r; retrying in %.3fs", method, where, exc, delay)
+                logger.debug("%s %s: %r; retrying in %.3fs", method, endpoint.display, exc, delay)
             else:
                 if status < 400:
                     return body
@@ -312,7 +317,7 @@ class S2Client:
                     if attempt > 1:
                         error.attempts = attempt
                     raise error
-                logger.debug("%s %s: %s; retrying in %.3fs", method, where, error, delay)
+                logger.debug("%s %s: %s; retrying in %.3fs", method, endpoint.display, error, delay)
             self.retries += 1
             await asyncio.sleep(delay)
 
