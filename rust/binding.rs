@@ -6,6 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
 
@@ -109,7 +110,20 @@ impl Accumulator {
             .iter()
             .map(chunk_text)
             .collect::<PyResult<Vec<Cow<'_, str>>>>()?;
-        list.del_slice(0, count)?;
+        // SAFETY: `list` is a live list and the GIL is held; deleting a
+        // slice of it does not borrow anything `texts` borrows from, since
+        // each `str` is held by `chunks` too.
+        if unsafe {
+            ffi::PyList_SetSlice(
+                list.as_ptr(),
+                0,
+                count as ffi::Py_ssize_t,
+                std::ptr::null_mut(),
+            )
+        } < 0
+        {
+            return Err(PyErr::fetch(py));
+        }
         let frame = || {
             let mut inner = self.lock();
             let mut buffer = std::mem::take(&mut inner.buffer);

@@ -22,8 +22,8 @@ pub fn data_record_size(body: &str) -> usize {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// For each byte: 0 when it is copied as is, else the letter of its short
-/// escape (`\n`, `\"`, ...), or `u` for `\u00XX`.
+/// For each byte that [`needs_escape`]: the letter of its short escape
+/// (`\n`, `\"`, ...), or `u` for `\u00XX`.
 static ESCAPE: [u8; 256] = {
     let mut table = [0u8; 256];
     let mut byte = 0;
@@ -41,38 +41,73 @@ static ESCAPE: [u8; 256] = {
     table
 };
 
+/// Bytes checked together, in vector registers, for one that needs escaping.
+const SCAN_BLOCK: usize = 16;
+
+/// `"`, `\` and the control characters below U+0020. Written with `|` rather
+/// than `||` so that a block of bytes is checked at once.
+fn needs_escape(byte: u8) -> bool {
+    (byte < 0x20) | (byte == b'"') | (byte == b'\\')
+}
+
 /// Appends `text` to `out` as a JSON string literal, quotes included.
 ///
 /// Only `"`, `\` and control characters below U+0020 need escaping; every
 /// other character, including U+2028/U+2029 and astral planes, is copied as
-/// UTF-8, one run of clean bytes at a time.
+/// UTF-8, one run of clean bytes at a time. Model output rarely needs an
+/// escape, so runs are found a block of bytes at a time.
 pub fn write_json_string(out: &mut Vec<u8>, text: &str) {
     let bytes = text.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
-    let mut start = 0;
-    for (index, &byte) in bytes.iter().enumerate() {
-        let escape = ESCAPE[usize::from(byte)];
-        if escape == 0 {
-            continue;
-        }
-        out.extend_from_slice(&bytes[start..index]);
-        if escape == b'u' {
-            out.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[usize::from(byte >> 4)],
-                HEX[usize::from(byte & 0x0f)],
-            ]);
-        } else {
-            out.extend_from_slice(&[b'\\', escape]);
-        }
-        start = index + 1;
+    if !bytes
+        .iter()
+        .fold(false, |any, &byte| any | needs_escape(byte))
+    {
+        // The common case, checked in one pass: nothing to escape.
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
     }
-    out.extend_from_slice(&bytes[start..]);
+    let mut copied = 0;
+    let mut at = 0;
+    while at < bytes.len() {
+        let block = bytes
+            .get(at..at + SCAN_BLOCK)
+            .and_then(|block| <&[u8; SCAN_BLOCK]>::try_from(block).ok());
+        if let Some(block) = block {
+            if !block
+                .iter()
+                .fold(false, |any, &byte| any | needs_escape(byte))
+            {
+                at += SCAN_BLOCK;
+                continue;
+            }
+        }
+        let byte = bytes[at];
+        if needs_escape(byte) {
+            out.extend_from_slice(&bytes[copied..at]);
+            write_escape(out, byte);
+            copied = at + 1;
+        }
+        at += 1;
+    }
+    out.extend_from_slice(&bytes[copied..]);
     out.push(b'"');
+}
+
+fn write_escape(out: &mut Vec<u8>, byte: u8) {
+    match ESCAPE[usize::from(byte)] {
+        b'u' => out.extend_from_slice(&[
+            b'\\',
+            b'u',
+            b'0',
+            b'0',
+            HEX[usize::from(byte >> 4)],
+            HEX[usize::from(byte & 0x0f)],
+        ]),
+        escape => out.extend_from_slice(&[b'\\', escape]),
+    }
 }
 
 /// Appends the decimal digits of `value`.
@@ -236,6 +271,29 @@ mod tests {
         assert_eq!(json("\n\r\t\u{8}\u{c}"), "\"\\n\\r\\t\\b\\f\"");
         assert_eq!(json("\u{0}\u{1f}"), "\"\\u0000\\u001f\"");
         assert_eq!(json("\u{7f}é😀\u{2028}"), "\"\u{7f}é😀\u{2028}\"");
+    }
+
+    #[test]
+    fn escapes_wherever_they_fall_against_scan_blocks() {
+        for length in [1, 15, 16, 17, 33, 70] {
+            for at in 0..length {
+                for special in ['"', '\\', '\n', '\u{1}', '\u{1f}'] {
+                    let mut text: String = "é-abcdefghij😀".chars().cycle().take(length).collect();
+                    text.replace_range(
+                        text.char_indices()
+                            .nth(at)
+                            .map(|(i, c)| i..i + c.len_utf8())
+                            .unwrap(),
+                        &special.to_string(),
+                    );
+                    assert_eq!(
+                        json(&text),
+                        serde_json::to_string(&text).unwrap(),
+                        "{text:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
