@@ -213,6 +213,29 @@ def producer_path(
 Scenario = Callable[[Factory, Workload, Sequence[str]], tuple[int, list[Frame]]]
 
 
+def empty_chunks(
+    factory: Factory, workload: Workload, chunks: Sequence[str]
+) -> tuple[int, list[Frame]]:
+    """Call floor: (A) with every chunk an empty ``str``. Each drain still
+    takes the call, the pending list and reading each chunk, but has nothing
+    to frame or return."""
+    return core_frame(factory, workload, [""] * len(chunks))
+
+
+def utf8_encoding(
+    factory: Factory, workload: Workload, chunks: Sequence[str]
+) -> tuple[int, list[Frame]]:
+    """Encoding floor: CPython's UTF-8 encoding of every non-ASCII chunk, which
+    is what reading its text through the stable ABI costs (an ASCII ``str``
+    hands out its bytes as they are)."""
+    encode = str.encode
+    non_ascii = [chunk for chunk in chunks if not chunk.isascii()]
+    begin = time.perf_counter_ns()
+    for chunk in non_ascii:
+        encode(chunk)
+    return time.perf_counter_ns() - begin, []
+
+
 def timed(scenario: Scenario, factory: Factory, workload: Workload) -> float:
     """Seconds one run takes, on fresh chunk objects, with the cyclic GC paused."""
     chunks = workload.fresh_chunks()
@@ -298,14 +321,12 @@ HEADER = (
 )
 
 
-def measure(
-    scenario: Scenario,
-    workload: Workload,
-    contenders: Sequence[tuple[str, Factory]],
-    repeat: int,
-) -> list[Result]:
+Contender = tuple[str, Factory, Scenario]
+
+
+def measure(workload: Workload, contenders: Sequence[Contender], repeat: int) -> list[Result]:
     """Times every contender ``repeat`` times, interleaved, alternating the order."""
-    for _, factory in contenders:  # warm-up, not counted
+    for _, factory, scenario in contenders:  # warm-up, not counted
         timed(scenario, factory, workload)
     seconds: list[list[float]] = [[] for _ in contenders]
     for repetition in range(repeat):
@@ -313,10 +334,11 @@ def measure(
         if repetition % 2:
             order.reverse()
         for index in order:
-            seconds[index].append(timed(scenario, contenders[index][1], workload))
+            _, factory, scenario = contenders[index]
+            seconds[index].append(timed(scenario, factory, workload))
     return [
         Result(workload, label, times)
-        for (label, _), times in zip(contenders, seconds, strict=True)
+        for (label, _, _), times in zip(contenders, seconds, strict=True)
     ]
 
 
@@ -333,6 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     native: tuple[str, Factory] = ("rust core (_core)", _core.Accumulator)
     python: tuple[str, Factory] = ("pure python", pure_python_core.Accumulator)
     floor: tuple[str, Factory] = ("floor: no-op drain", NoOpAccumulator)
+    call_floor: Contender = ("floor: drain of empty str", _core.Accumulator, empty_chunks)
+    encoding_floor: Contender = ("floor: UTF-8 of non-ASCII", _core.Accumulator, utf8_encoding)
 
     print("resumable_fast core microbenchmark (batch-at-a-time Accumulator)")
     print(
@@ -353,20 +377,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("(A) core: accumulate+frame")
     print(HEADER)
     speedups: dict[str, float] = {}
+    ceilings: dict[str, float] = {}
     for workload in workloads:
-        rust, pure = measure(core_frame, workload, [native, python], repeat)
-        print(rust.row())
-        print(pure.row())
+        rust, pure, calls, encoding = measure(
+            workload,
+            [(*native, core_frame), (*python, core_frame), call_floor, encoding_floor],
+            repeat,
+        )
+        for result in (rust, pure, calls, encoding):
+            print(result.row())
         speedups[workload.name] = pure.median / rust.median
+        ceilings[workload.name] = pure.median / (calls.median + encoding.median)
     print(
         f"    measures: drain() of pre-filled pending lists ({BATCH_SIZE} chunks each, filled "
         "outside the timer): empty the list, frame one AppendInput, return (bytes, seq)"
+    )
+    print(
+        "    floors: the same drains of empty str (the call, the list and reading each chunk, "
+        "nothing to frame), and CPython's UTF-8 encoding of the non-ASCII chunks (what "
+        "reading their text through the stable ABI costs); no core behind drain() can "
+        "take less than their sum"
     )
     for name, ratio in speedups.items():
         verdict = "MET" if ratio >= TARGET_RATIO else "NOT MET"
         print(
             f"    ratio rust/pure-python [{name}]: {ratio:.1f}x (pure-python median time / rust "
-            f"median time) -> {TARGET_RATIO:g}x target {verdict}"
+            f"median time) -> {TARGET_RATIO:g}x target {verdict}; ceiling pure-python / "
+            f"(floors) = {ceilings[name]:.1f}x"
         )
 
     print()
@@ -374,7 +411,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(HEADER)
     path_ratios: dict[str, tuple[float, float, float, float]] = {}
     for workload in workloads:
-        rust, pure, noop = measure(producer_path, workload, [native, python, floor], repeat)
+        rust, pure, noop = measure(
+            workload,
+            [(*contender, producer_path) for contender in (native, python, floor)],
+            repeat,
+        )
         for result in (rust, pure, noop):
             print(result.row())
         rust_ns, pure_ns, floor_ns = (r.ns_per_token(r.median) for r in (rust, pure, noop))

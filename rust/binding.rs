@@ -106,10 +106,10 @@ impl Accumulator {
                 })?,
             );
         }
-        let texts = chunks
-            .iter()
-            .map(chunk_text)
-            .collect::<PyResult<Vec<Cow<'_, str>>>>()?;
+        let mut texts: Vec<Cow<'_, str>> = Vec::with_capacity(count);
+        for chunk in &chunks {
+            texts.push(chunk_text(chunk)?);
+        }
         // SAFETY: `list` is a live list and the GIL is held; deleting a
         // slice of it does not borrow anything `texts` borrows from, since
         // each `str` is held by `chunks` too.
