@@ -395,8 +395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         "    floors: the same drains of empty str (the call, the list and reading each chunk, "
         "nothing to frame), and CPython's UTF-8 encoding of the non-ASCII chunks (what "
-        "reading their text through the stable ABI costs); no core behind drain() can "
-        "take less than their sum"
+        "reading their text through the stable ABI costs): framing code behind this binding "
+        "cannot take less than their sum"
     )
     for name, ratio in speedups.items():
         verdict = "MET" if ratio >= TARGET_RATIO else "NOT MET"

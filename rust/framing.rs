@@ -75,22 +75,26 @@ pub fn write_json_string(out: &mut Vec<u8>, text: &str) {
         let block = bytes
             .get(at..at + SCAN_BLOCK)
             .and_then(|block| <&[u8; SCAN_BLOCK]>::try_from(block).ok());
-        if let Some(block) = block {
-            if !block
-                .iter()
-                .fold(false, |any, &byte| any | needs_escape(byte))
+        let rest: &[u8] = match block {
+            Some(block)
+                if !block
+                    .iter()
+                    .fold(false, |any, &byte| any | needs_escape(byte)) =>
             {
                 at += SCAN_BLOCK;
                 continue;
             }
-        }
-        let byte = bytes[at];
-        if needs_escape(byte) {
-            out.extend_from_slice(&bytes[copied..at]);
-            write_escape(out, byte);
-            copied = at + 1;
-        }
-        at += 1;
+            Some(block) => block,
+            None => &bytes[at..],
+        };
+        let Some(offset) = rest.iter().position(|&byte| needs_escape(byte)) else {
+            break;
+        };
+        let special = at + offset;
+        out.extend_from_slice(&bytes[copied..special]);
+        write_escape(out, bytes[special]);
+        copied = special + 1;
+        at = copied;
     }
     out.extend_from_slice(&bytes[copied..]);
     out.push(b'"');
