@@ -255,11 +255,11 @@ impl Accumulator {
                     records = 0;
                     metered = 0;
                 }
-                out.bytes.extend_from_slice(if records == 0 {
-                    APPEND_INPUT_OPEN
+                if records == 0 {
+                    out.bytes.extend_from_slice(APPEND_INPUT_OPEN);
                 } else {
-                    b","
-                });
+                    out.bytes.push(b',');
+                }
                 write_data_record(&mut out.bytes, piece);
                 records += 1;
                 metered += size;
