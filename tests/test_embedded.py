@@ -71,6 +71,13 @@ async def test_fencing_and_seq_num_checks_match_s2() -> None:
         orjson.dumps({"records": [{"body": "x" * (1024 * 1024)}]}),
         orjson.dumps({"records": [{"body": "x" * 600_000}, {"body": "y" * 600_000}]}),
         orjson.dumps({"records": [{"headers": [["", "fence"]], "body": "t" * 37}]}),
+        # Metered in UTF-8 bytes, not characters: 2 bytes each, 2 over the limit.
+        orjson.dumps({"records": [{"body": "é" * (512 * 1024 - 3)}]}),
+        orjson.dumps({"records": [{"body": "x"}, "not a record"]}),
+        orjson.dumps({"records": [{"body": 7}]}),
+        orjson.dumps({"records": [{"headers": "fence", "body": "x"}]}),
+        orjson.dumps({"records": [{"headers": [["", "fence", "extra"]], "body": "x"}]}),
+        orjson.dumps({"records": [{"headers": [[1, "fence"]], "body": "x"}]}),
     ],
 )
 async def test_limits_and_bad_input_are_refused_atomically(append_input: bytes) -> None:
@@ -78,6 +85,18 @@ async def test_limits_and_bad_input_are_refused_atomically(append_input: bytes) 
     with pytest.raises(S2Error):
         await backend.append("s", append_input)
     assert await backend.last_record("s") is None
+
+
+async def test_records_up_to_the_limit_are_accepted() -> None:
+    backend = fresh_backend()
+    largest_ascii = "x" * (1024 * 1024 - 8)
+    largest_two_byte = "é" * (512 * 1024 - 4)
+    await backend.append("s", orjson.dumps({"records": [{"body": largest_ascii}]}))
+    await backend.append("s", orjson.dumps({"records": [{"body": largest_two_byte}]}))
+    last = await backend.last_record("s")
+    assert last is not None
+    assert last["seq_num"] == 1
+    assert last["body"] == largest_two_byte
 
 
 async def test_read_session_follows_the_live_tail() -> None:

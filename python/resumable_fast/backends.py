@@ -29,7 +29,7 @@ import zlib
 from collections import deque
 from collections.abc import AsyncGenerator
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import ClassVar, Protocol
 
 import orjson
 
@@ -80,10 +80,23 @@ def _invalid(message: str) -> S2Error:
     return S2Error(422, "invalid", message)
 
 
-def _metered_size(record: dict[str, Any]) -> int:
-    headers = record.get("headers") or []
-    header_bytes = sum(2 + len(name.encode()) + len(value.encode()) for name, value in headers)
-    return 8 + header_bytes + len(record.get("body", "").encode())
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
+
+
+def _headers_size(headers: object) -> int:
+    """Metered bytes of a record's headers: 2 per header plus its name and value."""
+    if type(headers) is not list:
+        raise _invalid("headers must be a list of [name, value] pairs")
+    size = 0
+    for header in headers:
+        if type(header) is not list or len(header) != 2:
+            raise _invalid("headers must be a list of [name, value] pairs")
+        name, value = header
+        if type(name) is not str or type(value) is not str:
+            raise _invalid("header names and values must be strings")
+        size += 2 + _utf8_len(name) + _utf8_len(value)
+    return size
 
 
 class _Stream:
@@ -195,17 +208,21 @@ class EmbeddedStore:
             raise _invalid(f"a batch holds 1 to {MAX_BATCH_RECORDS} records")
         batch_bytes = 0
         for record in records_in:
-            if not isinstance(record, dict) or not isinstance(record.get("body", ""), str):
+            if type(record) is not dict:
                 raise _invalid("records must be objects with a string body")
-            size = _metered_size(record)
+            body = record.get("body", "")
+            if type(body) is not str:
+                raise _invalid("records must be objects with a string body")
+            body_bytes = len(body) if body.isascii() else len(body.encode())
+            size = 8 + body_bytes
+            headers = record.get("headers")
+            if headers:
+                size += _headers_size(headers)
+                if headers == [FENCE_HEADER] and body_bytes > MAX_FENCING_TOKEN_BYTES:
+                    raise _invalid("fencing token exceeds 36 bytes")
             if size > MAX_METERED_BYTES:
                 raise _invalid("a record exceeds 1 MiB metered")
             batch_bytes += size
-            headers = record.get("headers")
-            if headers == [FENCE_HEADER] and len(record.get("body", "").encode()) > (
-                MAX_FENCING_TOKEN_BYTES
-            ):
-                raise _invalid("fencing token exceeds 36 bytes")
         if batch_bytes > MAX_METERED_BYTES:
             raise _invalid("a batch exceeds 1 MiB metered")
         with self._lock:
@@ -219,13 +236,17 @@ class EmbeddedStore:
             if match is not None and match != tail:
                 raise SeqNumMismatchError(tail)
             now = int(time.time() * 1000)
-            records: list[SequencedRecord] = []
-            for offset, record in enumerate(records_in):
-                sequenced: SequencedRecord = {"seq_num": tail + offset, "timestamp": now}
-                if record.get("headers"):
-                    sequenced["headers"] = record["headers"]
-                sequenced["body"] = record.get("body", "")
-                records.append(sequenced)
+            records: list[SequencedRecord] = [
+                {"seq_num": seq_num, "timestamp": now, "body": record.get("body", "")}
+                if not record.get("headers")
+                else {
+                    "seq_num": seq_num,
+                    "timestamp": now,
+                    "headers": record["headers"],
+                    "body": record.get("body", ""),
+                }
+                for seq_num, record in enumerate(records_in, tail)
+            ]
             if stream.path is not None:
                 _write_batch(stream.path, records)
             stream.apply(records)
