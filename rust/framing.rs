@@ -50,6 +50,14 @@ fn needs_escape(byte: u8) -> bool {
     (byte < 0x20) | (byte == b'"') | (byte == b'\\')
 }
 
+/// Whether any byte of `block` [`needs_escape`], checked without branching
+/// per byte.
+fn any_needs_escape(block: &[u8; SCAN_BLOCK]) -> bool {
+    block
+        .iter()
+        .fold(false, |any, &byte| any | needs_escape(byte))
+}
+
 /// Appends `text` to `out` as a JSON string literal, quotes included.
 ///
 /// Only `"`, `\` and control characters below U+0020 need escaping; every
@@ -60,15 +68,6 @@ pub fn write_json_string(out: &mut Vec<u8>, text: &str) {
     let bytes = text.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
-    if !bytes
-        .iter()
-        .fold(false, |any, &byte| any | needs_escape(byte))
-    {
-        // The common case, checked in one pass: nothing to escape.
-        out.extend_from_slice(bytes);
-        out.push(b'"');
-        return;
-    }
     let mut copied = 0;
     let mut at = 0;
     while at < bytes.len() {
@@ -76,11 +75,7 @@ pub fn write_json_string(out: &mut Vec<u8>, text: &str) {
             .get(at..at + SCAN_BLOCK)
             .and_then(|block| <&[u8; SCAN_BLOCK]>::try_from(block).ok());
         let rest: &[u8] = match block {
-            Some(block)
-                if !block
-                    .iter()
-                    .fold(false, |any, &byte| any | needs_escape(byte)) =>
-            {
+            Some(block) if !any_needs_escape(block) => {
                 at += SCAN_BLOCK;
                 continue;
             }

@@ -213,7 +213,7 @@ class EmbeddedStore:
             body = record.get("body", "")
             if type(body) is not str:
                 raise _invalid("records must be objects with a string body")
-            body_bytes = len(body) if body.isascii() else len(body.encode())
+            body_bytes = _utf8_len(body)
             size = 8 + body_bytes
             headers = record.get("headers")
             if headers:
