@@ -1,8 +1,9 @@
 """A small async client for the parts of S2's REST API that resumable_fast uses.
 
 Unary calls (appends, reads, tail checks) are written straight onto pooled
-keep-alive HTTP/1.1 connections by :class:`~resumable_fast.transport.PooledHTTP11Transport`;
-read sessions (SSE) and the HTTP/2 option go through :class:`httpx.AsyncClient`.
+keep-alive HTTP/1.1 connections by :class:`~resumable_fast.unary.UnaryClient`;
+read sessions (SSE) and the HTTP/2 option go through :class:`httpx.AsyncClient`
+(over :class:`~resumable_fast.transport.PooledHTTP11Transport`).
 Every error S2 answers with becomes a typed exception from
 :mod:`resumable_fast.errors`; transport failures become
 :class:`~resumable_fast.errors.S2ConnectionError`. The access token is only
@@ -37,6 +38,7 @@ from resumable_fast.errors import (
     StreamNotFoundError,
 )
 from resumable_fast.transport import Origin, PooledHTTP11Transport
+from resumable_fast.unary import UnaryClient
 
 __all__ = ["FENCE_HEADER", "S2Client", "SequencedRecord", "is_fence"]
 
@@ -219,14 +221,14 @@ class S2Client:
         self._create_basin_headers = _Headers.build(
             self._account, {**headers, "Content-Type": "application/json"}
         )
-        # Unary calls go straight to the HTTP/1.1 transport, without httpx's
-        # request and response models (see resumable_fast.transport); with
+        # Unary calls go straight onto HTTP/1.1 connections, without httpx's
+        # request and response models (see resumable_fast.unary); with
         # http2 they go through httpx. Read sessions hold their connection for
         # as long as they follow a stream, so they get a pool of their own.
-        self._unary: PooledHTTP11Transport | httpx.AsyncClient = (
+        self._unary: UnaryClient | httpx.AsyncClient = (
             _make_http_client(config, httpx.Timeout(config.request_timeout))
             if config.http2
-            else PooledHTTP11Transport()
+            else UnaryClient()
         )
         self._sessions_http = _make_http_client(
             config, httpx.Timeout(config.request_timeout, read=READ_SESSION_IDLE_TIMEOUT)
@@ -273,7 +275,8 @@ class S2Client:
             idempotent=method == "GET",
             timeout=self.config.request_timeout,
         )
-        return answer.status, answer.content, _retry_after(answer.header(b"retry-after"))
+        retry_after = _retry_after(answer.header(b"retry-after")) if answer.status >= 400 else None
+        return answer.status, answer.content, retry_after
 
     async def _request(
         self,

@@ -10,12 +10,9 @@ responses with asyncio's stream reader.
 
 It plugs in below :class:`httpx.AsyncClient`, so requests, responses,
 timeouts and errors keep httpx's types (``httpx.ConnectError``,
-``httpx.ReadTimeout``, ...). For the short request/answer calls that make up
-most of the traffic (appends, unary reads) :meth:`PooledHTTP11Transport.unary`
-skips httpx's request and response models: it takes the request already
-serialized and returns the status, headers and body, raising the same httpx
-errors. Building and parsing those models cost about two thirds of the CPU of
-a request to a local S2 (``make bench-transport``).
+``httpx.ReadTimeout``, ...). The library sends its read sessions through it;
+the short request/answer calls that make up most of the traffic (appends,
+unary reads) skip httpx's models altogether (:mod:`resumable_fast.unary`).
 """
 
 from __future__ import annotations
@@ -25,11 +22,11 @@ import ssl
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, nullcontext
-from typing import Any, NamedTuple
+from typing import Any
 
 import httpx
 
-__all__ = ["Origin", "PooledHTTP11Transport", "UnaryResponse", "timeout_after"]
+__all__ = ["Origin", "PooledHTTP11Transport", "timeout_after"]
 
 Origin = tuple[str, str, int]
 """``(scheme, host, port)``."""
@@ -107,21 +104,6 @@ async def _read_chunked(
         async with timeout_after(read_timeout):
             data = await reader.readexactly(size + 2)
         yield data[:-2]
-
-
-class UnaryResponse(NamedTuple):
-    """A whole answer: status, headers (names lowercased) and body."""
-
-    status: int
-    headers: list[tuple[bytes, bytes]]
-    content: bytes
-
-    def header(self, name: bytes) -> bytes | None:
-        """The first value of a header, by its lowercase name."""
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
 
 
 class _ResponseBody(httpx.AsyncByteStream):
@@ -208,15 +190,9 @@ class PooledHTTP11Transport(httpx.AsyncBaseTransport):
         *,
         ssl_context: ssl.SSLContext | None = None,
         max_idle_per_origin: int = 512,
-        max_unary_in_flight: int = 256,
     ) -> None:
         self._ssl_context = ssl_context
         self._max_idle = max_idle_per_origin
-        # Unary requests beyond this many wait for one to finish: thousands of
-        # streams flushing at once then share a few hundred connections
-        # instead of opening one each (each costs a connect, memory, and
-        # server work).
-        self._unary_slots = asyncio.Semaphore(max_unary_in_flight)
         self._idle: dict[Origin, list[_Connection]] = {}
         self._closed = False
 
@@ -295,84 +271,6 @@ class PooledHTTP11Transport(httpx.AsyncBaseTransport):
             raise httpx.RemoteProtocolError(
                 "server closed the connection without answering", request=request
             ) from stale.__cause__
-
-    async def unary(
-        self, origin: Origin, payload: bytes, *, idempotent: bool, timeout: float | None
-    ) -> UnaryResponse:
-        """Send one serialized request (head and body) and read its whole answer,
-        all within ``timeout`` seconds.
-
-        A request that fails on a kept-alive connection before any answer
-        arrived is sent again on a new connection when it is ``idempotent``;
-        otherwise the caller gets ``httpx.RemoteProtocolError`` and decides.
-        """
-        if self._closed:
-            raise RuntimeError("the transport is closed")
-        try:
-            async with timeout_after(timeout), self._unary_slots:
-                return await self._unary(origin, payload, idempotent)
-        except TimeoutError:
-            raise httpx.ReadTimeout(f"no answer within {timeout} s") from None
-
-    async def _unary(self, origin: Origin, payload: bytes, idempotent: bool) -> UnaryResponse:
-        connection = self._take_idle(origin)
-        if connection is not None:
-            try:
-                return await self._unary_on(connection, payload)
-            except _StaleConnection as stale:
-                connection.close()
-                if not idempotent:
-                    raise httpx.RemoteProtocolError(
-                        "server closed a kept-alive connection"
-                    ) from stale.__cause__
-        connection = await self._connect(origin, None)
-        try:
-            return await self._unary_on(connection, payload)
-        except _StaleConnection as stale:
-            connection.close()
-            raise httpx.RemoteProtocolError(
-                "server closed the connection without answering"
-            ) from stale.__cause__
-
-    async def _unary_on(self, connection: _Connection, payload: bytes) -> UnaryResponse:
-        reader, writer = connection.reader, connection.writer
-        try:
-            writer.write(payload)
-            if writer.transport.get_write_buffer_size():
-                await writer.drain()
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError as exc:
-            if not exc.partial:
-                raise _StaleConnection from exc
-            connection.close()
-            raise httpx.RemoteProtocolError("truncated response head") from None
-        except asyncio.LimitOverrunError:
-            connection.close()
-            raise httpx.RemoteProtocolError("response head too large") from None
-        except OSError as exc:
-            raise _StaleConnection from exc
-        except BaseException:
-            connection.close()
-            raise
-        try:
-            status, headers, length, chunked, reusable = _parse_head(head, no_body=False)
-            if chunked:
-                content = b"".join([chunk async for chunk in _read_chunked(reader, None)])
-            elif length is not None:
-                content = await reader.readexactly(length) if length else b""
-            else:
-                content = await reader.read()
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
-            connection.close()
-            raise httpx.ReadError(f"reading the response failed: {exc!r}") from None
-        except BaseException:
-            connection.close()
-            raise
-        if reusable:
-            self._release(connection)
-        else:
-            connection.close()
-        return UnaryResponse(status, headers, content)
 
     @staticmethod
     def _serialize(request: httpx.Request, body: bytes) -> bytes:
