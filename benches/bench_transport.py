@@ -1,8 +1,8 @@
 """HTTP paths side by side against one s2-lite: httpx's default pool
 (HTTP/1.1), httpx over HTTP/2 (h2c), httpx over resumable_fast's pooled
 HTTP/1.1 transport, and what S2Client does by default (requests written
-straight onto that transport's connections, without httpx's models). Prints
-medians of CPU per request and wall time.
+straight onto connections of resumable_fast.unary.UnaryClient, without
+httpx's models). Prints medians of CPU per request and wall time.
 
 Usage: python benches/bench_transport.py [--rounds N]   (needs S2LITE_BIN)
 """
@@ -31,7 +31,7 @@ from conftest import S2Lite, start_s2lite, stop_s2lite
 
 SEQUENTIAL = 200
 CONCURRENT = 300
-OURS = "S2Client default (direct)"
+OURS = "S2Client default (UnaryClient)"
 
 
 def httpx_default(http2: bool) -> Callable[[], httpx.AsyncClient]:
