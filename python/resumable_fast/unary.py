@@ -27,8 +27,10 @@ __all__ = ["UnaryClient", "UnaryResponse"]
 
 _MAX_HEAD_BYTES = 64 * 1024
 _NO_BODY_STATUSES = frozenset({204, 304})
-# Deadlines are checked this often at most, and at least ten times per
-# request timeout, so an exchange fails at most 10% (or this long) late.
+# Deadlines are checked ten times per request timeout, but not more often
+# than every _MIN_SWEEP_INTERVAL nor less often than every _MAX_SWEEP_INTERVAL
+# seconds, so an exchange fails at most 10% (or a second) late.
+_MIN_SWEEP_INTERVAL = 0.01
 _MAX_SWEEP_INTERVAL = 1.0
 
 
@@ -294,7 +296,7 @@ class UnaryClient:
             raise RuntimeError("the client is closed")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        self._sweep_interval = min(self._sweep_interval, timeout / 10)
+        self._sweep_interval = min(self._sweep_interval, max(timeout / 10, _MIN_SWEEP_INTERVAL))
         async with self._slots:
             connection = self._take_idle(origin)
             if connection is not None:
