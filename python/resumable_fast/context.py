@@ -20,6 +20,7 @@ import logging
 import os
 import secrets
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable
 from contextlib import aclosing
 from pathlib import Path
@@ -78,6 +79,9 @@ DEFAULT_LIVENESS_TIMEOUT = 30.0
 HEARTBEATS_PER_TIMEOUT = 3
 SESSION_FENCE_PREFIX = "session-"
 DEFAULT_DRAIN_TIMEOUT = 30.0
+# Appends run on at most this many tasks per context, each writing one
+# stream's queued batches at a time (as many as the S2 client sends at once).
+MAX_APPEND_WORKERS = 256
 
 # Fence AppendInputs start so; data batches with '{"records":[{"body"'.
 _FENCE_INPUT = b'{"records":[{"headers"'
@@ -158,6 +162,7 @@ class _Producer:
         "_pull_next",
         "_pump_started",
         "_release_waiter",
+        "_write_waiter",
         "channel",
         "closing_fence",
         "context",
@@ -176,7 +181,7 @@ class _Producer:
         "stopped",
         "stream_id",
         "token",
-        "writer_task",
+        "writing",
     )
 
     def __init__(
@@ -221,7 +226,9 @@ class _Producer:
         self._interrupted = False  # by a stop or an abort: pull nothing more
         self.pump_task: asyncio.Task[None] | None = None
         self._pump_started = False
-        self.writer_task: asyncio.Task[None] | None = None
+        # writing: queued for an append worker, or being written by one.
+        self.writing = False
+        self._write_waiter: asyncio.Future[None] | None = None
         self._start_pump(None)
 
     # -- pulling the source ---------------------------------------------------
@@ -440,7 +447,7 @@ class _Producer:
             or not self.persisting
             or self.pending
             or self.frames
-            or self.writer_task is not None
+            or self.writing
             or now - self._last_append_at < interval
         ):
             return
@@ -450,12 +457,13 @@ class _Producer:
         self._start_writer()
 
     def _start_writer(self) -> None:
-        if self.writer_task is None or self.writer_task.done():
-            self.writer_task = self.context._spawn(
-                self._write(), f"resumable_fast writer {self.stream_id}"
-            )
+        if not self.writing:
+            self.writing = True
+            self.context._schedule_write(self)
 
-    async def _write(self) -> None:
+    async def write(self) -> None:
+        """Append the queued batches, then the closing fence once it is due;
+        run by an append worker, one stream at a time."""
         backend = self.context._backend
         try:
             while self.frames and not self.stopped:
@@ -480,7 +488,9 @@ class _Producer:
             self.persisting = False
             self.frames.clear()
         finally:
-            self.writer_task = None
+            self.writing = False
+            if self._write_waiter is not None and not self._write_waiter.done():
+                self._write_waiter.set_result(None)
             self._release_if_done()
 
     def _release_if_done(self) -> None:
@@ -500,15 +510,19 @@ class _Producer:
             self._release_waiter.set_result(None)
 
     async def drained(self) -> None:
-        """Wait until the producer is released and its tasks have ended.
-        Cancelling the wait cancels none of them (asyncio.wait, not gather)."""
+        """Wait until the producer is released, its pump has ended and no
+        append of it is queued or running. Cancelling the wait cancels none
+        of them (asyncio.wait, not gather)."""
         if not self.released:
             if self._release_waiter is None:
                 self._release_waiter = self._loop.create_future()
             await asyncio.wait({self._release_waiter})
-        tasks = {task for task in (self.writer_task, self.pump_task) if task is not None}
-        if tasks:
-            await asyncio.wait(tasks)
+        if self.writing:
+            if self._write_waiter is None or self._write_waiter.done():
+                self._write_waiter = self._loop.create_future()
+            await asyncio.wait({self._write_waiter})
+        if self.pump_task is not None:
+            await asyncio.wait({self.pump_task})
 
 
 async def _stored_then_new(
@@ -590,6 +604,10 @@ class ResumableStreamContext:
         self._producers: dict[str, _Producer] = {}
         self._by_slot: dict[int, _Producer] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Producers waiting for an append worker, and the workers waiting for one.
+        self._write_queue: deque[_Producer] = deque()
+        self._idle_append_workers: list[asyncio.Future[None]] = []
+        self._append_workers = 0
         self._linger_wake = asyncio.Event()
         self._linger_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -623,6 +641,39 @@ class ResumableStreamContext:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    def _schedule_write(self, producer: _Producer) -> None:
+        """Queue a producer's appends for a worker. Workers are kept once
+        started: waking one costs less than starting a task, and a stream
+        waiting for its turn holds no task of its own."""
+        self._write_queue.append(producer)
+        while self._idle_append_workers:
+            idle = self._idle_append_workers.pop()
+            if not idle.done():  # else its worker was cancelled
+                idle.set_result(None)
+                return
+        if self._append_workers < MAX_APPEND_WORKERS:
+            self._append_workers += 1
+            self._spawn(self._append_worker(), "resumable_fast appends")
+
+    async def _append_worker(self) -> None:
+        queue = self._write_queue
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                while queue:
+                    producer = queue.popleft()
+                    try:
+                        await producer.write()
+                    except Exception:
+                        # write() handles S2's errors; anything else is a bug,
+                        # which must not take the other streams' appends down.
+                        logger.exception("stream %r: appending failed", producer.stream_id)
+                idle: asyncio.Future[None] = loop.create_future()
+                self._idle_append_workers.append(idle)
+                await idle
+        finally:
+            self._append_workers -= 1
 
     def _ensure_linger_task(self) -> None:
         if self._linger_task is None or self._linger_task.done():
