@@ -85,6 +85,13 @@ async def scripted() -> AsyncIterator[Callable[[list[Reply]], ScriptedServer]]:
         await asyncio.gather(*server.handlers, return_exceptions=True)
 
 
+@pytest.fixture
+async def client() -> AsyncIterator[UnaryClient]:
+    unary_client = UnaryClient()
+    yield unary_client
+    await unary_client.aclose()
+
+
 async def serve(server: ScriptedServer) -> ScriptedServer:
     server.server = await asyncio.start_server(server._handle, "127.0.0.1", 0)
     return server
@@ -101,6 +108,7 @@ def answer(status: int, body: bytes, *extra: bytes) -> bytes:
 
 async def test_answers_split_anywhere_are_read_whole_and_connections_kept(
     scripted: Callable[[list[Reply]], ScriptedServer],
+    client: UnaryClient,
 ) -> None:
     whole = answer(200, b'{"tail":7}', b"Retry-After: 3")
     # One answer byte by byte, one in two pieces, one at once.
@@ -110,20 +118,17 @@ async def test_answers_split_anywhere_are_read_whole_and_connections_kept(
         [whole],
     ]
     server = await serve(scripted(pieces))
-    client = UnaryClient()
-    try:
-        for _ in pieces:
-            response = await client.unary(server.origin, request(), idempotent=False, timeout=5)
-            assert (response.status, response.content) == (200, b'{"tail":7}')
-            assert response.header(b"retry-after") == b"3"
-            assert response.header(b"missing") is None
-        assert server.connections == 1
-    finally:
-        await client.aclose()
+    for _ in pieces:
+        response = await client.unary(server.origin, request(), idempotent=False, timeout=5)
+        assert (response.status, response.content) == (200, b'{"tail":7}')
+        assert response.header(b"retry-after") == b"3"
+        assert response.header(b"missing") is None
+    assert server.connections == 1
 
 
 async def test_chunked_close_delimited_and_bodiless_answers(
     scripted: Callable[[list[Reply]], ScriptedServer],
+    client: UnaryClient,
 ) -> None:
     chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4;ext=1\r\nabcd\r\n"
     server = await serve(
@@ -136,28 +141,25 @@ async def test_chunked_close_delimited_and_bodiless_answers(
             ]
         )
     )
-    client = UnaryClient()
-    try:
-        first = await client.unary(server.origin, request(), idempotent=False, timeout=5)
-        assert first.content == b"abcdef"
-        without_trailers = await client.unary(server.origin, request(), idempotent=False, timeout=5)
-        assert without_trailers.content == b"abcd"
-        second = await client.unary(server.origin, request(), idempotent=False, timeout=5)
-        assert (second.status, second.content) == (204, b"")
-        third = await client.unary(server.origin, request(), idempotent=False, timeout=5)
-        assert third.content == b"until the end"
-        assert server.connections == 1
-        # The close-delimited answer ended its connection: the next one is new.
-        server.replies.append([answer(200, b"ok")])
-        fourth = await client.unary(server.origin, request(), idempotent=False, timeout=5)
-        assert fourth.content == b"ok"
-        assert server.connections == 2
-    finally:
-        await client.aclose()
+    first = await client.unary(server.origin, request(), idempotent=False, timeout=5)
+    assert first.content == b"abcdef"
+    without_trailers = await client.unary(server.origin, request(), idempotent=False, timeout=5)
+    assert without_trailers.content == b"abcd"
+    second = await client.unary(server.origin, request(), idempotent=False, timeout=5)
+    assert (second.status, second.content) == (204, b"")
+    third = await client.unary(server.origin, request(), idempotent=False, timeout=5)
+    assert third.content == b"until the end"
+    assert server.connections == 1
+    # The close-delimited answer ended its connection: the next one is new.
+    server.replies.append([answer(200, b"ok")])
+    fourth = await client.unary(server.origin, request(), idempotent=False, timeout=5)
+    assert fourth.content == b"ok"
+    assert server.connections == 2
 
 
 async def test_connection_close_and_stray_bytes_end_the_connection(
     scripted: Callable[[list[Reply]], ScriptedServer],
+    client: UnaryClient,
 ) -> None:
     server = await serve(
         scripted(
@@ -168,36 +170,29 @@ async def test_connection_close_and_stray_bytes_end_the_connection(
             ]
         )
     )
-    client = UnaryClient()
-    try:
-        for expected in (b"a", b"b", b"c"):
-            response = await client.unary(server.origin, request(), idempotent=False, timeout=5)
-            assert response.content == expected
-        assert server.connections == 3
-    finally:
-        await client.aclose()
+    for expected in (b"a", b"b", b"c"):
+        response = await client.unary(server.origin, request(), idempotent=False, timeout=5)
+        assert response.content == expected
+    assert server.connections == 3
 
 
 async def test_kept_alive_connection_closed_by_the_server(
     scripted: Callable[[list[Reply]], ScriptedServer],
+    client: UnaryClient,
 ) -> None:
     """The server closes a kept-alive connection when the next request comes:
     a GET is sent again on a new connection, a POST is left to the caller."""
     server = await serve(
         scripted([[answer(200, b"1")], [None], [answer(200, b"2")], [None], [answer(200, b"3")]])
     )
-    client = UnaryClient()
-    try:
-        await client.unary(server.origin, request(), idempotent=True, timeout=5)
-        again = await client.unary(server.origin, request(), idempotent=True, timeout=5)
-        assert again.content == b"2"
-        assert server.connections == 2
-        with pytest.raises(httpx.RemoteProtocolError, match="kept-alive"):
-            await client.unary(server.origin, request(), idempotent=False, timeout=5)
-        after = await client.unary(server.origin, request(), idempotent=False, timeout=5)
-        assert after.content == b"3"
-    finally:
-        await client.aclose()
+    await client.unary(server.origin, request(), idempotent=True, timeout=5)
+    again = await client.unary(server.origin, request(), idempotent=True, timeout=5)
+    assert again.content == b"2"
+    assert server.connections == 2
+    with pytest.raises(httpx.RemoteProtocolError, match="kept-alive"):
+        await client.unary(server.origin, request(), idempotent=False, timeout=5)
+    after = await client.unary(server.origin, request(), idempotent=False, timeout=5)
+    assert after.content == b"3"
 
 
 @pytest.mark.parametrize(
@@ -221,18 +216,15 @@ async def test_broken_answers_are_typed_errors(
     reply: Reply,
     error: type[Exception],
     match: str,
+    client: UnaryClient,
 ) -> None:
     server = await serve(scripted([reply, [answer(200, b"next")]]))
-    client = UnaryClient()
-    try:
-        with pytest.raises(error, match=match):
-            await client.unary(server.origin, request(), idempotent=False, timeout=5)
-        # The broken connection is not reused; the client goes on.
-        response = await client.unary(server.origin, request(), idempotent=False, timeout=5)
-        assert response.content == b"next"
-        assert server.connections == 2
-    finally:
-        await client.aclose()
+    with pytest.raises(error, match=match):
+        await client.unary(server.origin, request(), idempotent=False, timeout=5)
+    # The broken connection is not reused; the client goes on.
+    response = await client.unary(server.origin, request(), idempotent=False, timeout=5)
+    assert response.content == b"next"
+    assert server.connections == 2
 
 
 async def test_no_answer_within_the_timeout_is_a_read_timeout(
@@ -254,37 +246,27 @@ async def test_no_answer_within_the_timeout_is_a_read_timeout(
     assert client._sweeper is None
 
 
-async def test_refused_connection_is_a_connect_error() -> None:
-    with socket_on_free_port() as port:
-        client = UnaryClient()
-        try:
-            with pytest.raises(httpx.ConnectError):
-                await client.unary(
-                    ("http", "127.0.0.1", port), request(), idempotent=True, timeout=5
-                )
-        finally:
-            await client.aclose()
+async def test_refused_connection_is_a_connect_error(client: UnaryClient) -> None:
+    with socket_on_free_port() as port, pytest.raises(httpx.ConnectError):
+        await client.unary(("http", "127.0.0.1", port), request(), idempotent=True, timeout=5)
 
 
 async def test_a_cancelled_exchange_does_not_leave_its_connection_for_reuse(
     scripted: Callable[[list[Reply]], ScriptedServer],
+    client: UnaryClient,
 ) -> None:
     server = await serve(scripted([[1.0, answer(200, b"first")], [answer(200, b"second")]]))
-    client = UnaryClient()
-    try:
-        pending = asyncio.ensure_future(
-            client.unary(server.origin, request(), idempotent=False, timeout=5)
-        )
-        await asyncio.sleep(0.1)
-        pending.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await pending
-        # The first answer must not be taken for the second request's.
-        response = await client.unary(server.origin, request(), idempotent=False, timeout=5)
-        assert response.content == b"second"
-        assert server.connections == 2
-    finally:
-        await client.aclose()
+    pending = asyncio.ensure_future(
+        client.unary(server.origin, request(), idempotent=False, timeout=5)
+    )
+    await asyncio.sleep(0.1)
+    pending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await pending
+    # The first answer must not be taken for the second request's.
+    response = await client.unary(server.origin, request(), idempotent=False, timeout=5)
+    assert response.content == b"second"
+    assert server.connections == 2
 
 
 async def test_closed_client_refuses_requests() -> None:

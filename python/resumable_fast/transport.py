@@ -20,13 +20,20 @@ from __future__ import annotations
 import asyncio
 import ssl
 import sys
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, nullcontext
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager, nullcontext
+from typing import Any, Generic, Protocol, TypeVar
 
 import httpx
 
-__all__ = ["Origin", "PooledHTTP11Transport", "timeout_after"]
+__all__ = [
+    "IdleConnections",
+    "Origin",
+    "PooledHTTP11Transport",
+    "connect_errors",
+    "default_ssl_context",
+    "timeout_after",
+]
 
 Origin = tuple[str, str, int]
 """``(scheme, host, port)``."""
@@ -67,6 +74,71 @@ class _LegacyTimeout:  # pragma: no cover - Python 3.10 only
         if self._expired and exc_type is asyncio.CancelledError:
             raise TimeoutError
         return False
+
+
+def default_ssl_context() -> ssl.SSLContext:
+    """Verifies servers against certifi's CA bundle."""
+    import certifi
+
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+@contextmanager
+def connect_errors(host: str, port: int) -> Iterator[None]:
+    """Raises a failed or timed-out connect as httpx's error for it."""
+    try:
+        yield
+    except TimeoutError:
+        raise httpx.ConnectTimeout(f"connecting to {host}:{port} timed out") from None
+    except OSError as exc:
+        raise httpx.ConnectError(f"connecting to {host}:{port} failed: {exc!r}") from None
+
+
+class _Reusable(Protocol):
+    @property
+    def origin(self) -> Origin: ...
+
+    def is_usable(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+ConnectionT = TypeVar("ConnectionT", bound=_Reusable)
+
+
+class IdleConnections(Generic[ConnectionT]):
+    """Kept-alive connections per origin, last given back first out, so
+    taking one and giving it back are O(1)."""
+
+    def __init__(self, max_per_origin: int) -> None:
+        self._max_per_origin = max_per_origin
+        self._stacks: dict[Origin, list[ConnectionT]] = {}
+        self.closed = False
+
+    def take(self, origin: Origin) -> ConnectionT | None:
+        stack = self._stacks.get(origin)
+        while stack:
+            connection = stack.pop()
+            if connection.is_usable():
+                return connection
+            connection.close()
+        return None
+
+    def give_back(self, connection: ConnectionT) -> None:
+        """Keeps the connection for reuse, or closes it when it cannot be
+        reused or there are enough."""
+        stack = self._stacks.setdefault(connection.origin, [])
+        if self.closed or len(stack) >= self._max_per_origin or not connection.is_usable():
+            connection.close()
+        else:
+            stack.append(connection)
+
+    def close(self) -> None:
+        self.closed = True
+        for stack in self._stacks.values():
+            for connection in stack:
+                connection.close()
+        self._stacks.clear()
 
 
 class _Connection:
@@ -177,7 +249,7 @@ class _ResponseBody(httpx.AsyncByteStream):
             return
         self._released = True
         if self._complete and self._reusable:
-            self._transport._release(self._connection)
+            self._transport._idle.give_back(self._connection)
         else:
             self._connection.close()
 
@@ -192,20 +264,16 @@ class PooledHTTP11Transport(httpx.AsyncBaseTransport):
         max_idle_per_origin: int = 512,
     ) -> None:
         self._ssl_context = ssl_context
-        self._max_idle = max_idle_per_origin
-        self._idle: dict[Origin, list[_Connection]] = {}
-        self._closed = False
+        self._idle: IdleConnections[_Connection] = IdleConnections(max_idle_per_origin)
 
     def _ssl(self) -> ssl.SSLContext:
         if self._ssl_context is None:
-            import certifi
-
-            self._ssl_context = ssl.create_default_context(cafile=certifi.where())
+            self._ssl_context = default_ssl_context()
         return self._ssl_context
 
     async def _connect(self, origin: Origin, timeout: float | None) -> _Connection:
         scheme, host, port = origin
-        try:
+        with connect_errors(host, port):
             async with timeout_after(timeout):
                 reader, writer = await asyncio.open_connection(
                     host,
@@ -213,30 +281,10 @@ class PooledHTTP11Transport(httpx.AsyncBaseTransport):
                     ssl=self._ssl() if scheme == "https" else None,
                     limit=_MAX_HEAD_BYTES,
                 )
-        except TimeoutError:
-            raise httpx.ConnectTimeout(f"connecting to {host}:{port} timed out") from None
-        except OSError as exc:
-            raise httpx.ConnectError(f"connecting to {host}:{port} failed: {exc!r}") from None
         return _Connection(origin, reader, writer)
 
-    def _release(self, connection: _Connection) -> None:
-        stack = self._idle.setdefault(connection.origin, [])
-        if self._closed or len(stack) >= self._max_idle or not connection.is_usable():
-            connection.close()
-        else:
-            stack.append(connection)
-
-    def _take_idle(self, origin: Origin) -> _Connection | None:
-        stack = self._idle.get(origin)
-        while stack:
-            connection = stack.pop()
-            if connection.is_usable():
-                return connection
-            connection.close()
-        return None
-
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self._closed:
+        if self._idle.closed:
             raise RuntimeError("the transport is closed")
         url = request.url
         scheme = url.scheme
@@ -246,7 +294,7 @@ class PooledHTTP11Transport(httpx.AsyncBaseTransport):
         # A kept-alive connection may have been closed by the server while it
         # sat idle; a GET that fails on one before any answer arrived is sent
         # again, once, on a new connection.
-        connection = self._take_idle(origin)
+        connection = self._idle.take(origin)
         if connection is not None:
             try:
                 return await self._exchange(connection, request, payload)
@@ -362,11 +410,7 @@ class PooledHTTP11Transport(httpx.AsyncBaseTransport):
         )
 
     async def aclose(self) -> None:
-        self._closed = True
-        for stack in self._idle.values():
-            for connection in stack:
-                connection.close()
-        self._idle.clear()
+        self._idle.close()
 
 
 def _parse_head(

@@ -21,7 +21,13 @@ from typing import NamedTuple
 
 import httpx
 
-from .transport import Origin, timeout_after
+from .transport import (
+    IdleConnections,
+    Origin,
+    connect_errors,
+    default_ssl_context,
+    timeout_after,
+)
 
 __all__ = ["UnaryClient", "UnaryResponse"]
 
@@ -263,23 +269,19 @@ class UnaryClient:
         max_in_flight: int = 256,
     ) -> None:
         self._ssl_context = ssl_context
-        self._max_idle = max_idle_per_origin
         # Requests beyond this many wait for one to finish: thousands of
         # streams flushing at once then share a few hundred connections
         # instead of opening one each (each costs a connect, memory, and
         # server work).
         self._slots = asyncio.Semaphore(max_in_flight)
-        self._idle: dict[Origin, list[_UnaryConnection]] = {}
+        self._idle: IdleConnections[_UnaryConnection] = IdleConnections(max_idle_per_origin)
         self._busy: set[_UnaryConnection] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._sweep_interval = _MAX_SWEEP_INTERVAL
-        self._closed = False
 
     def _ssl(self) -> ssl.SSLContext:
         if self._ssl_context is None:
-            import certifi
-
-            self._ssl_context = ssl.create_default_context(cafile=certifi.where())
+            self._ssl_context = default_ssl_context()
         return self._ssl_context
 
     async def unary(
@@ -292,13 +294,13 @@ class UnaryClient:
         arrived is sent again on a new connection when it is ``idempotent``;
         otherwise the caller gets ``httpx.RemoteProtocolError`` and decides.
         """
-        if self._closed:
+        if self._idle.closed:
             raise RuntimeError("the client is closed")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         self._sweep_interval = min(self._sweep_interval, max(timeout / 10, _MIN_SWEEP_INTERVAL))
         async with self._slots:
-            connection = self._take_idle(origin)
+            connection = self._idle.take(origin)
             if connection is not None:
                 try:
                     return await self._exchange(connection, payload, deadline, timeout)
@@ -318,7 +320,7 @@ class UnaryClient:
     async def _connect(self, origin: Origin, timeout: float) -> _UnaryConnection:
         scheme, host, port = origin
         loop = asyncio.get_running_loop()
-        try:
+        with connect_errors(host, port):
             async with timeout_after(max(timeout, 0.0)):
                 _, connection = await loop.create_connection(
                     lambda: _UnaryConnection(origin),
@@ -326,20 +328,7 @@ class UnaryClient:
                     port,
                     ssl=self._ssl() if scheme == "https" else None,
                 )
-        except TimeoutError:
-            raise httpx.ConnectTimeout(f"connecting to {host}:{port} timed out") from None
-        except OSError as exc:
-            raise httpx.ConnectError(f"connecting to {host}:{port} failed: {exc!r}") from None
         return connection
-
-    def _take_idle(self, origin: Origin) -> _UnaryConnection | None:
-        stack = self._idle.get(origin)
-        while stack:
-            connection = stack.pop()
-            if connection.is_usable():
-                return connection
-            connection.close()
-        return None
 
     async def _exchange(
         self, connection: _UnaryConnection, payload: bytes, deadline: float, timeout: float
@@ -356,12 +345,7 @@ class UnaryClient:
             raise
         finally:
             busy.discard(connection)
-        if connection.is_usable():
-            stack = self._idle.setdefault(connection.origin, [])
-            if self._closed or len(stack) >= self._max_idle:
-                connection.close()
-            else:
-                stack.append(connection)
+        self._idle.give_back(connection)
         return response
 
     async def _sweep(self) -> None:
@@ -377,11 +361,7 @@ class UnaryClient:
             self._sweeper = None
 
     async def aclose(self) -> None:
-        self._closed = True
-        for stack in self._idle.values():
-            for connection in stack:
-                connection.close()
-        self._idle.clear()
+        self._idle.close()
         for connection in list(self._busy):
             connection.close()
         if self._sweeper is not None:
