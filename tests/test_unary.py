@@ -136,7 +136,7 @@ async def test_chunked_close_delimited_and_bodiless_answers(
             [
                 [chunked, 0.01, b"2\r\nef\r\n0\r\nX-Trailer: 1\r\n\r\n"],
                 [chunked + b"0\r\n", 0.01, b"\r\n"],
-                [b"HTTP/1.1 204 No Content\r\n\r\n"],
+                [b"HTTP/1.1 204\r\n\r\n"],
                 [b"HTTP/1.0 200 OK\r\n\r\nuntil the end", None],
             ]
         )

@@ -22,23 +22,27 @@ import ssl
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager, nullcontext
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 import httpx
 
 __all__ = [
+    "MAX_HEAD_BYTES",
+    "Framing",
     "IdleConnections",
     "Origin",
     "PooledHTTP11Transport",
+    "StaleConnection",
     "connect_errors",
     "default_ssl_context",
+    "parse_framing",
     "timeout_after",
 ]
 
 Origin = tuple[str, str, int]
 """``(scheme, host, port)``."""
 _NO_BODY_STATUSES = frozenset({204, 304})
-_MAX_HEAD_BYTES = 64 * 1024
+MAX_HEAD_BYTES = 64 * 1024
 
 
 def timeout_after(seconds: float | None) -> AbstractAsyncContextManager[Any]:
@@ -279,7 +283,7 @@ class PooledHTTP11Transport(httpx.AsyncBaseTransport):
                     host,
                     port,
                     ssl=self._ssl() if scheme == "https" else None,
-                    limit=_MAX_HEAD_BYTES,
+                    limit=MAX_HEAD_BYTES,
                 )
         return _Connection(origin, reader, writer)
 
@@ -298,7 +302,7 @@ class PooledHTTP11Transport(httpx.AsyncBaseTransport):
         if connection is not None:
             try:
                 return await self._exchange(connection, request, payload)
-            except _StaleConnection as stale:
+            except StaleConnection as stale:
                 connection.close()
                 if request.method not in ("GET", "HEAD"):
                     # The server may have acted on it: the caller decides.
@@ -314,7 +318,7 @@ class PooledHTTP11Transport(httpx.AsyncBaseTransport):
             raise
         try:
             return await self._exchange(connection, request, payload)
-        except _StaleConnection as stale:
+        except StaleConnection as stale:
             connection.close()
             raise httpx.RemoteProtocolError(
                 "server closed the connection without answering", request=request
@@ -343,7 +347,7 @@ class PooledHTTP11Transport(httpx.AsyncBaseTransport):
             connection.close()
             raise httpx.WriteTimeout("timed out sending the request", request=request) from None
         except OSError as exc:
-            raise _StaleConnection from exc
+            raise StaleConnection from exc
         try:
             async with timeout_after(read_timeout):
                 head = await connection.reader.readuntil(b"\r\n\r\n")
@@ -352,12 +356,12 @@ class PooledHTTP11Transport(httpx.AsyncBaseTransport):
             raise httpx.ReadTimeout("timed out waiting for the response", request=request) from None
         except asyncio.IncompleteReadError as exc:
             if not exc.partial:
-                raise _StaleConnection from exc
+                raise StaleConnection from exc
             connection.close()
             raise httpx.RemoteProtocolError("truncated response head", request=request) from None
         except (OSError, asyncio.LimitOverrunError) as exc:
             if isinstance(exc, OSError):
-                raise _StaleConnection from exc
+                raise StaleConnection from exc
             connection.close()
             raise httpx.RemoteProtocolError("response head too large", request=request) from None
         return await self._response(connection, request, head, read_timeout)
@@ -375,7 +379,7 @@ class PooledHTTP11Transport(httpx.AsyncBaseTransport):
             connection.close()
             exc.request = request
             raise
-        status, headers, length, chunked, reusable = parsed
+        (status, length, chunked, reusable), headers = parsed
         prefetched: bytes | None = None
         if length is not None and not chunked and length <= 64 * 1024:
             # Small bodies are read now, so the connection is free again as
@@ -413,41 +417,68 @@ class PooledHTTP11Transport(httpx.AsyncBaseTransport):
         self._idle.close()
 
 
-def _parse_head(
-    head: bytes, *, no_body: bool
-) -> tuple[int, list[tuple[bytes, bytes]], int | None, bool, bool]:
-    """Status, headers (names lowercased), body length (None: unknown),
-    chunked, and whether the connection may be kept alive after the body."""
-    lines = head[:-4].split(b"\r\n")
+class Framing(NamedTuple):
+    """What a response head says about the body after it."""
+
+    status: int
+    length: int | None
+    """Body length; None: until the connection closes (or chunked)."""
+    chunked: bool
+    reusable: bool
+    """Whether the connection may carry another exchange after this one."""
+
+
+def _header_value(lowered_head: bytes, name: bytes) -> bytes | None:
+    """A header's value, found in a head whose bytes were lowercased."""
+    start = lowered_head.find(b"\r\n" + name + b":")
+    if start < 0:
+        return None
+    start += len(name) + 3
+    end = lowered_head.find(b"\r\n", start)
+    return lowered_head[start : end if end >= 0 else None].strip()
+
+
+def parse_framing(head: bytes, *, no_body: bool = False) -> Framing:
+    """The fields of a response head (status line and headers, without the
+    empty line) that frame its body; ``no_body``: the answer to a HEAD."""
+    status_line_end = head.find(b"\r\n")
+    status_line = head if status_line_end < 0 else head[:status_line_end]
     try:
-        version, status_text, *_ = lines[0].split(b" ", 2)
+        version, status_text, *_ = status_line.split(b" ", 2)
         status = int(status_text)
     except ValueError:
-        raise httpx.RemoteProtocolError(f"bad status line {lines[0][:80]!r}") from None
-    headers: list[tuple[bytes, bytes]] = []
+        raise httpx.RemoteProtocolError(f"bad status line {status_line[:80]!r}") from None
+    lowered = head.lower()
     length: int | None = None
-    chunked = False
-    reusable = version == b"HTTP/1.1"
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        name = name.strip().lower()
-        value = value.strip()
-        headers.append((name, value))
-        if name == b"content-length":
-            try:
-                length = int(value)
-            except ValueError:
-                raise httpx.RemoteProtocolError(f"bad Content-Length {value[:40]!r}") from None
-        elif name == b"transfer-encoding":
-            chunked = b"chunked" in value.lower()
-        elif name == b"connection":
-            reusable = value.lower() != b"close"
+    length_text = _header_value(lowered, b"content-length")
+    if length_text is not None:
+        try:
+            length = int(length_text)
+        except ValueError:
+            raise httpx.RemoteProtocolError(f"bad Content-Length {length_text[:40]!r}") from None
+        if length < 0:
+            raise httpx.RemoteProtocolError(f"bad Content-Length {length_text[:40]!r}")
+    encoding = _header_value(lowered, b"transfer-encoding")
+    chunked = encoding is not None and b"chunked" in encoding
+    connection = _header_value(lowered, b"connection")
+    reusable = connection != b"close" if connection is not None else version.upper() == b"HTTP/1.1"
     if no_body or status in _NO_BODY_STATUSES or status < 200:
         length, chunked = 0, False
     if not chunked and length is None:
         reusable = False
-    return status, headers, length, chunked, reusable
+    return Framing(status, length, chunked, reusable)
 
 
-class _StaleConnection(Exception):
+def _parse_head(head: bytes, *, no_body: bool) -> tuple[Framing, list[tuple[bytes, bytes]]]:
+    """The framing of a response head (up to its empty line) and its headers,
+    names lowercased."""
+    framing = parse_framing(head[:-4], no_body=no_body)
+    headers: list[tuple[bytes, bytes]] = []
+    for line in head[:-4].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        headers.append((name.strip().lower(), value.strip()))
+    return framing, headers
+
+
+class StaleConnection(Exception):
     """The connection failed before any part of an answer arrived."""

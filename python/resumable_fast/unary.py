@@ -22,17 +22,19 @@ from typing import NamedTuple
 import httpx
 
 from .transport import (
+    MAX_HEAD_BYTES,
+    Framing,
     IdleConnections,
     Origin,
+    StaleConnection,
     connect_errors,
     default_ssl_context,
+    parse_framing,
     timeout_after,
 )
 
 __all__ = ["UnaryClient", "UnaryResponse"]
 
-_MAX_HEAD_BYTES = 64 * 1024
-_NO_BODY_STATUSES = frozenset({204, 304})
 # Deadlines are checked ten times per request timeout, but not more often
 # than every _MIN_SWEEP_INTERVAL nor less often than every _MAX_SWEEP_INTERVAL
 # seconds, so an exchange fails at most 10% (or a second) late.
@@ -56,59 +58,6 @@ class UnaryResponse(NamedTuple):
         return None
 
 
-class _Head(NamedTuple):
-    status: int
-    length: int | None
-    """Body length; None: until the connection closes (or chunked)."""
-    chunked: bool
-    reusable: bool
-    """Whether the connection may carry another exchange after this one."""
-
-
-def _header_value(lowered_head: bytes, name: bytes) -> bytes | None:
-    """A header's value, found in a head whose bytes were lowercased."""
-    start = lowered_head.find(b"\r\n" + name + b":")
-    if start < 0:
-        return None
-    start += len(name) + 3
-    end = lowered_head.find(b"\r\n", start)
-    return lowered_head[start : end if end >= 0 else None].strip()
-
-
-def _parse_head(head: bytes) -> _Head:
-    """The fields of a response head (status line to the empty line) that
-    frame its body."""
-    status_line_end = head.find(b"\r\n")
-    try:
-        version, status_text, *_ = head[:status_line_end].split(b" ", 2)
-        status = int(status_text)
-    except ValueError:
-        raise httpx.RemoteProtocolError(f"bad status line {head[:80]!r}") from None
-    lowered = head.lower()
-    length: int | None = None
-    length_text = _header_value(lowered, b"content-length")
-    if length_text is not None:
-        try:
-            length = int(length_text)
-        except ValueError:
-            raise httpx.RemoteProtocolError(f"bad Content-Length {length_text[:40]!r}") from None
-        if length < 0:
-            raise httpx.RemoteProtocolError(f"bad Content-Length {length_text[:40]!r}")
-    encoding = _header_value(lowered, b"transfer-encoding")
-    chunked = encoding is not None and b"chunked" in encoding
-    connection = _header_value(lowered, b"connection")
-    reusable = connection != b"close" if connection is not None else version.upper() == b"HTTP/1.1"
-    if status in _NO_BODY_STATUSES or status < 200:
-        length, chunked = 0, False
-    if not chunked and length is None:
-        reusable = False
-    return _Head(status, length, chunked, reusable)
-
-
-class _StaleConnection(Exception):
-    """The connection ended before any part of an answer arrived."""
-
-
 class _UnaryConnection(asyncio.Protocol):
     """One kept-alive connection, one exchange at a time."""
 
@@ -119,8 +68,7 @@ class _UnaryConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._answer: asyncio.Future[UnaryResponse] | None = None
-        self._answered = False  # some byte of the current answer arrived
-        self._head: _Head | None = None
+        self._head: Framing | None = None
         self._raw_head = b""
         self._chunks: list[bytes] = []
         self._closed = False
@@ -146,7 +94,6 @@ class _UnaryConnection(asyncio.Protocol):
         self._answer = answer
         self.deadline = deadline
         self.timeout = timeout
-        self._answered = False
         self._head = None
         self._chunks = []
         self._transport.write(payload)
@@ -160,7 +107,6 @@ class _UnaryConnection(asyncio.Protocol):
             # Bytes nobody asked for: the connection cannot be trusted again.
             self.close()
             return
-        self._answered = True
         self._buffer += data
         try:
             self._parse()
@@ -179,8 +125,8 @@ class _UnaryConnection(asyncio.Protocol):
         if head is not None and head.length is None and not head.chunked:
             # A body delimited by the end of the connection.
             self._settle(UnaryResponse(head.status, self._raw_head, bytes(self._buffer)))
-        elif not self._answered:
-            stale = _StaleConnection()
+        elif head is None and not self._buffer:  # not a byte of an answer
+            stale = StaleConnection()
             stale.__cause__ = exc
             self._fail(stale)
         elif head is None:
@@ -205,11 +151,11 @@ class _UnaryConnection(asyncio.Protocol):
         if head is None:
             end = buffer.find(b"\r\n\r\n")
             if end < 0:
-                if len(buffer) > _MAX_HEAD_BYTES:
+                if len(buffer) > MAX_HEAD_BYTES:
                     raise httpx.RemoteProtocolError("response head too large")
                 return
             self._raw_head = bytes(buffer[:end])
-            head = self._head = _parse_head(self._raw_head)
+            head = self._head = parse_framing(self._raw_head)
             del buffer[: end + 4]
         if head.chunked:
             if not self._take_chunks():
@@ -304,7 +250,7 @@ class UnaryClient:
             if connection is not None:
                 try:
                     return await self._exchange(connection, payload, deadline, timeout)
-                except _StaleConnection as stale:
+                except StaleConnection as stale:
                     if not idempotent:
                         raise httpx.RemoteProtocolError(
                             "server closed a kept-alive connection"
@@ -312,7 +258,7 @@ class UnaryClient:
             connection = await self._connect(origin, deadline - loop.time())
             try:
                 return await self._exchange(connection, payload, deadline, timeout)
-            except _StaleConnection as stale:
+            except StaleConnection as stale:
                 raise httpx.RemoteProtocolError(
                     "server closed the connection without answering"
                 ) from stale.__cause__
