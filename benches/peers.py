@@ -72,7 +72,8 @@ import orjson
 
 from resumable_fast import ResumableStreamContext, _core, create_resumable_stream_context
 from resumable_fast.backends import Backend
-from resumable_fast.s2 import S2Client, SequencedRecord
+from resumable_fast.records import SequencedRecord
+from resumable_fast.s2 import S2Client
 from resumable_fast.streams import ChunkChannel, ProducerStream
 
 import pure_python_core
@@ -265,7 +266,7 @@ async def pure_python(options: Options) -> Peer:
     # seal_due, next_deadline_in, close, discard) and frames byte-identically.
     # The session and closing fences are still framed by _core.fence_append_input
     # (two calls per stream).
-    context._accumulator = cast(
+    context._scheduler.accumulator = cast(
         "_core.Accumulator",
         pure_python_core.Accumulator(
             batching.batch_size, batching.max_batch_bytes, float(batching.linger_ms)

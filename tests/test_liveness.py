@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from resumable_fast import ResumableStreamContext, StreamIncompleteError, _core
-from resumable_fast.s2 import SequencedRecord, is_fence
+from resumable_fast.records import SequencedRecord, is_fence
 
 from conftest import ContextFactory, S2Lite, make_context
 from support import from_list, read_chunks, read_text, read_until_error

@@ -15,7 +15,8 @@ from resumable_fast import (
     StreamNotFoundError,
 )
 from resumable_fast._core import fence_append_input
-from resumable_fast.s2 import S2Client, is_fence
+from resumable_fast.records import is_fence
+from resumable_fast.s2 import S2Client
 
 from conftest import S2Lite
 

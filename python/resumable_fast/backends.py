@@ -38,19 +38,22 @@ from resumable_fast.errors import (
     S2Error,
     SeqNumMismatchError,
 )
-from resumable_fast.s2 import FENCE_HEADER, SequencedRecord
+from resumable_fast.records import (
+    FENCE_HEADER,
+    MAX_BATCH_BYTES,
+    MAX_BATCH_RECORDS,
+    MAX_FENCING_TOKEN_BYTES,
+    SequencedRecord,
+    is_closing_fence,
+)
 
 __all__ = ["Backend", "EmbeddedBackend", "EmbeddedStore"]
 
 logger = logging.getLogger("resumable_fast")
 
-MAX_METERED_BYTES = 1024 * 1024
-MAX_BATCH_RECORDS = 1000
-MAX_FENCING_TOKEN_BYTES = 36
 READ_BATCH_RECORDS = 1000
 DEFAULT_RETENTION_SECONDS = 3600.0
 _ENTRY_HEAD = struct.Struct(">II")  # payload length, CRC-32 of the payload
-_END_PREFIXES = ("end-", "error-")
 
 
 class Backend(Protocol):
@@ -115,7 +118,7 @@ class _Stream:
                 self.fencing_token = record.get("body", "")
         self.records.extend(records)
         last = records[-1]
-        if last.get("headers") == [FENCE_HEADER] and last.get("body", "").startswith(_END_PREFIXES):
+        if is_closing_fence(last):
             self.finished_at = time.monotonic()
 
     def wake_readers(self) -> None:
@@ -220,10 +223,10 @@ class EmbeddedStore:
                 size += _headers_size(headers)
                 if headers == [FENCE_HEADER] and body_bytes > MAX_FENCING_TOKEN_BYTES:
                     raise _invalid("fencing token exceeds 36 bytes")
-            if size > MAX_METERED_BYTES:
+            if size > MAX_BATCH_BYTES:
                 raise _invalid("a record exceeds 1 MiB metered")
             batch_bytes += size
-        if batch_bytes > MAX_METERED_BYTES:
+        if batch_bytes > MAX_BATCH_BYTES:
             raise _invalid("a batch exceeds 1 MiB metered")
         with self._lock:
             self._expire()

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from resumable_fast.errors import ConfigurationError
+from resumable_fast.records import MAX_BATCH_BYTES, MAX_BATCH_RECORDS
 
 __all__ = ["DEFAULT_ACCOUNT_ENDPOINT", "DEFAULT_BASIN_ENDPOINT", "BatchSettings", "S2Config"]
 
@@ -17,8 +18,6 @@ DEFAULT_BATCH_SIZE = 10
 DEFAULT_LINGER_MS = 100.0
 # How long a request to S2 is retried through transient faults (seconds).
 DEFAULT_RETRY_DEADLINE = 60.0
-MAX_BATCH_RECORDS = 1000
-MAX_BATCH_BYTES = 1024 * 1024
 
 _BASIN_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{6,46})[a-z0-9]$")
 

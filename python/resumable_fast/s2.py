@@ -19,7 +19,7 @@ import random
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import httpx
@@ -37,14 +37,14 @@ from resumable_fast.errors import (
     SeqNumMismatchError,
     StreamNotFoundError,
 )
+from resumable_fast.records import SequencedRecord
 from resumable_fast.transport import Origin, PooledHTTP11Transport
 from resumable_fast.unary import UnaryClient
 
-__all__ = ["FENCE_HEADER", "S2Client", "SequencedRecord", "is_fence"]
+__all__ = ["S2Client"]
 
 logger = logging.getLogger("resumable_fast")
 
-FENCE_HEADER = ["", "fence"]
 # S2 heartbeats an idle read session every 5-15 s; a longer silence means the
 # connection is gone and the session should be reopened.
 READ_SESSION_IDLE_TIMEOUT = 45.0
@@ -54,19 +54,6 @@ FIRST_CATCH_UP_RECORDS = 100
 CATCH_UP_RECORDS = 1000
 CATCH_UP_READS = 4
 MAX_BACKOFF_SECONDS = 2.0
-
-
-class SequencedRecord(TypedDict, total=False):
-    seq_num: int
-    timestamp: int
-    headers: list[list[str]]
-    body: str
-
-
-def is_fence(record: SequencedRecord) -> bool:
-    """True for a fence command record: one header whose name is empty."""
-    headers = record.get("headers")
-    return headers is not None and len(headers) == 1 and headers[0] == FENCE_HEADER
 
 
 def _is_transient(error: S2Error) -> bool:

@@ -9,7 +9,12 @@ from contextlib import aclosing
 from typing import Any, Protocol
 
 from resumable_fast.errors import StreamFailedError, StreamIncompleteError
-from resumable_fast.s2 import SequencedRecord, is_fence
+from resumable_fast.records import (
+    END_FENCE_PREFIX,
+    ERROR_FENCE_PREFIX,
+    SequencedRecord,
+    is_fence,
+)
 from resumable_fast.transport import timeout_after
 
 __all__ = [
@@ -21,10 +26,8 @@ __all__ = [
     "chunks_from_records",
     "skip_prefix",
     "skip_text",
+    "stored_then_new",
 ]
-
-END_FENCE_PREFIX = "end-"
-ERROR_FENCE_PREFIX = "error-"
 
 
 class ResumableStream(AsyncIterator[str]):
@@ -56,8 +59,8 @@ class ChunkChannel:
 
     It is cheaper than :class:`asyncio.Queue` on the per-token path: one deque
     append and, only when the consumer is parked, one future wake-up. The deque
-    is made on first use: a producer's client mostly pulls its source itself,
-    and an idle stream should cost little memory.
+    is made on first use and dropped when emptied: a client that keeps up holds
+    at most a chunk or two, and an idle stream should cost little memory.
     """
 
     __slots__ = ("_closed", "_error", "_items", "_waiter")
@@ -275,3 +278,32 @@ class GeneratorStream(ResumableStream):
 
     def __repr__(self) -> str:
         return f"GeneratorStream({self.stream_id!r})"
+
+
+async def stored_then_new(
+    stream_id: str,
+    batches: AsyncGenerator[list[SequencedRecord], None],
+    upto_seq_num: int,
+    producer: ResumableStream,
+) -> AsyncGenerator[str, None]:
+    """The text stored before ``upto_seq_num``, then the producer's chunks (a
+    taken-over stream)."""
+    try:
+        async for chunk in chunks_from_records(stream_id, _records_before(batches, upto_seq_num)):
+            yield chunk
+        async for chunk in producer:
+            yield chunk
+    finally:
+        await producer.aclose()
+
+
+async def _records_before(
+    batches: AsyncGenerator[list[SequencedRecord], None], upto_seq_num: int
+) -> AsyncGenerator[list[SequencedRecord], None]:
+    async with aclosing(batches):
+        async for records in batches:
+            kept = [record for record in records if record["seq_num"] < upto_seq_num]
+            if kept:
+                yield kept
+            if len(kept) < len(records):
+                return

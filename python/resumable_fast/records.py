@@ -1,0 +1,86 @@
+"""What a stream holds: its record type, its fences and S2's limits.
+
+The layout is shared with the TypeScript seed package, so a stream written by
+either resumes in the other:
+
+* seq 0: a fence command ``session-<random>`` appended with the empty token;
+  only one producer can win it.
+* seq 1..: header-less data records, one per chunk (a chunk over 1 MiB is
+  split), written in batches under the session token, the first batch at
+  ``match_seq_num`` 1.
+* last: a fence ``end-<random>`` when the source finished, or
+  ``error-<random>`` when it failed. ``stop_stream`` appends an ``end-`` fence
+  without a token, which fences the producer out. Fences that set the session
+  token again are heartbeats; a takeover appends a new ``session-`` fence.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Literal, TypedDict
+
+__all__ = [
+    "CLOSING_FENCE_PREFIXES",
+    "END_FENCE_PREFIX",
+    "ERROR_FENCE_PREFIX",
+    "FENCE_HEADER",
+    "MAX_BATCH_BYTES",
+    "MAX_BATCH_RECORDS",
+    "MAX_FENCING_TOKEN_BYTES",
+    "MAX_STREAM_ID_BYTES",
+    "SESSION_FENCE_PREFIX",
+    "SequencedRecord",
+    "StreamState",
+    "is_closing_fence",
+    "is_fence",
+    "new_fence_token",
+    "state_of",
+]
+
+# S2's limits.
+MAX_STREAM_ID_BYTES = 512
+MAX_BATCH_RECORDS = 1000
+MAX_BATCH_BYTES = 1024 * 1024  # metered bytes of one append
+MAX_FENCING_TOKEN_BYTES = 36
+
+# A command record: one header whose name is empty.
+FENCE_HEADER = ["", "fence"]
+
+SESSION_FENCE_PREFIX = "session-"
+END_FENCE_PREFIX = "end-"
+ERROR_FENCE_PREFIX = "error-"
+CLOSING_FENCE_PREFIXES = (END_FENCE_PREFIX, ERROR_FENCE_PREFIX)
+
+StreamState = Literal[True, "DONE"] | None
+
+
+class SequencedRecord(TypedDict, total=False):
+    seq_num: int
+    timestamp: int
+    headers: list[list[str]]
+    body: str
+
+
+def is_fence(record: SequencedRecord) -> bool:
+    """True for a fence command record."""
+    headers = record.get("headers")
+    return headers is not None and len(headers) == 1 and headers[0] == FENCE_HEADER
+
+
+def is_closing_fence(record: SequencedRecord) -> bool:
+    """True for the ``end-`` or ``error-`` fence that finishes a stream."""
+    return is_fence(record) and record.get("body", "").startswith(CLOSING_FENCE_PREFIXES)
+
+
+def state_of(last: SequencedRecord | None) -> StreamState:
+    """None for a stream with no record, ``"DONE"`` after its closing fence,
+    else True (in progress)."""
+    if last is None:
+        return None
+    return "DONE" if is_closing_fence(last) else True
+
+
+def new_fence_token(prefix: str) -> str:
+    """A fence token: 12 random bytes as 24 hex digits after the prefix, so
+    every fence fits S2's 36-byte limit."""
+    return prefix + secrets.token_hex(12)
