@@ -164,6 +164,40 @@ async def raw(options: Options) -> Peer:
     return RawPeer({})
 
 
+class RawTaskPeer(Peer):
+    """The source driven by a task of its own, each chunk handed to the client
+    through a channel: the floor of the one task-to-task handoff that keeping
+    a source in its own task costs (what the library does, minus persisting)."""
+
+    persists = False
+
+    def __init__(self, versions: dict[str, str]) -> None:
+        super().__init__(versions)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def produce(self, stream_id: str, source: AsyncIterator[str]) -> AsyncIterator[str]:
+        channel = ChunkChannel()
+        task = asyncio.get_running_loop().create_task(self._drive(source, channel))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return ProducerStream(stream_id, _ChannelSide(channel))
+
+    @staticmethod
+    async def _drive(source: AsyncIterator[str], channel: ChunkChannel) -> None:
+        try:
+            async for chunk in source:
+                channel.put(chunk)
+        finally:
+            channel.close()
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def raw_task(options: Options) -> Peer:
+    return RawTaskPeer({})
+
+
 # -- resumable_fast -------------------------------------------------------------
 
 
@@ -504,6 +538,7 @@ PEERS: dict[str, Callable[[Options], Awaitable[Peer]]] = {
     "pure_python": pure_python,
     "s2sdk_naive": s2sdk_naive,
     "s2sdk_producer": s2sdk_producer,
+    "raw_task": raw_task,
 }
 
 

@@ -224,9 +224,10 @@ async def test_the_producer_goes_through_its_states(
     source = TestingStream()
     stream = await ctx.resumable_stream(stream_id, source.readable)
     producer = ctx._producers[stream_id]
-    assert producer.state is ProducerState.STREAMING
+    states = [producer.state]
     source.write("x")
     source.close()
     assert await read_text(stream) == "x"
-    assert producer.state is ProducerState.DONE
+    states.append(producer.state)
+    assert states == [ProducerState.STREAMING, ProducerState.DONE]
     assert stream_id not in ctx._producers

@@ -92,7 +92,7 @@ class Producer:
         "_on_released",
         "_pending",
         "_pulling",
-        "_released",
+        "_release_waiter",
         "_scheduler",
         "_slot",
         "_source",
@@ -140,7 +140,7 @@ class Producer:
         # Queued for an append worker, or being written by one.
         self._writing = False
         self._write_done: asyncio.Future[None] | None = None
-        self._released: asyncio.Future[None] = self._loop.create_future()
+        self._release_waiter: asyncio.Future[None] | None = None
         # The source's task is inside the source (not yet closing it): only
         # then does a stop or an abort cancel it.
         self._pulling = True
@@ -183,6 +183,8 @@ class Producer:
             raise InvalidChunkError(
                 f"stream {self.stream_id!r}: source yielded {type(chunk).__name__}, not str"
             )
+        # The client first: its wake-up is queued before an append worker's.
+        self.channel.put(chunk)
         if self.state is ProducerState.STREAMING:
             # The only per-chunk work: the native core frames the pending list
             # once per batch (or linger), with the GIL released.
@@ -193,7 +195,6 @@ class Producer:
                 self.enqueue(self._scheduler.accumulator.drain(self._slot))
             elif count == 1:
                 self._scheduler.arm_linger(self._slot)
-        self.channel.put(chunk)
 
     def _source_closed(self, failure: BaseException | None) -> None:
         self.failure = failure
@@ -257,14 +258,19 @@ class Producer:
         self.state = state
         self.channel.close(self.failure)
         self._on_released(self)
-        if not self._released.done():
-            self._released.set_result(None)
+        waiter = self._release_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def drained(self) -> None:
         """Wait until the producer is released and no append of it is queued
         or running. Cancelling the wait cancels neither (asyncio.wait, not
         gather)."""
-        await asyncio.wait({self._released, self._task})
+        if self.state not in _FINAL:
+            if self._release_waiter is None:
+                self._release_waiter = self._loop.create_future()
+            await asyncio.wait({self._release_waiter})
+        await asyncio.wait({self._task})
         if self._writing:
             if self._write_done is None or self._write_done.done():
                 self._write_done = self._loop.create_future()
