@@ -9,8 +9,8 @@ are measured per workload:
 (A) core: accumulate+frame -- only the core's work. Each stream's pending list
     is filled with its next ``batch_size`` chunks outside the timed region, then
     one ``drain`` per stream is timed: empty the list and frame what it held.
-(B) producer path per token -- the loop ``_Producer._pump`` runs per chunk in
-    python/resumable_fast/context.py: ``pending.append``, ``len``, then ``drain``
+(B) producer path per token -- what ``Producer._take`` does per chunk in
+    python/resumable_fast/producer.py: ``pending.append``, ``len``, then ``drain``
     when the batch is full or ``arm`` when it was empty. The floor runs the same
     loop with a no-op core (``drain`` only empties the list): what the Python
     loop itself costs, which no core can take away.
@@ -179,10 +179,10 @@ def core_frame(
 def producer_path(
     factory: Factory, workload: Workload, chunks: Sequence[str]
 ) -> tuple[int, list[Frame]]:
-    """(B): the pump's per-chunk loop over every chunk, round-robin over the
+    """(B): the source task's per-chunk work over every chunk, round-robin over the
     streams, then closing every stream. Returns nanoseconds and frames."""
     accumulator, pending, slots = open_streams(factory, workload)
-    # What each pump holds in locals, looked up here rather than in the loop.
+    # What each source task holds, looked up here rather than in the loop.
     steps = list(
         zip(
             itertools.cycle([stream_pending.append for stream_pending in pending]),
@@ -421,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rust_ns, pure_ns, floor_ns = (r.ns_per_token(r.median) for r in (rust, pure, noop))
         path_ratios[workload.name] = (pure.median / rust.median, rust_ns, pure_ns, floor_ns)
     print(
-        "    measures: the pump's per-chunk loop (pending.append, len, drain when full / arm "
+        "    measures: the source task's per-chunk work (pending.append, len, drain when full / arm "
         "when first) plus the closes; the floor runs it with a core that only empties the list"
     )
     for name, (ratio, rust_ns, pure_ns, floor_ns) in path_ratios.items():
