@@ -174,8 +174,10 @@ class Producer:
             # request); only its type is logged above debug level.
             logger.warning("stream %r: source failed (%s)", self.stream_id, type(failure).__name__)
             logger.debug("stream %r: source failure: %r", self.stream_id, failure)
-        await _aclose_quietly(iterator if iterator is not None else self._source)
-        self._source_closed(failure)
+        try:
+            await _aclose_quietly(iterator if iterator is not None else self._source)
+        finally:
+            self._source_closed(failure)
 
     def _take(self, chunk: object) -> None:
         """Check a chunk, queue it for persisting and hand it to the client."""
