@@ -421,8 +421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rust_ns, pure_ns, floor_ns = (r.ns_per_token(r.median) for r in (rust, pure, noop))
         path_ratios[workload.name] = (pure.median / rust.median, rust_ns, pure_ns, floor_ns)
     print(
-        "    measures: the source task's per-chunk work (pending.append, len, drain when full / arm "
-        "when first) plus the closes; the floor runs it with a core that only empties the list"
+        "    measures: the source task's per-chunk work (pending.append, len, drain when full / "
+        "arm when first) plus the closes; the floor runs it with a core that only empties the list"
     )
     for name, (ratio, rust_ns, pure_ns, floor_ns) in path_ratios.items():
         above_rust, above_pure = rust_ns - floor_ns, pure_ns - floor_ns

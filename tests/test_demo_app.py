@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -25,13 +26,25 @@ from resumable_fast.demo.app import (
     start_server,
 )
 from resumable_fast.demo.llm import full_reply, reply_tokens, simulated_reply
+from resumable_fast.demo.model import (
+    PLACEHOLDER_API_KEY,
+    OpenAICompatibleModel,
+    SimulatedModel,
+    model_from_env,
+)
 
 from conftest import ContextFactory, S2Lite, ServeDemo, free_port, make_context
+from fake_provider import fake_provider_server
+from fake_provider import reply_tokens as provider_reply_tokens
 from support import read_until_error
 
 FAST = 2000.0  # tokens per second: a reply in well under a second
 SLOW = 25.0  # a reply takes over ten seconds: time to stop it
 TOKEN = "test-token-not-checked"
+# Given to the demo as OPENAI_API_KEY and in the base URL's userinfo: neither
+# may show up in a page, a response or a log line.
+API_KEY = "sk-proj-SECRET-KEY-7f3a9c2e1b"
+USERINFO = "demo-user:USERINFO-SECRET-51d0"
 HTTP_TIMEOUT = httpx.Timeout(20.0)
 
 
@@ -383,11 +396,13 @@ def test_cli_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     assert "must be > 0" in capsys.readouterr().err
 
 
-def start_demo_process(env: dict[str, str]) -> tuple[subprocess.Popen[str], str, httpx.Response]:
+def start_demo_process(
+    env: dict[str, str], *args: str
+) -> tuple[subprocess.Popen[str], str, httpx.Response]:
     """``resumable-fast demo`` on a free port; returns it, its URL and its /api/info."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "resumable_fast", "demo", "--port", str(port)],
+        [sys.executable, "-m", "resumable_fast", "demo", "--port", str(port), *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -422,7 +437,9 @@ def stop_demo_process(process: subprocess.Popen[str], signum: int) -> str:
 
 
 def demo_env(s2lite: S2Lite | None) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("S2_")}
+    env = {
+        name: value for name, value in os.environ.items() if not name.startswith(("S2_", "OPENAI_"))
+    }
     if s2lite is not None:
         env.update(s2lite.env())
     return env
@@ -434,6 +451,7 @@ def test_cli_serves_the_demo_and_stops_on_sigint(s2lite: S2Lite, backend: str) -
     process, url, info = start_demo_process(demo_env(s2lite if backend == "s2" else None))
     try:
         assert info.json()["backend"].startswith(described)
+        assert info.json()["model"] == "simulated LLM"  # no OPENAI_BASE_URL: no network
         chat = httpx.post(f"{url}/api/chat", json={"prompt": "cli"}, timeout=10)
         assert chat.status_code == 201
     finally:
@@ -510,3 +528,122 @@ async def test_two_replicas_share_replies(
             await server.stop()
         for context in contexts:
             await context.aclose()
+
+
+# -- a real model: an OpenAI-compatible endpoint -------------------------------------
+
+
+def test_model_source_from_the_environment() -> None:
+    assert model_from_env({}, tokens_per_second=7.0) == SimulatedModel(7.0)
+    assert model_from_env({"OPENAI_API_KEY": API_KEY, "OPENAI_MODEL": "m"}) == SimulatedModel()
+    local = model_from_env({"OPENAI_BASE_URL": "http://127.0.0.1:11434/v1"})
+    assert isinstance(local, OpenAICompatibleModel)
+    assert (local.model, local.api_key) == ("llama3.2", PLACEHOLDER_API_KEY)
+    assert local.description == "llama3.2 at http://127.0.0.1:11434/v1"
+    named = model_from_env(
+        {
+            "OPENAI_BASE_URL": f"https://{USERINFO}@[::1]:8443/v1?api-key={API_KEY}#frag",
+            "OPENAI_API_KEY": API_KEY,
+            "OPENAI_MODEL": "from-env",
+        }
+    )
+    assert isinstance(named, OpenAICompatibleModel)
+    assert named.api_key == API_KEY
+    assert named.description == "from-env at https://[::1]:8443/v1"
+    assert "SECRET" not in repr(named) + str(named)
+    overridden = model_from_env({"OPENAI_BASE_URL": "http://h/v1"}, model="flag")
+    assert overridden.description == "flag at http://h/v1"
+    for bad in ("ftp://h/v1", "127.0.0.1:11434/v1", f"{USERINFO}@h/v1", "http:///v1"):
+        with pytest.raises(ValueError, match="OPENAI_BASE_URL") as raised:
+            model_from_env({"OPENAI_BASE_URL": bad})
+        assert "SECRET" not in str(raised.value)
+
+
+@pytest.mark.parametrize("backend", ["s2", "embedded"])
+def test_cli_streams_replies_from_an_openai_compatible_endpoint(
+    request: pytest.FixtureRequest, backend: str
+) -> None:
+    """With OPENAI_BASE_URL set, ``resumable-fast demo`` asks that endpoint
+    (through the openai SDK) instead of the simulated LLM: the reply is the
+    model's, the page's info names the model and the address, and the key and
+    the URL's userinfo appear in no response and no log line."""
+    s2lite: S2Lite | None = request.getfixturevalue("s2lite") if backend == "s2" else None
+    prompt = "Which model is answering?"
+    with fake_provider_server(pace_s=0.002, tokens=40) as provider:
+        shown_url = provider.openai_base_url
+        env = demo_env(s2lite)
+        env["OPENAI_BASE_URL"] = shown_url.replace("http://", f"http://{USERINFO}@", 1)
+        env["OPENAI_API_KEY"] = API_KEY
+        env["OPENAI_MODEL"] = "not-this-model"  # --model wins
+        process, url, info = start_demo_process(env, "--model", "fake-model-1")
+        responses = [info.text]
+        try:
+            assert info.status_code == 200
+            assert info.json()["model"] == f"fake-model-1 at {shown_url}"
+            assert info.json()["simulated"] is False
+            assert info.json()["tokens_per_second"] is None
+            page = httpx.get(f"{url}/", timeout=10)
+            assert 'id="model"' in page.text
+            chat = httpx.post(f"{url}/api/chat", json={"prompt": prompt}, timeout=10)
+            assert chat.status_code == 201, chat.text
+            stream_id = chat.json()["stream_id"]
+
+            async def read_reply() -> EventLog:
+                async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as http:
+                    return await read_events(http, f"{url}/api/chat/{stream_id}/events")
+
+            log = asyncio.run(read_reply())
+            assert log.text == "".join(provider_reply_tokens(prompt, 40))
+            assert log.last == "end"
+            assert provider.requests_for(prompt) == 1
+            replay = httpx.get(f"{url}/api/chat/{stream_id}/events", timeout=10)
+            assert "event: end" in replay.text
+            responses += [page.text, chat.text, replay.text]
+        finally:
+            output = stop_demo_process(process, signal.SIGINT)
+    assert f"replies come from fake-model-1 at {shown_url}" in output
+    assert "simulated LLM" not in output
+    for text in (*responses, output):
+        assert API_KEY not in text
+        assert "SECRET" not in text
+        assert USERINFO not in text
+
+
+async def test_endpoint_errors_fail_the_reply_not_the_server(
+    ctx: ResumableStreamContext, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An endpoint that cannot be reached: the reply fails for its readers (an
+    ``event: failed``), and the demo goes on serving."""
+    caplog.set_level(logging.INFO)  # as the command line logs
+    closed = f"http://127.0.0.1:{free_port()}/v1"
+    model = OpenAICompatibleModel(base_url=closed, model="absent", api_key=API_KEY)
+    app = create_app(ctx, backend_name=ctx.backend_description, model=model)
+    server = await start_server(app, host="127.0.0.1", port=0, graceful_timeout=1)
+    try:
+        info = (await client.get(f"{server.url}/api/info")).json()
+        assert info["model"] == f"absent at {closed}"
+        assert "SECRET" not in repr(model)
+        stream_id = await start_chat(client, server, "anyone there?")
+        log = await read_events(client, f"{server.url}/api/chat/{stream_id}/events")
+        assert log.last == "failed"
+        assert log.text == ""
+        assert API_KEY not in json.dumps([e.data for e in log.events])
+        assert await ctx.has_existing_stream(stream_id) == "DONE"
+        # The server is fine: it answers and takes the next message.
+        assert (await client.get(f"{server.url}/api/info")).status_code == 200
+        await start_chat(client, server, "and now?")
+    finally:
+        await server.stop()
+    assert f"replies come from absent at {closed}" in caplog.text
+    assert API_KEY not in caplog.text
+
+
+def test_cli_refuses_a_base_url_that_is_not_http(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", f"{USERINFO}@127.0.0.1:11434/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+    assert main(["demo", "--port", str(free_port())]) == 2
+    captured = capsys.readouterr()
+    assert "OPENAI_BASE_URL must be an http(s) URL" in captured.err
+    assert "SECRET" not in captured.out + captured.err

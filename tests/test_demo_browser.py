@@ -11,9 +11,14 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
+from resumable_fast import ResumableStreamContext
+from resumable_fast.demo.app import create_app, start_server
 from resumable_fast.demo.llm import full_reply
+from resumable_fast.demo.model import OpenAICompatibleModel
 
 from conftest import ServeDemo
+from fake_provider import fake_provider_server
+from fake_provider import reply_tokens as provider_reply_tokens
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -231,3 +236,53 @@ async def test_page_reconnects_after_a_server_restart(serve: ServeDemo, browser:
         await context.close()
     # Chromium logs the refused reconnect attempts as console errors.
     assert [m for m in errors.messages if "ERR_CONNECTION_REFUSED" not in m] == []
+
+
+async def test_reload_mid_reply_from_a_real_model_endpoint(
+    ctx: ResumableStreamContext, browser: Browser
+) -> None:
+    """The demo on a real model (an OpenAI-compatible endpoint, asked through
+    the openai SDK): the page names the model, and a reload mid-reply shows the
+    model's whole reply exactly, nothing repeated."""
+    prompt = "Stream a reply from the model behind the endpoint."
+    tokens = 80
+    api_key = "sk-proj-SECRET-KEY-browser-3e8d"
+    expected = "".join(provider_reply_tokens(prompt, tokens))
+    errors = PageErrors()
+    with fake_provider_server(pace_s=0.05, tokens=tokens) as provider:  # ~4 s a reply
+        model = OpenAICompatibleModel(
+            base_url=provider.openai_base_url, model="fake-model", api_key=api_key
+        )
+        app = create_app(
+            ctx, backend_name=ctx.backend_description, model=model, heartbeat_interval=0.5
+        )
+        server = await start_server(app, host="127.0.0.1", port=0, graceful_timeout=1)
+        context = await browser.new_context()
+        try:
+            page = await new_page(context, errors)
+            await page.goto(f"{server.url}/")
+            await expect(page.locator("#model")).to_have_text(
+                f"fake-model at {provider.openai_base_url}"
+            )
+
+            await send(page, prompt)
+            await wait_for_reply_length(page, 1)
+            before_reload = await reply_text(page)
+            assert expected.startswith(before_reload)
+            assert len(before_reload) < len(expected), "the reply ended before the reload"
+
+            await page.reload()
+            await wait_for_reply_length(page, 1)
+            assert await page.locator("#status").text_content() in ("streaming", "connecting")
+            for _ in range(5):  # while it streams, only ever a prefix of the reply
+                assert expected.startswith(await reply_text(page))
+                await asyncio.sleep(0.1)
+            await expect(page.locator("#status")).to_have_text("done", timeout=REPLY_MS)
+            assert await reply_text(page) == expected
+            assert api_key not in await page.content()
+            # The reload resumed the reply: the model was asked once.
+            assert provider.requests_for(prompt) == 1
+        finally:
+            await context.close()
+            await server.stop()
+    assert errors.messages == []

@@ -1,4 +1,9 @@
-"""Command line: ``python -m resumable_fast demo [--host 127.0.0.1] [--port 8000]``."""
+"""Command line: ``python -m resumable_fast demo [--host 127.0.0.1] [--port 8000]``.
+
+The demo's replies come from the simulated LLM, or, with ``OPENAI_BASE_URL``
+set, from that OpenAI-compatible endpoint (``--model``, ``OPENAI_API_KEY``):
+see :mod:`resumable_fast.demo.model`.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,13 @@ import sys
 from collections.abc import Sequence
 
 from resumable_fast.context import create_resumable_stream_context
+from resumable_fast.demo.model import (
+    DEFAULT_MODEL,
+    ModelSource,
+    OpenAICompatibleModel,
+    default_model_name,
+    model_from_env,
+)
 from resumable_fast.errors import ConfigurationError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -19,8 +31,12 @@ DEMO_DRAIN_TIMEOUT = 5.0
 logger = logging.getLogger("resumable_fast")
 
 
-async def serve_demo(host: str, port: int, tokens_per_second: float) -> None:
-    """Serve the chat demo until SIGINT or SIGTERM, then close the context."""
+async def serve_demo(
+    host: str, port: int, tokens_per_second: float, model: ModelSource | None = None
+) -> None:
+    """Serve the chat demo until SIGINT or SIGTERM, then close the context.
+
+    Replies come from ``model``; by default the simulated LLM."""
     import uvicorn.config
 
     from resumable_fast.demo.app import create_app, start_server
@@ -31,6 +47,7 @@ async def serve_demo(host: str, port: int, tokens_per_second: float) -> None:
             context,
             backend_name=context.backend_description,
             tokens_per_second=tokens_per_second,
+            model=model,
         )
         server = await start_server(
             app, host=host, port=port, log_config=uvicorn.config.LOGGING_CONFIG
@@ -52,6 +69,28 @@ def _positive(text: str) -> float:
     return value
 
 
+def _demo_model(model_name: str, tokens_per_second: float) -> ModelSource | None:
+    """The demo's model source from the environment, or None after printing why
+    it cannot be used."""
+    try:
+        model = model_from_env(model=model_name, tokens_per_second=tokens_per_second)
+    except ValueError as exc:
+        print(f"resumable-fast demo: {exc}", file=sys.stderr)
+        return None
+    if isinstance(model, OpenAICompatibleModel):
+        try:
+            import openai  # noqa: F401
+        except ImportError:
+            print(
+                "resumable-fast demo: OPENAI_BASE_URL is set, so replies come from that "
+                "endpoint through the openai SDK, which is missing: "
+                "pip install 'resumable_fast[demo]'",
+                file=sys.stderr,
+            )
+            return None
+    return model
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="resumable-fast")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -66,6 +105,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=40.0,
         help="pace of the simulated LLM (%(default)s)",
     )
+    demo.add_argument(
+        "--model",
+        default=default_model_name(),
+        help="the model to ask when OPENAI_BASE_URL is set: replies then stream from that "
+        "OpenAI-compatible endpoint (with OPENAI_API_KEY, if it needs one) instead of "
+        f"the simulated LLM (%(default)s; OPENAI_MODEL, when set, replaces {DEFAULT_MODEL} "
+        "as the default)",
+    )
     args = parser.parse_args(argv)
     if args.command == "demo":
         try:
@@ -78,9 +125,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
+        model = _demo_model(args.model, args.tokens_per_second)
+        if model is None:
+            return 2
         logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
+        # The openai SDK's HTTP client logs every request's URL at INFO, with any
+        # credentials in OPENAI_BASE_URL's userinfo: only its warnings are shown.
+        for name in ("httpx", "httpx2"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         try:
-            asyncio.run(serve_demo(args.host, args.port, args.tokens_per_second))
+            asyncio.run(serve_demo(args.host, args.port, args.tokens_per_second, model))
         except ConfigurationError as exc:
             print(
                 f"resumable-fast demo: {exc}\n"

@@ -3,10 +3,13 @@
 Routes:
 
 * ``GET /``: the page; ``GET /static/...``: its script and style sheet.
-* ``GET /api/info``: which backend holds the streams (never a credential).
+* ``GET /api/info``: which backend holds the streams and which model writes
+  the replies (never a credential).
 * ``POST /api/chat`` with ``{"prompt": str, "chat_id"?: str}``: starts the
-  simulated LLM's reply as a new resumable stream and returns its id. The
-  producer runs on its own: nobody has to read it for it to be persisted.
+  model's reply (the simulated LLM's, or a real model's: see
+  :mod:`resumable_fast.demo.model`) as a new resumable stream and returns its
+  id. The producer runs on its own: nobody has to read it for it to be
+  persisted.
 * ``GET /api/chat/{stream_id}/events``: the reply as Server-Sent Events, from
   ``Last-Event-ID`` (or the start): what was already written, then the live
   tail; a finished reply is replayed in full.
@@ -37,7 +40,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from resumable_fast.asgi import resume_sse
 from resumable_fast.context import ResumableStreamContext, new_stream_id
-from resumable_fast.demo.llm import DEFAULT_TOKENS_PER_SECOND, simulated_reply
+from resumable_fast.demo.llm import DEFAULT_TOKENS_PER_SECOND
+from resumable_fast.demo.model import ModelSource, SimulatedModel
 from resumable_fast.errors import ResumableStreamError
 
 __all__ = [
@@ -195,11 +199,19 @@ def create_app(
     *,
     backend_name: str,
     tokens_per_second: float = DEFAULT_TOKENS_PER_SECOND,
+    model: ModelSource | None = None,
     heartbeat_interval: float = 15.0,
 ) -> Starlette:
-    """The demo app on a ready context. The caller owns the context and closes it."""
+    """The demo app on a ready context. The caller owns the context and closes it.
+
+    Replies come from ``model``; by default the simulated LLM at
+    ``tokens_per_second``.
+    """
     if not tokens_per_second > 0:
         raise ValueError(f"tokens_per_second must be > 0, got {tokens_per_second!r}")
+    source: ModelSource = model if model is not None else SimulatedModel(tokens_per_second)
+    # The simulated LLM's pace, for the page; a real model sets its own.
+    pace = source.tokens_per_second if isinstance(source, SimulatedModel) else None
 
     async def page(request: Request) -> Response:
         return FileResponse(STATIC_DIR / "index.html", headers={"cache-control": "no-cache"})
@@ -208,7 +220,9 @@ def create_app(
         return JSONResponse(
             {
                 "backend": backend_name,
-                "tokens_per_second": tokens_per_second,
+                "model": source.description,
+                "simulated": pace is not None,
+                "tokens_per_second": pace,
                 "max_prompt_chars": MAX_PROMPT_CHARS,
             }
         )
@@ -230,7 +244,7 @@ def create_app(
         stream_id = new_chat_stream_id()
 
         def make_stream() -> AsyncIterator[str]:
-            return simulated_reply(prompt, tokens_per_second=tokens_per_second)
+            return source.reply(prompt)
 
         try:
             stream = await context.resumable_stream(stream_id, make_stream)
@@ -290,6 +304,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         logger.info("resumable_fast demo: streams live in %s", backend_name)
+        logger.info("resumable_fast demo: replies come from %s", source.description)
         yield
 
     app = Starlette(

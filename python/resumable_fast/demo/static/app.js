@@ -16,6 +16,7 @@
   const $ = (id) => document.getElementById(id);
   const ui = {
     backend: $("backend"),
+    model: $("model"),
     transcript: $("transcript"),
     empty: $("empty"),
     status: $("status"),
@@ -426,9 +427,13 @@
       if (!response.ok) throw new Error(String(response.status));
       const info = await response.json();
       ui.backend.textContent = info.backend;
-      ui.backend.title = `simulated model at about ${info.tokens_per_second} tokens per second`;
+      ui.model.textContent = info.model;
+      ui.model.title = info.simulated
+        ? `a simulated model at about ${info.tokens_per_second} tokens per second`
+        : "an OpenAI-compatible endpoint (OPENAI_BASE_URL)";
     } catch {
       ui.backend.textContent = "unavailable";
+      ui.model.textContent = "unavailable";
     }
   }
 
