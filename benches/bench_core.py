@@ -9,7 +9,7 @@ are measured per workload:
 (A) core: accumulate+frame -- only the core's work. Each stream's pending list
     is filled with its next ``batch_size`` chunks outside the timed region, then
     one ``drain`` per stream is timed: empty the list and frame what it held.
-(B) producer path per token -- what ``Producer._take`` does per chunk in
+(B) producer path per token -- what ``Producer._drive`` does per chunk in
     python/resumable_fast/producer.py: ``pending.append``, ``len``, then ``drain``
     when the batch is full or ``arm`` when it was empty. The floor runs the same
     loop with a no-op core (``drain`` only empties the list): what the Python

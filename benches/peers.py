@@ -61,7 +61,7 @@ import resource
 import secrets
 import sys
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -180,7 +180,7 @@ class RawTaskPeer(Peer):
         task = asyncio.get_running_loop().create_task(self._drive(source, channel))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return ProducerStream(stream_id, _ChannelSide(channel))
+        return ProducerStream(stream_id, channel)
 
     @staticmethod
     async def _drive(source: AsyncIterator[str], channel: ChunkChannel) -> None:
@@ -346,20 +346,6 @@ def _count_sdk_calls(counters: Counters) -> None:
         setattr(owner, name, replacement)
 
 
-class _ChannelSide:
-    """A channel fed by a pump task, as the producer side of a ProducerStream:
-    how a user of the SDK would tee a source to its client."""
-
-    def __init__(self, channel: ChunkChannel) -> None:
-        self.channel = channel
-
-    def next_for_client(self) -> Coroutine[Any, Any, str]:
-        return self.channel.get()
-
-    def client_detached(self) -> None:
-        self.channel.detach()
-
-
 class SdkPeer(Peer):
     """The layout on S2's SDK: tail check, session fence at seq 0 (token ``""``,
     ``match_seq_num`` 0), data records under the session token from seq 1 with
@@ -442,7 +428,7 @@ class SdkPeer(Peer):
             queue: asyncio.Queue[str | None] = asyncio.Queue()
             self._spawn(self._pump(source, channel, queue))
             self._spawn(self._write_each(stream, token, queue, channel))
-        return ProducerStream(stream_id, _ChannelSide(channel))
+        return ProducerStream(stream_id, channel)
 
     async def _pump(
         self, source: AsyncIterator[str], channel: ChunkChannel, queue: asyncio.Queue[str | None]

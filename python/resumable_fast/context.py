@@ -380,7 +380,7 @@ class ResumableStreamContext:
             first_seq_num,
         )
         self._producers[name] = producer
-        return ProducerStream(stream_id, producer, skip_characters)
+        return ProducerStream(stream_id, producer.channel, skip_characters)
 
     def _forget(self, producer: Producer) -> None:
         if self._producers.get(producer.stream_id) is producer:

@@ -29,8 +29,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine
-from typing import Any
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 
 from resumable_fast import _core
 from resumable_fast.backends import Backend
@@ -152,12 +151,34 @@ class Producer:
         """Pull the source to its end, then close it, all in this task."""
         failure: BaseException | None = None
         iterator: AsyncIterator[str] | None = None
+        # The per-chunk path, with what it uses held in locals: check the
+        # chunk, hand it to the client (its wake-up is queued before an append
+        # worker's), then queue it for persisting. The native core frames the
+        # pending list once per batch (or linger), with the GIL released.
+        put = self.channel.put
+        pending = self._pending
+        batch_size = self._batch_size
+        slot = self._slot
+        drain = self._scheduler.accumulator.drain
+        arm_linger = self._scheduler.arm_linger
+        streaming = ProducerState.STREAMING
         try:
             iterator = aiter(self._source)
             next_chunk = iterator.__anext__
-            take = self._take
             while True:
-                take(await next_chunk())
+                chunk = await next_chunk()
+                if type(chunk) is not str:
+                    raise InvalidChunkError(
+                        f"stream {self.stream_id!r}: source yielded {type(chunk).__name__}, not str"
+                    )
+                put(chunk)
+                if self.state is streaming:
+                    pending.append(chunk)
+                    count = len(pending)
+                    if count >= batch_size:
+                        self.enqueue(drain(slot))
+                    elif count == 1:
+                        arm_linger(slot)
         except StopAsyncIteration:
             pass
         except asyncio.CancelledError:
@@ -179,25 +200,6 @@ class Producer:
         finally:
             self._source_closed(failure)
 
-    def _take(self, chunk: object) -> None:
-        """Check a chunk, queue it for persisting and hand it to the client."""
-        if type(chunk) is not str:
-            raise InvalidChunkError(
-                f"stream {self.stream_id!r}: source yielded {type(chunk).__name__}, not str"
-            )
-        # The client first: its wake-up is queued before an append worker's.
-        self.channel.put(chunk)
-        if self.state is ProducerState.STREAMING:
-            # The only per-chunk work: the native core frames the pending list
-            # once per batch (or linger), with the GIL released.
-            pending = self._pending
-            pending.append(chunk)
-            count = len(pending)
-            if count >= self._batch_size:
-                self.enqueue(self._scheduler.accumulator.drain(self._slot))
-            elif count == 1:
-                self._scheduler.arm_linger(self._slot)
-
     def _source_closed(self, failure: BaseException | None) -> None:
         self.failure = failure
         state = self.state
@@ -214,16 +216,6 @@ class Producer:
             self._finish(ProducerState.FAILED)
         elif state is ProducerState.STOPPING:
             self._finish(ProducerState.STOPPED)
-
-    # -- the producer's client ------------------------------------------------
-
-    def next_for_client(self) -> Coroutine[Any, Any, str]:
-        """The producer's client's next chunk."""
-        return self.channel.get()
-
-    def client_detached(self) -> None:
-        """The producer's client has gone: persistence goes on without it."""
-        self.channel.detach()
 
     # -- control --------------------------------------------------------------
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from contextlib import aclosing
-from typing import Any, Protocol
 
 from resumable_fast.errors import StreamFailedError, StreamIncompleteError
 from resumable_fast.records import (
@@ -43,7 +42,7 @@ class ResumableStream(AsyncIterator[str]):
     def __aiter__(self) -> ResumableStream:
         return self
 
-    async def __anext__(self) -> str:
+    def __anext__(self) -> Awaitable[str]:
         raise NotImplementedError
 
     async def aclose(self) -> None:
@@ -55,77 +54,82 @@ class ResumableStream(AsyncIterator[str]):
 
 
 class ChunkChannel:
-    """An unbounded single-consumer channel of chunks that can end with an error.
+    """A single-consumer channel of chunks that can end with an error.
 
-    It is cheaper than :class:`asyncio.Queue` on the per-token path: one deque
-    append and, only when the consumer is parked, one future wake-up. The deque
-    is made on first use and dropped when emptied: a client that keeps up holds
-    at most a chunk or two, and an idle stream should cost little memory.
+    :meth:`get` returns a future that the consumer's task awaits directly, with
+    no coroutine of ours in between. When the consumer waits, :meth:`put` hands
+    the chunk to its future: one wake-up, nothing buffered. Otherwise chunks
+    wait in a deque made on first use and dropped when emptied: a client that
+    keeps up holds none, and an idle stream should cost little memory.
+    Cancelling the consumer's wait cancels only its future; the next chunk is
+    buffered for its next :meth:`get`.
     """
 
     __slots__ = ("_closed", "_error", "_items", "_waiter")
 
     def __init__(self) -> None:
         self._items: deque[str] | None = None
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[str] | None = None
         self._closed = False
         self._error: BaseException | None = None
 
     def put(self, chunk: str) -> None:
         if self._closed:
             return
-        if self._items is None:
-            self._items = deque()
-        self._items.append(chunk)
-        self._wake()
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():  # else the consumer's wait was cancelled
+                waiter.set_result(chunk)
+                return
+        items = self._items
+        if items is None:
+            items = self._items = deque()
+        items.append(chunk)
 
     def close(self, error: BaseException | None = None) -> None:
+        """No more chunks: the consumer gets ``error`` (once) or the end after
+        what is buffered."""
         if self._closed:
             return
         self._closed = True
         self._error = error
-        self._wake()
-
-    @property
-    def has_items(self) -> bool:
-        return bool(self._items)
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def waiting(self) -> bool:
-        """The consumer is parked waiting for a chunk."""
-        return self._waiter is not None and not self._closed
+        self._end_wait()
 
     def detach(self) -> None:
         """The consumer has gone: drop what is buffered and accept nothing more."""
         self._closed = True
         self._items = None
+        self._end_wait()
 
-    def _wake(self) -> None:
+    def _end_wait(self) -> None:
         waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                self._end(waiter)
 
-    async def get(self) -> str:
-        while not self._items:
-            if self._closed:
-                if self._error is not None:
-                    error, self._error = self._error, None
-                    raise error
-                raise StopAsyncIteration
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+    def _end(self, future: asyncio.Future[str]) -> None:
+        error = self._error
+        if error is not None:
+            self._error = None
+            future.set_exception(error)
+        else:
+            future.set_exception(StopAsyncIteration())
+
+    def get(self) -> asyncio.Future[str]:
+        """The next chunk; :class:`StopAsyncIteration` at the end."""
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         items = self._items
-        chunk = items.popleft()
-        if not items:
-            self._items = None  # an empty deque still holds a 0.5 KiB block
-        return chunk
+        if items:
+            future.set_result(items.popleft())
+            if not items:
+                self._items = None  # an empty deque still holds a 0.5 KiB block
+        elif self._closed:
+            self._end(future)
+        else:
+            self._waiter = future
+        return future
 
 
 def skip_prefix(chunk: str, to_skip: int) -> tuple[str, int]:
@@ -147,45 +151,38 @@ async def skip_text(chunks: AsyncGenerator[str, None], to_skip: int) -> AsyncGen
             yield chunk
 
 
-class ProducerSide(Protocol):
-    """What a producer offers its own client."""
-
-    def next_for_client(self) -> Coroutine[Any, Any, str]: ...
-
-    def client_detached(self) -> None: ...
-
-
 class ProducerStream(ResumableStream):
-    """The producer's client side: chunks as the source yields them.
+    """The producer's client side: chunks as the source yields them, from the
+    channel the source's task fills.
 
     Closing it only detaches this client; persistence runs on to the end.
     """
 
-    __slots__ = ("_producer", "_to_skip", "stream_id")
+    __slots__ = ("_channel", "_to_skip", "stream_id")
 
-    def __init__(self, stream_id: str, producer: ProducerSide, skip_characters: int = 0) -> None:
+    def __init__(self, stream_id: str, channel: ChunkChannel, skip_characters: int = 0) -> None:
         self.stream_id = stream_id
-        self._producer = producer
+        self._channel = channel
         self._to_skip = skip_characters
 
-    def __anext__(self) -> Coroutine[Any, Any, str]:
-        # The producer's coroutine itself, without one of ours around it: an
-        # in-flight stream waits in one coroutine frame, not two.
+    def __anext__(self) -> Awaitable[str]:
+        # The channel's future itself, without a coroutine of ours around it:
+        # a waiting client holds no frame of ours.
         if self._to_skip:
             return self._skipping_next()
-        return self._producer.next_for_client()
+        return self._channel.get()
 
     async def _skipping_next(self) -> str:
-        chunk = await self._producer.next_for_client()
+        chunk = await self._channel.get()
         while self._to_skip:
             chunk, self._to_skip = skip_prefix(chunk, self._to_skip)
             if chunk:
                 break
-            chunk = await self._producer.next_for_client()
+            chunk = await self._channel.get()
         return chunk
 
     async def aclose(self) -> None:
-        self._producer.client_detached()
+        self._channel.detach()
 
     def __repr__(self) -> str:
         return f"ProducerStream({self.stream_id!r})"
