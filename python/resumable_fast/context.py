@@ -8,13 +8,12 @@ import inspect
 import logging
 import os
 import secrets
-import time
 from collections.abc import AsyncIterable, Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-from resumable_fast import _core
+from resumable_fast import fencing
 from resumable_fast.backends import (
     DEFAULT_RETENTION_SECONDS,
     Backend,
@@ -24,24 +23,18 @@ from resumable_fast.backends import (
 from resumable_fast.config import BatchSettings, S2Config
 from resumable_fast.errors import (
     ConfigurationError,
-    FencingTokenMismatchError,
     InvalidChunkError,
     InvalidStreamIdError,
     ResumableStreamError,
-    S2Error,
-    SeqNumMismatchError,
     StreamExistsError,
 )
 from resumable_fast.producer import Producer
 from resumable_fast.records import (
-    END_FENCE_PREFIX,
-    ERROR_FENCE_PREFIX,
     MAX_STREAM_ID_BYTES,
-    SESSION_FENCE_PREFIX,
     SequencedRecord,
     StreamState,
-    new_fence_token,
     state_of,
+    validate_stream_id,
 )
 from resumable_fast.s2 import S2Client
 from resumable_fast.scheduling import HEARTBEATS_PER_TIMEOUT, Scheduler
@@ -75,22 +68,6 @@ MakeStream = Callable[[], AsyncIterable[str] | Awaitable[AsyncIterable[str]]]
 def new_stream_id() -> str:
     """A fresh stream id: 128 random bits, URL-safe (22 characters)."""
     return secrets.token_urlsafe(16)
-
-
-def validate_stream_id(stream_id: object) -> str:
-    if not isinstance(stream_id, str):
-        raise InvalidStreamIdError(f"stream id must be a str, got {type(stream_id).__name__}")
-    if not stream_id:
-        raise InvalidStreamIdError("stream id must not be empty")
-    try:
-        size = len(stream_id.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise InvalidStreamIdError("stream id must be valid Unicode text") from None
-    if size > MAX_STREAM_ID_BYTES:
-        raise InvalidStreamIdError(
-            f"stream id is {size} bytes, S2 allows at most {MAX_STREAM_ID_BYTES}"
-        )
-    return stream_id
 
 
 def _validate_skip(skip_characters: int | None) -> int:
@@ -191,10 +168,10 @@ class ResumableStreamContext:
         if state == "DONE":
             return None
         if state is None:
-            token = await self._claim(name)
+            token = await fencing.claim(self._backend, name)
             if token is not None:
                 return await self._start_producer(stream_id, name, token, make_stream, skip)
-        elif last is not None and self._is_abandoned(last):
+        elif last is not None and fencing.is_abandoned(last, self.liveness_timeout):
             taken = await self._take_over(stream_id, name, last, make_stream, skip)
             if taken is not None:
                 return taken
@@ -215,7 +192,7 @@ class ResumableStreamContext:
         self._check_open()
         name = self._name(stream_id)
         skip = _validate_skip(skip_characters)
-        token = await self._claim(name)
+        token = await fencing.claim(self._backend, name)
         if token is None:
             raise StreamExistsError(stream_id)
         return await self._start_producer(stream_id, name, token, make_stream, skip)
@@ -252,8 +229,7 @@ class ResumableStreamContext:
         fences the producer out; readers end."""
         self._check_open()
         name = self._name(stream_id)
-        fence = new_fence_token(END_FENCE_PREFIX)
-        await self._backend.append(name, _core.fence_append_input(fence, None), new_fence=fence)
+        await fencing.stop(self._backend, name)
         producer = self._producers.get(name)
         if producer is not None:
             producer.stop()
@@ -297,15 +273,6 @@ class ResumableStreamContext:
             )
         return name
 
-    def _is_abandoned(self, last: SequencedRecord) -> bool:
-        """Unfinished, and nothing appended for longer than the liveness
-        timeout (live producers heartbeat well within it), by S2's clock
-        against ours."""
-        timestamp = last.get("timestamp")
-        if self.liveness_timeout is None or timestamp is None:
-            return False
-        return time.time() * 1000 - timestamp > self.liveness_timeout * 1000
-
     async def _take_over(
         self,
         stream_id: str,
@@ -320,13 +287,9 @@ class ResumableStreamContext:
         source's text follows what is there. The caller's stream replays the
         stored text, then follows the new producer. None when another writer
         got there first."""
-        token = new_fence_token(SESSION_FENCE_PREFIX)
         takeover_seq_num = last["seq_num"] + 1
-        try:
-            await self._backend.append(
-                name, _core.fence_append_input(token, None, takeover_seq_num), new_fence=token
-            )
-        except (FencingTokenMismatchError, SeqNumMismatchError):
+        token = await fencing.claim_tail(self._backend, name, takeover_seq_num)
+        if token is None:
             return None
         logger.warning(
             "stream %r: its producer went silent; a new producer takes it over", stream_id
@@ -338,16 +301,6 @@ class ResumableStreamContext:
             stream_id, self._backend.read_session(name, 0), takeover_seq_num, producer
         )
         return GeneratorStream(stream_id, skip_text(chunks, skip_characters))
-
-    async def _claim(self, name: str) -> str | None:
-        """Append the session fence at seq 0; None if another producer got there first."""
-        token = new_fence_token(SESSION_FENCE_PREFIX)
-        body = _core.fence_append_input(token, "", 0)
-        try:
-            await self._backend.append(name, body, new_fence=token)
-        except (FencingTokenMismatchError, SeqNumMismatchError):
-            return None
-        return token
 
     async def _start_producer(
         self,
@@ -367,7 +320,7 @@ class ResumableStreamContext:
                     f"make_stream must return an async iterable of str, got {type(source).__name__}"
                 )
         except BaseException:
-            await self._append_error_fence(name, token)
+            await fencing.append_error_fence(self._backend, name, token)
             raise
         producer = Producer(
             self._scheduler,
@@ -385,15 +338,6 @@ class ResumableStreamContext:
     def _forget(self, producer: Producer) -> None:
         if self._producers.get(producer.stream_id) is producer:
             del self._producers[producer.stream_id]
-
-    async def _append_error_fence(self, name: str, token: str) -> None:
-        fence = new_fence_token(ERROR_FENCE_PREFIX)
-        try:
-            await self._backend.append(
-                name, _core.fence_append_input(fence, token), new_fence=fence
-            )
-        except S2Error as exc:
-            logger.error("stream %r: could not append error fence: %s", name, exc)
 
     def _resumed(self, stream_id: str, name: str, skip_characters: int) -> ResumedStream:
         return ResumedStream(

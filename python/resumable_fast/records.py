@@ -19,6 +19,8 @@ from __future__ import annotations
 import secrets
 from typing import Literal, TypedDict
 
+from resumable_fast.errors import InvalidStreamIdError
+
 __all__ = [
     "CLOSING_FENCE_PREFIXES",
     "END_FENCE_PREFIX",
@@ -35,6 +37,7 @@ __all__ = [
     "is_fence",
     "new_fence_token",
     "state_of",
+    "validate_stream_id",
 ]
 
 # S2's limits.
@@ -78,6 +81,23 @@ def state_of(last: SequencedRecord | None) -> StreamState:
     if last is None:
         return None
     return "DONE" if is_closing_fence(last) else True
+
+
+def validate_stream_id(stream_id: object) -> str:
+    """``stream_id`` if S2 can name a stream so, else :class:`InvalidStreamIdError`."""
+    if not isinstance(stream_id, str):
+        raise InvalidStreamIdError(f"stream id must be a str, got {type(stream_id).__name__}")
+    if not stream_id:
+        raise InvalidStreamIdError("stream id must not be empty")
+    try:
+        size = len(stream_id.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidStreamIdError("stream id must be valid Unicode text") from None
+    if size > MAX_STREAM_ID_BYTES:
+        raise InvalidStreamIdError(
+            f"stream id is {size} bytes, S2 allows at most {MAX_STREAM_ID_BYTES}"
+        )
+    return stream_id
 
 
 def new_fence_token(prefix: str) -> str:

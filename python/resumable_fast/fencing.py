@@ -1,0 +1,78 @@
+"""The fences that decide who writes a stream: claiming it, taking over an
+abandoned one, stopping it, and ending it with an error.
+
+S2 applies a fence command only if the append's ``fencing_token`` (and, where
+given, ``match_seq_num``) match, so of several writers racing for a stream
+exactly one wins each fence; the layout is in :mod:`resumable_fast.records`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from resumable_fast import _core
+from resumable_fast.backends import Backend
+from resumable_fast.errors import FencingTokenMismatchError, S2Error, SeqNumMismatchError
+from resumable_fast.records import (
+    END_FENCE_PREFIX,
+    ERROR_FENCE_PREFIX,
+    SESSION_FENCE_PREFIX,
+    SequencedRecord,
+    new_fence_token,
+)
+
+__all__ = ["append_error_fence", "claim", "claim_tail", "is_abandoned", "stop"]
+
+logger = logging.getLogger("resumable_fast")
+
+
+async def claim(backend: Backend, name: str) -> str | None:
+    """Append the session fence at seq 0: the new producer's token, or None
+    if another producer got there first."""
+    token = new_fence_token(SESSION_FENCE_PREFIX)
+    try:
+        await backend.append(name, _core.fence_append_input(token, "", 0), new_fence=token)
+    except (FencingTokenMismatchError, SeqNumMismatchError):
+        return None
+    return token
+
+
+async def claim_tail(backend: Backend, name: str, seq_num: int) -> str | None:
+    """Append a new session fence at ``seq_num``, the tail of an abandoned
+    stream (only if nothing was appended since): it fences the old producer
+    out should it still be alive. The new token, or None if another writer
+    got there first."""
+    token = new_fence_token(SESSION_FENCE_PREFIX)
+    try:
+        await backend.append(name, _core.fence_append_input(token, None, seq_num), new_fence=token)
+    except (FencingTokenMismatchError, SeqNumMismatchError):
+        return None
+    return token
+
+
+async def stop(backend: Backend, name: str) -> None:
+    """End a stream now: an ``end-`` fence appended without a token check
+    fences its producer out; readers end."""
+    fence = new_fence_token(END_FENCE_PREFIX)
+    await backend.append(name, _core.fence_append_input(fence, None), new_fence=fence)
+
+
+async def append_error_fence(backend: Backend, name: str, token: str) -> None:
+    """End a stream whose source could not be made with an ``error-`` fence,
+    under the producer's token. A failure is logged, not raised: the caller
+    is already raising the source's own error."""
+    fence = new_fence_token(ERROR_FENCE_PREFIX)
+    try:
+        await backend.append(name, _core.fence_append_input(fence, token), new_fence=fence)
+    except S2Error as exc:
+        logger.error("stream %r: could not append error fence: %s", name, exc)
+
+
+def is_abandoned(last: SequencedRecord, liveness_timeout: float | None) -> bool:
+    """An unfinished stream's last record is older than the liveness timeout
+    (live producers heartbeat well within it), by S2's clock against ours."""
+    timestamp = last.get("timestamp")
+    if liveness_timeout is None or timestamp is None:
+        return False
+    return time.time() * 1000 - timestamp > liveness_timeout * 1000
