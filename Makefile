@@ -14,7 +14,7 @@ INTEROP_DIR := tests/interop
 
 export S2LITE_BIN
 
-.PHONY: all demo test test-rust lint pytest venv develop s2-lite interop-deps chromium lock bench-core bench-transport bench-deps bench bench-quick redis-server clean
+.PHONY: all demo test test-rust lint pytest venv develop s2-lite interop-deps chromium lock bench-core bench-transport bench-deps bench bench-quick redis-server tinyproxy clean
 
 all: develop
 
@@ -50,6 +50,12 @@ chromium:
 		echo "installing Debian's chromium for the browser test"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
+# The proxy tests run Debian's tinyproxy on loopback.
+tinyproxy:
+	@command -v tinyproxy >/dev/null 2>&1 || { \
+		echo "installing Debian's tinyproxy for the proxy tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tinyproxy; }
+
 test-rust:
 	cargo test --locked
 
@@ -61,10 +67,10 @@ lint: develop
 	$(BIN)/ruff format --check python tests benches
 	$(BIN)/mypy
 
-pytest: develop s2-lite interop-deps chromium
+pytest: develop s2-lite interop-deps chromium tinyproxy
 	$(BIN)/pytest -q
 
-test: develop s2-lite interop-deps chromium
+test: develop s2-lite interop-deps chromium tinyproxy
 	$(MAKE) test-rust
 	$(MAKE) lint
 	$(MAKE) pytest

@@ -239,21 +239,21 @@ class LibraryPeer(Peer):
         backend = context._backend
         if isinstance(backend, S2Client):
             counters = self.counters
-
-            async def count_request(request: httpx.Request) -> None:
-                counters.requests += 1
-
-            # Unary calls go through S2Client._send (one call per attempt, written
-            # straight onto the connection unless http2 is on); read sessions
-            # through httpx.
+            # Unary calls go through S2Client._send (one call per attempt),
+            # read sessions through its HTTP client's stream().
             send = backend._send
+            open_stream = backend._http.stream
 
             async def counted_send(*args: Any, **kwargs: Any) -> tuple[int, bytes, float | None]:
                 counters.requests += 1
                 return await send(*args, **kwargs)
 
+            def counted_stream(*args: Any, **kwargs: Any) -> Any:
+                counters.requests += 1
+                return open_stream(*args, **kwargs)
+
             backend._send = counted_send  # type: ignore[method-assign]
-            backend._sessions_http.event_hooks = {"request": [count_request], "response": []}
+            backend._http.stream = counted_stream  # type: ignore[method-assign]
         context._backend = CountingBackend(backend, self.counters)
 
     async def produce(self, stream_id: str, source: AsyncIterator[str]) -> AsyncIterator[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 import subprocess
 import time
 import uuid
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trustme
 
 from resumable_fast import ResumableStreamContext, create_resumable_stream_context
 from resumable_fast.demo.app import DemoServer, create_app, start_server
@@ -32,6 +34,8 @@ class S2Lite:
     endpoint: str
     basin: str
     process: subprocess.Popen[bytes]
+    ca_file: Path | None = None
+    """With TLS: the PEM file of the CA that signed the server's certificate."""
 
     def env(self) -> dict[str, str]:
         """Environment for a child process that talks to this server."""
@@ -51,8 +55,14 @@ def free_port() -> int:
 
 
 def start_s2lite(
-    tmp_dir: Path, *, port: int | None = None, local_root: Path | None = None
+    tmp_dir: Path,
+    *,
+    port: int | None = None,
+    local_root: Path | None = None,
+    tls: bool = False,
 ) -> S2Lite:
+    """s2-lite on a free loopback port; with ``tls``, on https with a
+    certificate for 127.0.0.1 and localhost from a CA made here (trustme)."""
     binary = Path(os.environ.get("S2LITE_BIN", str(DEFAULT_S2LITE_BIN)))
     if not binary.is_file():
         pytest.fail(f"s2-lite binary not found at {binary}: run `make test`, which builds it")
@@ -73,16 +83,34 @@ def start_s2lite(
     args = [str(binary), "--port", str(port), "--init-file", str(init_file)]
     if local_root is not None:
         args += ["--local-root", str(local_root)]
+    ca_file: Path | None = None
+    if tls:
+        ca = trustme.CA()
+        certificate = ca.issue_cert("127.0.0.1", "localhost")
+        cert_file, key_file, ca_file = (
+            tmp_dir / "s2lite-cert.pem",
+            tmp_dir / "s2lite-key.pem",
+            tmp_dir / "ca.pem",
+        )
+        certificate.cert_chain_pems[0].write_to_path(str(cert_file))
+        for extra in certificate.cert_chain_pems[1:]:
+            extra.write_to_path(str(cert_file), append=True)
+        certificate.private_key_pem.write_to_path(str(key_file))
+        ca.cert_pem.write_to_path(str(ca_file))
+        args += ["--tls-cert", str(cert_file), "--tls-key", str(key_file)]
     log = (tmp_dir / f"s2lite-{port}.log").open("wb")
     process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
+    endpoint = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(f"s2-lite exited with {process.returncode}; see {log.name}")
         try:
-            if httpx.get(f"{endpoint}/health", timeout=1).status_code == 200:
-                return S2Lite(endpoint, TEST_BASIN, process)
+            verify: ssl.SSLContext | bool = (
+                ssl.create_default_context(cafile=str(ca_file)) if ca_file is not None else True
+            )
+            if httpx.get(f"{endpoint}/health", timeout=1, verify=verify).status_code == 200:
+                return S2Lite(endpoint, TEST_BASIN, process, ca_file)
         except httpx.TransportError:
             pass
         time.sleep(0.05)
@@ -102,6 +130,14 @@ def stop_s2lite(server: S2Lite) -> None:
 @pytest.fixture(scope="session")
 def s2lite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S2Lite]:
     server = start_s2lite(tmp_path_factory.mktemp("s2lite"))
+    yield server
+    stop_s2lite(server)
+
+
+@pytest.fixture(scope="session")
+def s2lite_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S2Lite]:
+    """s2-lite behind TLS, its certificate from a private CA (``ca_file``)."""
+    server = start_s2lite(tmp_path_factory.mktemp("s2lite-tls"), tls=True)
     yield server
     stop_s2lite(server)
 
@@ -129,12 +165,20 @@ ContextFactory = Callable[..., ResumableStreamContext]
 
 
 @pytest.fixture
-def new_context(backend_name: str, s2lite: S2Lite) -> ContextFactory:
-    """Makes contexts on this test's backend: another replica of the same service."""
+def new_context(
+    backend_name: str, s2lite: S2Lite, request: pytest.FixtureRequest
+) -> ContextFactory:
+    """Makes contexts on this test's backend: another replica of the same
+    service. ``s2-tls`` (for the modules that add it): s2-lite over TLS, its
+    private CA given with ``verify=``."""
+    tls_server = request.getfixturevalue("s2lite_tls") if backend_name == "s2-tls" else None
 
     def factory(**options: object) -> ResumableStreamContext:
         if backend_name == "s2":
             return make_context(s2lite, **options)
+        if tls_server is not None:
+            assert tls_server.ca_file is not None
+            return make_context(tls_server, verify=str(tls_server.ca_file), **options)
         settings: dict[str, object] = {"backend": "embedded", "linger_ms": 5}
         settings.update(options)
         return create_resumable_stream_context(**settings)  # type: ignore[arg-type]

@@ -26,6 +26,14 @@ from support import TestingStream, from_list, read_chunks, read_text, read_until
 HERE = Path(__file__).parent
 
 
+@pytest.fixture(params=["s2", "embedded", "s2-tls"])
+def backend_name(request: pytest.FixtureRequest) -> str:
+    """This module's suite also runs over TLS: s2-lite with a certificate
+    from a private CA, given with ``verify=``."""
+    name: str = request.param
+    return name
+
+
 async def wait_until(predicate: object, timeout: float = 10.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while asyncio.get_running_loop().time() < deadline:

@@ -12,10 +12,12 @@ from resumable_fast.context import (
 from resumable_fast.errors import (
     BasinMisconfiguredError,
     ConfigurationError,
+    EventStreamError,
     FencingTokenMismatchError,
     InvalidChunkError,
     InvalidStreamIdError,
     RangeNotSatisfiableError,
+    ResponseTooLargeError,
     ResumableStreamError,
     S2AuthError,
     S2ConnectionError,
@@ -25,6 +27,7 @@ from resumable_fast.errors import (
     StreamFailedError,
     StreamIncompleteError,
     StreamNotFoundError,
+    TLSVerificationError,
 )
 from resumable_fast.streams import ResumableStream
 
@@ -35,11 +38,13 @@ __all__ = [
     "ConfigurationError",
     "EmbeddedBackend",
     "EmbeddedStore",
+    "EventStreamError",
     "FencingTokenMismatchError",
     "InvalidChunkError",
     "InvalidStreamIdError",
     "MakeStream",
     "RangeNotSatisfiableError",
+    "ResponseTooLargeError",
     "ResumableStream",
     "ResumableStreamContext",
     "ResumableStreamError",
@@ -53,6 +58,7 @@ __all__ = [
     "StreamIncompleteError",
     "StreamNotFoundError",
     "StreamState",
+    "TLSVerificationError",
     "create_resumable_stream_context",
     "new_stream_id",
 ]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from resumable_fast.errors import ConfigurationError
+from resumable_fast.http11 import Proxy, Verify
 from resumable_fast.records import MAX_BATCH_BYTES, MAX_BATCH_RECORDS
 
 __all__ = ["DEFAULT_ACCOUNT_ENDPOINT", "DEFAULT_BASIN_ENDPOINT", "BatchSettings", "S2Config"]
@@ -67,8 +69,16 @@ class S2Config:
     account_endpoint: str = DEFAULT_ACCOUNT_ENDPOINT
     basin_endpoint: str = DEFAULT_BASIN_ENDPOINT
     request_timeout: float = 30.0
-    http2: bool = False
     retry_deadline: float = DEFAULT_RETRY_DEADLINE
+    verify: Verify = True
+    """True (certifi's CAs, or ``SSL_CERT_FILE``/``SSL_CERT_DIR`` with
+    ``trust_env``), False, a CA bundle file or directory, or an
+    :class:`ssl.SSLContext` (``truststore.SSLContext`` for the OS's store)."""
+    proxy: str | None = None
+    """An ``http://`` proxy for every request (else the environment's)."""
+    trust_env: bool = True
+    """Honour ``SSL_CERT_FILE``, ``SSL_CERT_DIR``, ``HTTPS_PROXY``,
+    ``HTTP_PROXY``, ``ALL_PROXY`` and ``NO_PROXY``."""
 
     def __post_init__(self) -> None:
         validate_basin_name(self.basin)
@@ -80,6 +90,12 @@ class S2Config:
             )
         _api_root(self.account_endpoint, "account_endpoint")
         _api_root(self.basin_endpoint, "basin_endpoint")
+        if not isinstance(self.verify, (bool, str, os.PathLike, ssl.SSLContext)):
+            raise ConfigurationError(
+                "verify must be True, False, a CA bundle path or an ssl.SSLContext"
+            )
+        if self.proxy is not None:
+            Proxy.parse(self.proxy)  # raises ConfigurationError if it is not one
 
     @property
     def account_url(self) -> str:
@@ -114,8 +130,10 @@ class S2Config:
         account_endpoint: str | None = None,
         basin_endpoint: str | None = None,
         request_timeout: float | None = None,
-        http2: bool | None = None,
         retry_deadline: float | None = None,
+        verify: Verify | None = None,
+        proxy: str | None = None,
+        trust_env: bool = True,
         env: Mapping[str, str] | None = None,
     ) -> S2Config:
         """Explicit arguments win; unset ones come from the environment, then defaults."""
@@ -131,8 +149,10 @@ class S2Config:
             or DEFAULT_ACCOUNT_ENDPOINT,
             basin_endpoint=basin_endpoint or env.get("S2_BASIN_ENDPOINT") or DEFAULT_BASIN_ENDPOINT,
             request_timeout=request_timeout if request_timeout is not None else 30.0,
-            http2=bool(http2),
             retry_deadline=retry_deadline if retry_deadline is not None else DEFAULT_RETRY_DEADLINE,
+            verify=True if verify is None else verify,
+            proxy=proxy,
+            trust_env=trust_env,
         )
 
 

@@ -28,6 +28,7 @@ from resumable_fast.errors import (
     ResumableStreamError,
     StreamExistsError,
 )
+from resumable_fast.http11 import Verify
 from resumable_fast.producer import Producer
 from resumable_fast.records import (
     MAX_STREAM_ID_BYTES,
@@ -359,7 +360,9 @@ def create_resumable_stream_context(
     linger_ms: float | None = None,
     max_batch_bytes: int | None = None,
     request_timeout: float | None = None,
-    http2: bool | None = None,
+    verify: Verify | None = None,
+    proxy: str | None = None,
+    trust_env: bool = True,
     data_dir: str | os.PathLike[str] | None = None,
     retention_seconds: float = DEFAULT_RETENTION_SECONDS,
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
@@ -398,7 +401,9 @@ def create_resumable_stream_context(
                 account_endpoint=account_endpoint,
                 basin_endpoint=basin_endpoint,
                 request_timeout=request_timeout,
-                http2=http2,
+                verify=verify,
+                proxy=proxy,
+                trust_env=trust_env,
                 retry_deadline=retry_deadline,
             )
         )

@@ -9,10 +9,12 @@ from __future__ import annotations
 __all__ = [
     "BasinMisconfiguredError",
     "ConfigurationError",
+    "EventStreamError",
     "FencingTokenMismatchError",
     "InvalidChunkError",
     "InvalidStreamIdError",
     "RangeNotSatisfiableError",
+    "ResponseTooLargeError",
     "ResumableStreamError",
     "S2AuthError",
     "S2ConnectionError",
@@ -22,6 +24,7 @@ __all__ = [
     "StreamFailedError",
     "StreamIncompleteError",
     "StreamNotFoundError",
+    "TLSVerificationError",
 ]
 
 
@@ -92,6 +95,16 @@ class S2ConnectionError(ResumableStreamError, ConnectionError):
     """S2 could not be reached, or the connection broke."""
 
 
+class TLSVerificationError(S2ConnectionError):
+    """S2's TLS certificate did not verify. Not retried: the message names the
+    endpoint and the options that set which CAs are trusted."""
+
+
+class ResponseTooLargeError(ResumableStreamError):
+    """An answer's head or body was over the client's cap; the connection
+    was dropped."""
+
+
 class StreamNotFoundError(S2Error):
     """The stream (or basin) does not exist and was not created on demand."""
 
@@ -125,3 +138,9 @@ class RangeNotSatisfiableError(S2Error):
     def __init__(self, tail_seq_num: int | None) -> None:
         super().__init__(416, "range_not_satisfiable", f"read start is past tail {tail_seq_num}")
         self.tail_seq_num = tail_seq_num
+
+
+class EventStreamError(ResumableStreamError, ValueError):
+    """A ``text/event-stream`` body is malformed: it is not valid UTF-8 (or ends
+    inside a UTF-8 sequence), or one of its lines, or one event's data, is
+    larger than the parser's cap."""

@@ -1,9 +1,7 @@
 """A small async client for the parts of S2's REST API that resumable_fast uses.
 
-Unary calls (appends, reads, tail checks) are written straight onto pooled
-keep-alive HTTP/1.1 connections by :class:`~resumable_fast.unary.UnaryClient`;
-read sessions (SSE) and the HTTP/2 option go through :class:`httpx.AsyncClient`
-(over :class:`~resumable_fast.transport.PooledHTTP11Transport`).
+Every request, unary calls (appends, reads, tail checks) and read sessions
+(SSE) alike, goes through :class:`~resumable_fast.http11.HttpClient`.
 Every error S2 answers with becomes a typed exception from
 :mod:`resumable_fast.errors`; transport failures become
 :class:`~resumable_fast.errors.S2ConnectionError`. The access token is only
@@ -16,13 +14,12 @@ import asyncio
 import ipaddress
 import logging
 import random
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
-import httpx
 import orjson
 
 from resumable_fast.config import S2Config
@@ -37,9 +34,15 @@ from resumable_fast.errors import (
     SeqNumMismatchError,
     StreamNotFoundError,
 )
+from resumable_fast.http11 import (
+    HttpClient,
+    HttpSettings,
+    Origin,
+    Request,
+    TransportError,
+)
 from resumable_fast.records import SequencedRecord
-from resumable_fast.transport import Origin, PooledHTTP11Transport
-from resumable_fast.unary import UnaryClient
+from resumable_fast.sse import EventStreamParser
 
 __all__ = ["S2Client"]
 
@@ -151,29 +154,19 @@ class _Endpoint:
 
     @classmethod
     def parse(cls, url: str) -> _Endpoint:
-        parsed = httpx.URL(url)
-        default_port = 443 if parsed.scheme == "https" else 80
-        port = parsed.port or default_port
-        host = parsed.host if port == default_port else f"{parsed.host}:{port}"
-        return cls(url, (parsed.scheme, parsed.host, port), parsed.path.rstrip("/"), host)
+        origin = Origin.of(url)
+        return cls(url, origin, urlsplit(url).path.rstrip("/"), origin.authority)
 
 
-@dataclass(frozen=True)
-class _Headers:
-    """One set of request headers, as httpx takes them and as serialized lines."""
-
-    mapping: dict[str, str]
-    lines: bytes
-
-    @classmethod
-    def build(cls, endpoint: _Endpoint, mapping: dict[str, str]) -> _Headers:
-        fields = {"Host": endpoint.host, "Accept-Encoding": "identity", **mapping}
-        for name, value in fields.items():
-            if any(char in value for char in "\r\n\0") or not value.isascii():
-                # The value is not quoted: it may be the access token.
-                raise ConfigurationError(f"the {name} header holds characters HTTP cannot carry")
-        lines = "".join(f"{name}: {value}\r\n" for name, value in fields.items())
-        return cls(mapping, lines.encode("ascii"))
+def _header_lines(fields: dict[str, str]) -> bytes:
+    """Request headers as serialized lines (the client adds Host and
+    Content-Length)."""
+    fields = {"Accept-Encoding": "identity", **fields}
+    for name, value in fields.items():
+        if any(char in value for char in "\r\n\0") or not value.isascii():
+            # The value is not quoted: it may be the access token.
+            raise ConfigurationError(f"the {name} header holds characters HTTP cannot carry")
+    return "".join(f"{name}: {value}\r\n" for name, value in fields.items()).encode("ascii")
 
 
 class S2Client:
@@ -198,35 +191,19 @@ class S2Client:
                     "the S2 access token goes over plain HTTP to %s: use an https:// endpoint",
                     plain,
                 )
-        self._session_headers = {**basin_headers, "Accept": "text/event-stream"}
-        self._append_headers = _Headers.build(
-            self._basin, {**basin_headers, "Content-Type": "application/json"}
-        )
-        self._read_headers = _Headers.build(
-            self._basin, {**basin_headers, "Accept": "application/json"}
-        )
-        self._create_basin_headers = _Headers.build(
-            self._account, {**headers, "Content-Type": "application/json"}
-        )
-        # Unary calls go straight onto HTTP/1.1 connections, without httpx's
-        # request and response models (see resumable_fast.unary); with
-        # http2 they go through httpx. Read sessions hold their connection for
-        # as long as they follow a stream, so they get a pool of their own.
-        self._unary: UnaryClient | httpx.AsyncClient = (
-            _make_http_client(config, httpx.Timeout(config.request_timeout))
-            if config.http2
-            else UnaryClient()
-        )
-        self._sessions_http = _make_http_client(
-            config, httpx.Timeout(config.request_timeout, read=READ_SESSION_IDLE_TIMEOUT)
+        self._session_headers = _header_lines({**basin_headers, "Accept": "text/event-stream"})
+        self._append_headers = _header_lines({**basin_headers, "Content-Type": "application/json"})
+        self._read_headers = _header_lines({**basin_headers, "Accept": "application/json"})
+        self._create_basin_headers = _header_lines({**headers, "Content-Type": "application/json"})
+        self._http = HttpClient(
+            HttpSettings(verify=config.verify, trust_env=config.trust_env, proxy=config.proxy)
         )
 
     def __repr__(self) -> str:
         return f"S2Client({self.config!r})"
 
     async def aclose(self) -> None:
-        await self._unary.aclose()
-        await self._sessions_http.aclose()
+        await self._http.aclose()
 
     @staticmethod
     def _records_path(stream: str) -> str:
@@ -237,28 +214,13 @@ class S2Client:
         method: str,
         endpoint: _Endpoint,
         path: str,
-        headers: _Headers,
+        headers: bytes,
         content: bytes | None,
     ) -> tuple[int, bytes, float | None]:
         """One attempt: status, body and Retry-After (seconds)."""
-        if isinstance(self._unary, httpx.AsyncClient):
-            response = await self._unary.request(
-                method, endpoint.url + path, headers=headers.mapping, content=content
-            )
-            return (
-                response.status_code,
-                response.content,
-                _retry_after(response.headers.get("retry-after")),
-            )
-        parts = [method.encode(), b" ", (endpoint.path + path).encode(), b" HTTP/1.1\r\n"]
-        parts.append(headers.lines)
-        if content is not None:
-            parts += (b"Content-Length: ", str(len(content)).encode(), b"\r\n\r\n", content)
-        else:
-            parts.append(b"\r\n")
-        answer = await self._unary.unary(
+        answer = await self._http.request(
             endpoint.origin,
-            b"".join(parts),
+            Request(method.encode(), (endpoint.path + path).encode(), headers, content),
             idempotent=method == "GET",
             timeout=self.config.request_timeout,
         )
@@ -271,7 +233,7 @@ class S2Client:
         endpoint: _Endpoint,
         path: str,
         *,
-        headers: _Headers,
+        headers: bytes,
         content: bytes | None = None,
     ) -> bytes:
         """Send a request, retrying transient faults with capped, jittered backoff
@@ -290,7 +252,7 @@ class S2Client:
                 status, body, retry_after = await self._send(
                     method, endpoint, path, headers, content
                 )
-            except httpx.TransportError as exc:
+            except TransportError as exc:
                 delay = _backoff(attempt)
                 if loop.time() + delay >= give_up_at:
                     raise S2ConnectionError(
@@ -451,8 +413,8 @@ class S2Client:
         failures = 0
         failing_since: float | None = None  # first failure since records last came
         loop = asyncio.get_running_loop()
-        headers = self._session_headers
-        url = self._basin.url + self._records_path(stream)
+        basin = self._basin
+        path = (basin.path + self._records_path(stream)).encode()
 
         def retry_in(delay: float, error: BaseException) -> float:
             """How long to wait before reopening, or raise once past the deadline."""
@@ -474,32 +436,40 @@ class S2Client:
 
         while True:
             try:
-                async with self._sessions_http.stream(
-                    "GET", url, headers=headers, params={"seq_num": next_seq_num}
+                request = Request(
+                    b"GET", path + b"?seq_num=%d" % next_seq_num, self._session_headers
+                )
+                async with self._http.stream(
+                    basin.origin, request, timeout=self.config.request_timeout
                 ) as response:
-                    if response.status_code >= 400:
+                    if response.status >= 400:
+                        content = await response.read(self.config.request_timeout)
                         error = _explain_not_found(
-                            _error_from_response(response.status_code, await response.aread()),
+                            _error_from_response(response.status, content),
                             self.config.basin,
                             "create_stream_on_read",
                         )
                         if not _is_transient(error):
                             raise error
-                        delay = _retry_after(response.headers.get("retry-after"))
+                        delay = _retry_after(response.header(b"retry-after"))
                         await asyncio.sleep(retry_in(delay or _backoff(failures + 1), error))
                         continue
-                    async for event, data in _sse_events(response):
-                        if event == "batch":
-                            records: list[SequencedRecord] = orjson.loads(data)["records"]
-                            if records:
-                                failures, failing_since = 0, None
-                                next_seq_num = records[-1]["seq_num"] + 1
-                                yield records
-                        elif event == "error":
-                            raise _error_from_response(500, data)
-                        # "ping" heartbeats and the final "[DONE]" need no action:
-                        # the loop reopens the session after the last record seen.
-            except httpx.TransportError as exc:
+                    events = EventStreamParser()
+                    async for chunk in response.iter_bytes(READ_SESSION_IDLE_TIMEOUT):
+                        for event in events.feed(chunk):
+                            if event.type == "batch":
+                                records: list[SequencedRecord] = orjson.loads(event.data)["records"]
+                                if records:
+                                    failures, failing_since = 0, None
+                                    next_seq_num = records[-1]["seq_num"] + 1
+                                    yield records
+                            elif event.type == "error":
+                                raise _error_from_response(500, event.data.encode())
+                            # "ping" heartbeats and the final "[DONE]" need no
+                            # action: the loop reopens the session after the
+                            # last record seen.
+                    events.close()
+            except TransportError as exc:
                 delay = retry_in(_backoff(failures + 1), exc)
                 logger.debug("read session on %r dropped (%r); reopening", stream, exc)
                 await asyncio.sleep(delay)
@@ -520,38 +490,3 @@ class S2Client:
         await self._request(
             "POST", self._account, "/basins", headers=self._create_basin_headers, content=body
         )
-
-
-def _make_http_client(config: S2Config, timeout: httpx.Timeout) -> httpx.AsyncClient:
-    if config.http2:
-        return httpx.AsyncClient(http1=False, http2=True, timeout=timeout)
-    return httpx.AsyncClient(
-        transport=PooledHTTP11Transport(),
-        timeout=timeout,
-        headers={"Accept-Encoding": "identity"},
-    )
-
-
-async def _sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, bytes]]:
-    """Parse a ``text/event-stream`` body into ``(event, data)`` pairs."""
-    buffer = b""
-    event = "message"
-    data: list[bytes] = []
-    async for chunk in response.aiter_bytes():
-        buffer += chunk
-        lines = buffer.split(b"\n")
-        buffer = lines.pop()
-        for raw_line in lines:
-            line = raw_line[:-1] if raw_line.endswith(b"\r") else raw_line
-            if not line:
-                if data:
-                    yield event, b"\n".join(data)
-                event, data = "message", []
-                continue
-            field, _, value = line.partition(b":")
-            if value.startswith(b" "):
-                value = value[1:]
-            if field == b"event":
-                event = value.decode()
-            elif field == b"data":
-                data.append(value)

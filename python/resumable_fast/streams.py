@@ -14,7 +14,7 @@ from resumable_fast.records import (
     SequencedRecord,
     is_fence,
 )
-from resumable_fast.transport import timeout_after
+from resumable_fast.timeouts import timeout_after
 
 __all__ = [
     "ChunkChannel",
