@@ -23,6 +23,7 @@ from resumable_fast.backends import (
 from resumable_fast.config import BatchSettings, S2Config
 from resumable_fast.errors import (
     ConfigurationError,
+    InvalidArgumentError,
     InvalidChunkError,
     InvalidStreamIdError,
     ResumableStreamError,
@@ -75,9 +76,11 @@ def _validate_skip(skip_characters: int | None) -> int:
     if skip_characters is None:
         return 0
     if isinstance(skip_characters, bool) or not isinstance(skip_characters, int):
-        raise TypeError("skip_characters must be an int or None")
+        raise InvalidArgumentError(
+            f"skip_characters must be an int or None, got {type(skip_characters).__name__}"
+        )
     if skip_characters < 0:
-        raise ValueError("skip_characters must be >= 0")
+        raise InvalidArgumentError(f"skip_characters must be >= 0, got {skip_characters}")
     return skip_characters
 
 

@@ -11,6 +11,7 @@ __all__ = [
     "ConfigurationError",
     "EventStreamError",
     "FencingTokenMismatchError",
+    "InvalidArgumentError",
     "InvalidChunkError",
     "InvalidStreamIdError",
     "RangeNotSatisfiableError",
@@ -38,6 +39,11 @@ class ConfigurationError(ResumableStreamError, ValueError):
 
 class InvalidStreamIdError(ResumableStreamError, ValueError):
     """A stream id is empty, too long, or not a string."""
+
+
+class InvalidArgumentError(ResumableStreamError, TypeError, ValueError):
+    """An argument of the wrong type or out of range (``except TypeError``
+    and ``except ValueError`` catch it too)."""
 
 
 class InvalidChunkError(ResumableStreamError, TypeError):

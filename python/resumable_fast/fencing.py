@@ -13,18 +13,26 @@ import time
 
 from resumable_fast import _core
 from resumable_fast.backends import Backend
-from resumable_fast.errors import FencingTokenMismatchError, S2Error, SeqNumMismatchError
+from resumable_fast.errors import (
+    FencingTokenMismatchError,
+    ResumableStreamError,
+    SeqNumMismatchError,
+)
 from resumable_fast.records import (
     END_FENCE_PREFIX,
     ERROR_FENCE_PREFIX,
     SESSION_FENCE_PREFIX,
     SequencedRecord,
+    is_closing_fence,
     new_fence_token,
 )
 
 __all__ = ["append_error_fence", "claim", "claim_tail", "is_abandoned", "stop"]
 
 logger = logging.getLogger("resumable_fast")
+
+# Tries of stop()'s fence at the tail before it goes in unconditionally.
+STOP_ATTEMPTS = 5
 
 
 async def claim(backend: Backend, name: str) -> str | None:
@@ -52,20 +60,41 @@ async def claim_tail(backend: Backend, name: str, seq_num: int) -> str | None:
 
 
 async def stop(backend: Backend, name: str) -> None:
-    """End a stream now: an ``end-`` fence appended without a token check
-    fences its producer out; readers end."""
+    """End a stream now with an ``end-`` fence appended without a token check,
+    which fences its producer out; readers end. The fence goes at the tail
+    seen just before (``match_seq_num``), so a retry whose first attempt
+    landed is recognised instead of appending a second fence; a stream
+    already finished is left as it is. Should producers keep appending in
+    between, the fence goes in unconditionally after a few tries."""
+    for _ in range(STOP_ATTEMPTS):
+        last = await backend.last_record(name)
+        if last is not None and is_closing_fence(last):
+            return
+        seq_num = 0 if last is None else last["seq_num"] + 1
+        fence = new_fence_token(END_FENCE_PREFIX)
+        try:
+            await backend.append(
+                name,
+                _core.fence_append_input(fence, None, seq_num),
+                new_fence=fence,
+                end_seq_num=seq_num + 1,
+            )
+        except SeqNumMismatchError:
+            continue  # appended to since we looked: look again
+        return
     fence = new_fence_token(END_FENCE_PREFIX)
     await backend.append(name, _core.fence_append_input(fence, None), new_fence=fence)
 
 
 async def append_error_fence(backend: Backend, name: str, token: str) -> None:
     """End a stream whose source could not be made with an ``error-`` fence,
-    under the producer's token. A failure is logged, not raised: the caller
-    is already raising the source's own error."""
+    under the producer's token. A failure (S2 refusing it, or away past the
+    retry deadline) is logged, not raised: the caller is already raising the
+    source's own error, which must not be replaced."""
     fence = new_fence_token(ERROR_FENCE_PREFIX)
     try:
         await backend.append(name, _core.fence_append_input(fence, token), new_fence=fence)
-    except S2Error as exc:
+    except ResumableStreamError as exc:
         logger.error("stream %r: could not append error fence: %s", name, exc)
 
 
