@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -9,7 +10,9 @@ import pytest
 from resumable_fast import (
     InvalidArgumentError,
     ResumableStreamContext,
+    S2Config,
     S2ConnectionError,
+    S2Error,
 )
 from resumable_fast.http11 import ConnectFailed
 from resumable_fast.records import is_fence
@@ -100,3 +103,118 @@ async def test_stopping_a_finished_stream_appends_nothing(
     before = await stored_records(ctx, stream_id)
     await ctx.stop_stream(stream_id)
     assert await stored_records(ctx, stream_id) == before
+
+
+class SessionEndpoint:
+    """A stand-in for S2's records endpoint on loopback: an empty stream to
+    catch up on, then read sessions answered by ``session_answer``."""
+
+    def __init__(self, session_answer: bytes) -> None:
+        self.session_answer = session_answer
+        self.sessions = 0
+        self.server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode()
+                target = head.split(" ", 2)[1]
+                if "text/event-stream" in head:
+                    self.sessions += 1
+                    writer.write(self.session_answer)
+                elif target.endswith("/tail"):
+                    body = b'{"tail":{"seq_num":0,"timestamp":0}}'
+                    writer.write(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+                    )
+                else:  # a catch-up read at the tail
+                    body = b'{"tail":{"seq_num":0,"timestamp":0}}'
+                    writer.write(
+                        b"HTTP/1.1 416 X\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+                    )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+ERROR_EVENT = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    b'3f\r\nevent: error\ndata: {"code":"internal","message":"try again"}\n\n\r\n0\r\n\r\n'
+)
+CLEAN_END = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: 0\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [(ERROR_EVENT, S2Error), (CLEAN_END, S2ConnectionError)],
+    ids=["error-event", "sessions-ending-at-once"],
+)
+async def test_read_sessions_back_off_on_error_events_and_sessions_ending_at_once(
+    answer: bytes, error: type[Exception]
+) -> None:
+    """An ``event: error`` is retried like a failed request, and a server
+    that ends every session at once gets a backoff, not a hot loop; both
+    give up with a typed error at the retry deadline."""
+    endpoint = SessionEndpoint(answer)
+    endpoint.server = await asyncio.start_server(endpoint.handle, "127.0.0.1", 0)
+    client = S2Client(
+        S2Config(
+            basin="edges-test-basin",
+            account_endpoint=endpoint.url,
+            basin_endpoint=endpoint.url,
+            retry_deadline=1.0,
+        )
+    )
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+
+    async def follow() -> None:
+        async for _ in client.read_session("s", 0):
+            pass
+
+    try:
+        with pytest.raises(error):
+            await asyncio.wait_for(follow(), 10)
+    finally:
+        await client.aclose()
+        endpoint.server.close()
+    assert loop.time() - began < 5
+    assert 2 <= endpoint.sessions < 60
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"not json", b'{"records": 3}', b'{"records": [{"body": "x"}]}', b"[]"],
+)
+async def test_malformed_answers_from_s2_are_typed_errors(body: bytes) -> None:
+    answer = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(answer)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    client = S2Client(S2Config(basin="edges-test-basin", account_endpoint=url, basin_endpoint=url))
+    try:
+        with pytest.raises(S2Error, match="not as its API specifies"):
+            await client.read("s", seq_num=0)
+        with pytest.raises(S2Error, match="not as its API specifies"):
+            await client.check_tail("s")
+    finally:
+        await client.aclose()
+        server.close()

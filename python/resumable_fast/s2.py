@@ -66,6 +66,30 @@ def _is_transient(error: S2Error) -> bool:
     )
 
 
+def _invalid_answer(what: str) -> S2Error:
+    """S2 (or something in between) answered with JSON its API does not specify."""
+    return S2Error(200, "invalid_response", f"S2 answered {what} not as its API specifies")
+
+
+def _records_of(data: bytes | str) -> list[SequencedRecord]:
+    """The records of a read's answer or a session's batch, checked."""
+    try:
+        records = orjson.loads(data)["records"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        raise _invalid_answer("records") from None
+    if type(records) is not list:
+        raise _invalid_answer("records")
+    for record in records:
+        if (
+            type(record) is not dict
+            or type(record.get("seq_num")) is not int
+            or type(record.get("body", "")) is not str
+            or type(record.get("headers", [])) is not list
+        ):
+            raise _invalid_answer("a record")
+    return records
+
+
 def _backoff(attempt: int) -> float:
     """Exponential backoff with full jitter, capped."""
     return random.uniform(0, min(MAX_BACKOFF_SECONDS, 0.025 * 2**attempt))
@@ -330,7 +354,7 @@ class S2Client:
             content = await self._request("GET", self._basin, path, headers=self._read_headers)
         except StreamNotFoundError as exc:
             raise _explain_not_found(exc, self.config.basin, "create_stream_on_read") from None
-        records: list[SequencedRecord] = orjson.loads(content).get("records", [])
+        records = _records_of(content)
         return records
 
     async def last_record(self, stream: str) -> SequencedRecord | None:
@@ -349,7 +373,12 @@ class S2Client:
             )
         except StreamNotFoundError as exc:
             raise _explain_not_found(exc, self.config.basin, "create_stream_on_read") from None
-        tail: int = orjson.loads(content)["tail"]["seq_num"]
+        try:
+            tail = orjson.loads(content)["tail"]["seq_num"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            raise _invalid_answer("a tail") from None
+        if type(tail) is not int:
+            raise _invalid_answer("a tail")
         return tail
 
     async def _read_or_empty(self, stream: str, seq_num: int, count: int) -> list[SequencedRecord]:
@@ -435,6 +464,7 @@ class S2Client:
             return delay
 
         while True:
+            received = False
             try:
                 request = Request(
                     b"GET", path + b"?seq_num=%d" % next_seq_num, self._session_headers
@@ -458,8 +488,9 @@ class S2Client:
                     async for chunk in response.iter_bytes(READ_SESSION_IDLE_TIMEOUT):
                         for event in events.feed(chunk):
                             if event.type == "batch":
-                                records: list[SequencedRecord] = orjson.loads(event.data)["records"]
+                                records = _records_of(event.data)
                                 if records:
+                                    received = True
                                     failures, failing_since = 0, None
                                     next_seq_num = records[-1]["seq_num"] + 1
                                     yield records
@@ -473,6 +504,19 @@ class S2Client:
                 delay = retry_in(_backoff(failures + 1), exc)
                 logger.debug("read session on %r dropped (%r); reopening", stream, exc)
                 await asyncio.sleep(delay)
+                continue
+            except S2Error as error:
+                # An error event mid-session: reopened like a failed request.
+                if not _is_transient(error):
+                    raise
+                await asyncio.sleep(retry_in(_backoff(failures + 1), error))
+                continue
+            if not received:
+                # The session ended without a record: back off before opening
+                # the next, so a server that ends sessions at once is not
+                # asked again and again in a hot loop.
+                ended = TransportError("the session ended without a record")
+                await asyncio.sleep(retry_in(_backoff(failures + 1), ended))
 
     async def create_basin(
         self, basin: str, *, create_stream_on_append: bool, create_stream_on_read: bool
