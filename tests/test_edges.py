@@ -10,6 +10,7 @@ import pytest
 from resumable_fast import (
     InvalidArgumentError,
     ResumableStreamContext,
+    ResumableStreamError,
     S2Config,
     S2ConnectionError,
     S2Error,
@@ -218,3 +219,25 @@ async def test_malformed_answers_from_s2_are_typed_errors(body: bytes) -> None:
     finally:
         await client.aclose()
         server.close()
+
+
+async def test_streams_read_after_their_context_closed_raise_a_typed_error(
+    new_context: Any, backend_name: str, stream_id: str
+) -> None:
+    ctx = new_context()
+    source = TestingStream()
+    producer = await ctx.resumable_stream(stream_id, source.readable)
+    source.write("kept")
+    source.close()
+    assert await read_text(producer) == "kept"
+    resumed = await ctx.resume_stream(stream_id)
+    await ctx.aclose()
+    with pytest.raises(ResumableStreamError, match="closed"):
+        await ctx.resume_stream(stream_id)
+    if backend_name == "embedded":
+        # The store outlives its contexts, as S2 does.
+        assert await read_text(resumed) == "kept"
+    else:
+        # The context's HTTP client is closed (was: a bare RuntimeError).
+        with pytest.raises(ResumableStreamError, match="closed"):
+            await read_text(resumed)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from resumable_fast.errors import ResponseTooLargeError
+from resumable_fast.errors import ResponseTooLargeError, ResumableStreamError
 from resumable_fast.http11 import (
     ConnectFailed,
     HttpClient,
@@ -300,7 +300,7 @@ async def test_a_cancelled_exchange_does_not_leave_its_connection_for_reuse(
 async def test_closed_client_refuses_requests() -> None:
     client = HttpClient(HttpSettings(trust_env=False))
     await client.aclose()
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(ResumableStreamError, match="closed"):
         await client.request(Origin("http", "127.0.0.1", 9), request(), idempotent=True, timeout=1)
 
 

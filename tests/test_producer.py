@@ -231,3 +231,32 @@ async def test_the_producer_goes_through_its_states(
     states.append(producer.state)
     assert states == [ProducerState.STREAMING, ProducerState.DONE]
     assert stream_id not in ctx._producers
+
+
+async def test_chunks_reach_the_client_before_they_are_persisted_its_end_after(
+    ctx: ResumableStreamContext, stream_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Persistence never holds a chunk back; the end waits for the end fence,
+    so a stream the client saw finish is finished for every reader."""
+    backend = ctx._backend
+    append = backend.append
+
+    async def slow_append(*args: Any, **kwargs: Any) -> None:
+        await asyncio.sleep(0.3)
+        await append(*args, **kwargs)
+
+    monkeypatch.setattr(backend, "append", slow_append)
+    source = TestingStream()
+    stream = await ctx.resumable_stream(stream_id, source.readable)
+    assert stream is not None
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    for word in ("not ", "held ", "back"):
+        source.write(word)
+    source.close()
+    assert await read_text(stream, 3) == "not held back"
+    assert loop.time() - began < 0.2  # no append has finished yet
+    assert await read_text(stream) == ""  # the end, once the end fence landed
+    assert loop.time() - began >= 0.3
+    monkeypatch.undo()
+    assert await ctx.has_existing_stream(stream_id) == "DONE"

@@ -43,6 +43,7 @@ import httptools
 from resumable_fast.errors import (
     ConfigurationError,
     ResponseTooLargeError,
+    ResumableStreamError,
     TLSVerificationError,
 )
 from resumable_fast.timeouts import timeout_after
@@ -675,7 +676,7 @@ class HttpClient:
         answer arrived is sent again on a new connection when ``idempotent``;
         otherwise the caller gets a :class:`ProtocolViolation` and decides."""
         if self._idle.closed:
-            raise RuntimeError("the client is closed")
+            raise ResumableStreamError("the S2 client is closed (its context was closed)")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         self._sweep_interval = min(self._sweep_interval, max(timeout / 10, _MIN_SWEEP_INTERVAL))
@@ -722,7 +723,7 @@ class HttpClient:
         body read as it comes (a read session). The connection is kept for
         reuse only if the body was read to its end."""
         if self._idle.closed:
-            raise RuntimeError("the client is closed")
+            raise ResumableStreamError("the S2 client is closed (its context was closed)")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         key = self._key(origin)
