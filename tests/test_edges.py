@@ -18,10 +18,10 @@ from resumable_fast import (
 from resumable_fast.http11 import ConnectFailed
 from resumable_fast.records import is_fence
 from resumable_fast.s2 import S2Client
-from test_liveness import stored_records
+from test_liveness import abandoned_stream, stored_records
 
 from conftest import S2Lite, make_context
-from support import TestingStream, read_text
+from support import TestingStream, from_list, read_text
 
 
 @pytest.mark.parametrize("skip", [-1, "3", 1.5, True])
@@ -241,3 +241,54 @@ async def test_streams_read_after_their_context_closed_raise_a_typed_error(
         # The context's HTTP client is closed (was: a bare RuntimeError).
         with pytest.raises(ResumableStreamError, match="closed"):
             await read_text(resumed)
+
+
+def lose_first_answer(
+    monkeypatch: pytest.MonkeyPatch, backend: S2Client, marker: bytes
+) -> list[bytes]:
+    """The first append whose body holds ``marker`` lands, but its answer is
+    lost on the way back: S2Client retries it."""
+    send = backend._send
+    lost: list[bytes] = []
+
+    async def losing_send(*args: Any) -> tuple[int, bytes, float | None]:
+        answer = await send(*args)
+        content = args[-1]
+        if content is not None and marker in content and not lost:
+            lost.append(content)
+            raise ConnectFailed("the answer was lost (test)")
+        return answer
+
+    monkeypatch.setattr(backend, "_send", losing_send)
+    return lost
+
+
+async def test_a_claim_retried_after_a_lost_answer_is_still_ours(
+    s2lite: S2Lite, stream_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with make_context(s2lite, retry_deadline=10) as ctx:
+        backend = ctx._backend
+        assert isinstance(backend, S2Client)
+        lost = lose_first_answer(monkeypatch, backend, b'"session-')
+        producer = await ctx.create_new_resumable_stream(
+            stream_id, lambda: from_list(["claimed ", "once"])
+        )
+        assert lost
+        assert await read_text(producer) == "claimed once"
+        assert await read_text(await ctx.resume_stream(stream_id)) == "claimed once"
+
+
+async def test_a_takeover_retried_after_a_lost_answer_is_still_ours(
+    s2lite: S2Lite, stream_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    liveness = 0.6
+    async with make_context(s2lite, retry_deadline=10, liveness_timeout=liveness) as ctx:
+        await abandoned_stream(ctx, stream_id, ["half ", "a ", "reply"])
+        await asyncio.sleep(liveness * 1.5)
+        backend = ctx._backend
+        assert isinstance(backend, S2Client)
+        lost = lose_first_answer(monkeypatch, backend, b'"session-')
+        taken = await ctx.resumable_stream(stream_id, lambda: from_list([", continued"]))
+        assert lost
+        assert await read_text(taken) == "half a reply, continued"
+        assert await ctx.has_existing_stream(stream_id) == "DONE"

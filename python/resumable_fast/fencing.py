@@ -38,12 +38,7 @@ STOP_ATTEMPTS = 5
 async def claim(backend: Backend, name: str) -> str | None:
     """Append the session fence at seq 0: the new producer's token, or None
     if another producer got there first."""
-    token = new_fence_token(SESSION_FENCE_PREFIX)
-    try:
-        await backend.append(name, _core.fence_append_input(token, "", 0), new_fence=token)
-    except (FencingTokenMismatchError, SeqNumMismatchError):
-        return None
-    return token
+    return await _fence_at(backend, name, 0, "")
 
 
 async def claim_tail(backend: Backend, name: str, seq_num: int) -> str | None:
@@ -51,37 +46,65 @@ async def claim_tail(backend: Backend, name: str, seq_num: int) -> str | None:
     stream (only if nothing was appended since): it fences the old producer
     out should it still be alive. The new token, or None if another writer
     got there first."""
+    return await _fence_at(backend, name, seq_num, None)
+
+
+async def _fence_at(
+    backend: Backend, name: str, seq_num: int, fencing_token: str | None
+) -> str | None:
+    """A new session fence at exactly ``seq_num``. A mismatch may be our own
+    fence: an attempt that landed although its answer was lost, then retried.
+    The record at ``seq_num`` tells (the token has 96 random bits)."""
     token = new_fence_token(SESSION_FENCE_PREFIX)
+    landed = await _append_fence_at(backend, name, seq_num, token, fencing_token)
+    return token if landed else None
+
+
+async def _append_fence_at(
+    backend: Backend, name: str, seq_num: int, fence: str, fencing_token: str | None
+) -> bool:
+    """Whether the fence ``fence`` is now the record at ``seq_num``."""
     try:
-        await backend.append(name, _core.fence_append_input(token, None, seq_num), new_fence=token)
+        await backend.append(
+            name, _core.fence_append_input(fence, fencing_token, seq_num), new_fence=fence
+        )
     except (FencingTokenMismatchError, SeqNumMismatchError):
+        return await _record_body(backend, name, seq_num) == fence
+    return True
+
+
+async def _record_body(backend: Backend, name: str, seq_num: int) -> str | None:
+    """The body of the record at ``seq_num``, or None if there is none."""
+    if (last := await backend.last_record(name)) is None or last["seq_num"] < seq_num:
         return None
-    return token
+    session = backend.read_session(name, seq_num)
+    try:
+        async for records in session:
+            for record in records:
+                if record["seq_num"] == seq_num:
+                    return record.get("body")
+            return None
+    finally:
+        await session.aclose()
+    return None
 
 
 async def stop(backend: Backend, name: str) -> None:
     """End a stream now with an ``end-`` fence appended without a token check,
     which fences its producer out; readers end. The fence goes at the tail
     seen just before (``match_seq_num``), so a retry whose first attempt
-    landed is recognised instead of appending a second fence; a stream
-    already finished is left as it is. Should producers keep appending in
-    between, the fence goes in unconditionally after a few tries."""
+    landed fails instead of appending a second fence, and is recognised as
+    ours by the record at that position; a stream already finished is left
+    as it is. Should producers keep appending in between, the fence goes in
+    unconditionally after a few tries."""
     for _ in range(STOP_ATTEMPTS):
         last = await backend.last_record(name)
         if last is not None and is_closing_fence(last):
             return
         seq_num = 0 if last is None else last["seq_num"] + 1
-        fence = new_fence_token(END_FENCE_PREFIX)
-        try:
-            await backend.append(
-                name,
-                _core.fence_append_input(fence, None, seq_num),
-                new_fence=fence,
-                end_seq_num=seq_num + 1,
-            )
-        except SeqNumMismatchError:
-            continue  # appended to since we looked: look again
-        return
+        if await _append_fence_at(backend, name, seq_num, new_fence_token(END_FENCE_PREFIX), None):
+            return
+        # Appended to since we looked: look again.
     fence = new_fence_token(END_FENCE_PREFIX)
     await backend.append(name, _core.fence_append_input(fence, None), new_fence=fence)
 
