@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import secrets
+import tracemalloc
+from typing import Any, cast
 
 import pytest
 
 from resumable_fast import (
+    EmbeddedBackend,
+    EmbeddedStore,
     InvalidArgumentError,
     ResumableStreamContext,
     ResumableStreamError,
@@ -292,3 +296,48 @@ async def test_a_takeover_retried_after_a_lost_answer_is_still_ours(
         assert lost
         assert await read_text(taken) == "half a reply, continued"
         assert await ctx.has_existing_stream(stream_id) == "DONE"
+
+
+def private_embedded_context(retention_seconds: float) -> ResumableStreamContext:
+    return ResumableStreamContext(
+        EmbeddedBackend(EmbeddedStore(None, retention_seconds=retention_seconds))
+    )
+
+
+async def test_asking_about_streams_that_do_not_exist_stores_nothing() -> None:
+    """An app's resume route takes ids from anyone: unknown ids cost nothing."""
+    async with private_embedded_context(3600) as ctx:
+        store = cast(EmbeddedBackend, ctx._backend).store
+        tracemalloc.start()
+        try:
+            for _ in range(20_000):
+                stream_id = secrets.token_hex(8)
+                assert await ctx.has_existing_stream(stream_id) is None
+                assert await ctx.resume_existing_stream(stream_id) is None
+            grown, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert len(store._streams) == 0
+        assert grown < 256 * 1024
+
+
+async def test_an_unfinished_stream_whose_producer_died_is_dropped_after_the_retention() -> None:
+    async with private_embedded_context(0.2) as ctx:
+        await abandoned_stream(ctx, "abandoned", ["half ", "a reply"])
+        assert await ctx.has_existing_stream("abandoned") is True
+        await asyncio.sleep(0.3)
+        assert await ctx.has_existing_stream("abandoned") is None
+
+
+async def test_a_stream_a_reader_waited_on_is_dropped_once_the_reader_is_gone() -> None:
+    async with private_embedded_context(0.2) as ctx:
+        store = cast(EmbeddedBackend, ctx._backend).store
+        producer = await ctx.resumable_stream("finished", lambda: from_list(["done"]))
+        assert await read_text(producer) == "done"
+        waiter = store.wait_for_records("finished", 10**6)  # a reader past the end
+        assert waiter is not None
+        await asyncio.sleep(0.3)
+        assert await ctx.has_existing_stream("finished") == "DONE"  # kept for its reader
+        waiter.cancel()
+        await asyncio.sleep(0.5)
+        assert await ctx.has_existing_stream("finished") is None

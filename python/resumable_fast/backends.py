@@ -8,8 +8,10 @@ the same size limits, create-on-append and create-on-read, reads from a
 sequence number that follow the live tail), so code moves to S2 unchanged. It
 reads the very ``AppendInput`` bodies the native core frames for S2.
 
-Without a ``data_dir`` streams live in memory, and finished ones are dropped
-``retention_seconds`` after their last record so memory stays bounded. With a
+Streams live in memory, and each is dropped ``retention_seconds`` after its
+last record, finished or not (a producer that died leaves its stream
+unfinished), unless a reader is waiting on it; asking about a stream that does
+not exist stores nothing. So memory stays bounded whatever callers ask. With a
 ``data_dir`` each stream is an append-only file of checksummed batches that
 survives a process restart (a torn last write is detected by its length and
 CRC and cut off when the file is opened). Writes reach the operating system
@@ -26,7 +28,7 @@ import struct
 import threading
 import time
 import zlib
-from collections import deque
+from collections import OrderedDict
 from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import ClassVar, Protocol
@@ -44,7 +46,6 @@ from resumable_fast.records import (
     MAX_BATCH_RECORDS,
     MAX_FENCING_TOKEN_BYTES,
     SequencedRecord,
-    is_closing_fence,
 )
 
 __all__ = ["Backend", "EmbeddedBackend", "EmbeddedStore"]
@@ -103,13 +104,14 @@ def _headers_size(headers: object) -> int:
 
 
 class _Stream:
-    __slots__ = ("fencing_token", "finished_at", "path", "records", "waiters")
+    __slots__ = ("active_at", "fencing_token", "path", "records", "waiters")
 
     def __init__(self, path: Path | None) -> None:
         self.records: list[SequencedRecord] = []
         self.fencing_token = ""
         self.path = path
-        self.finished_at: float | None = None
+        # When it was made, loaded or last appended to (monotonic seconds).
+        self.active_at = time.monotonic()
         self.waiters: list[asyncio.Future[None]] = []
 
     def apply(self, records: list[SequencedRecord]) -> None:
@@ -117,9 +119,6 @@ class _Stream:
             if record.get("headers") == [FENCE_HEADER]:
                 self.fencing_token = record.get("body", "")
         self.records.extend(records)
-        last = records[-1]
-        if is_closing_fence(last):
-            self.finished_at = time.monotonic()
 
     def wake_readers(self) -> None:
         waiters, self.waiters = self.waiters, []
@@ -152,8 +151,8 @@ class EmbeddedStore:
     ) -> None:
         self.data_dir = data_dir
         self.retention_seconds = retention_seconds
-        self._streams: dict[str, _Stream] = {}
-        self._finished: deque[tuple[float, str]] = deque()
+        # Least recently active first.
+        self._streams: OrderedDict[str, _Stream] = OrderedDict()
         self._lock = threading.Lock()
         if data_dir is not None:
             data_dir.mkdir(parents=True, exist_ok=True)
@@ -174,32 +173,41 @@ class EmbeddedStore:
             return None
         return self.data_dir / (hashlib.sha256(name.encode()).hexdigest() + ".stream")
 
-    def _stream(self, name: str) -> _Stream:
-        """The stream, created (or loaded from disk) on first use."""
+    def _existing(self, name: str) -> _Stream | None:
+        """The stream if it has records (in memory or in ``data_dir``) or a
+        reader waiting for its first; None, storing nothing, otherwise."""
         stream = self._streams.get(name)
-        if stream is None:
-            stream = _Stream(self._path(name))
-            if stream.path is not None and stream.path.exists():
-                for batch in _load_batches(stream.path):
+        if stream is None and self.data_dir is not None:
+            path = self._path(name)
+            if path is not None and path.exists():
+                stream = _Stream(path)
+                for batch in _load_batches(path):
                     stream.apply(batch)
-            self._streams[name] = stream
-            if stream.finished_at is not None:
-                self._finished.append((stream.finished_at, name))
+                self._streams[name] = stream
+        return stream
+
+    def _stream(self, name: str) -> _Stream:
+        """The stream, made on first use (an append, or a reader's wait)."""
+        stream = self._existing(name)
+        if stream is None:
+            stream = self._streams[name] = _Stream(self._path(name))
         return stream
 
     def _expire(self) -> None:
-        """Drop finished streams past their retention (from memory; files stay)."""
-        horizon = time.monotonic() - self.retention_seconds
-        while self._finished and self._finished[0][0] <= horizon:
-            _, name = self._finished.popleft()
-            stream = self._streams.get(name)
-            if (
-                stream is not None
-                and stream.finished_at is not None
-                and stream.finished_at <= horizon
-                and not stream.has_readers()
-            ):
-                del self._streams[name]
+        """Drop streams idle for longer than the retention, finished or not,
+        unless a reader waits on them (from memory; files stay)."""
+        now = time.monotonic()
+        horizon = now - self.retention_seconds
+        streams = self._streams
+        while streams:
+            name, stream = next(iter(streams.items()))
+            if stream.active_at > horizon:
+                return
+            if stream.has_readers():
+                stream.active_at = now  # looked at again after another retention
+                streams.move_to_end(name)
+                continue
+            del streams[name]
 
     def append(self, name: str, append_input: bytes) -> None:
         try:
@@ -253,25 +261,28 @@ class EmbeddedStore:
             if stream.path is not None:
                 _write_batch(stream.path, records)
             stream.apply(records)
-            if stream.finished_at is not None:
-                self._finished.append((stream.finished_at, name))
+            stream.active_at = time.monotonic()
+            self._streams.move_to_end(name)
             stream.wake_readers()
 
     def records_from(self, name: str, seq_num: int) -> list[SequencedRecord]:
         with self._lock:
-            records = self._stream(name).records
-            return records[seq_num : seq_num + READ_BATCH_RECORDS]
+            stream = self._existing(name)
+            if stream is None:
+                return []
+            return stream.records[seq_num : seq_num + READ_BATCH_RECORDS]
 
     def last_record(self, name: str) -> SequencedRecord | None:
         with self._lock:
             self._expire()
-            records = self._stream(name).records
-            return records[-1] if records else None
+            stream = self._existing(name)
+            return stream.records[-1] if stream is not None and stream.records else None
 
     def wait_for_records(self, name: str, seq_num: int) -> asyncio.Future[None] | None:
         """A future resolved once the stream has a record at ``seq_num``, or None
         when it already has one."""
         with self._lock:
+            self._expire()
             stream = self._stream(name)
             if len(stream.records) > seq_num:
                 return None
