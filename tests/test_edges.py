@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import tracemalloc
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import pytest
@@ -19,6 +20,7 @@ from resumable_fast import (
     S2ConnectionError,
     S2Error,
 )
+from resumable_fast import producer as producer_module
 from resumable_fast.http11 import ConnectFailed
 from resumable_fast.records import is_fence
 from resumable_fast.s2 import S2Client
@@ -341,3 +343,31 @@ async def test_a_stream_a_reader_waited_on_is_dropped_once_the_reader_is_gone() 
         waiter.cancel()
         await asyncio.sleep(0.5)
         assert await ctx.has_existing_stream("finished") is None
+
+
+@pytest.mark.parametrize("skip", [0, 150, 20_000])
+async def test_a_client_that_falls_behind_goes_on_from_the_backend(
+    ctx: ResumableStreamContext, stream_id: str, monkeypatch: pytest.MonkeyPatch, skip: int
+) -> None:
+    """A producer's client that stops reading does not have the reply
+    buffered for it past a bound: it goes on from the backend, exactly."""
+    monkeypatch.setattr(producer_module, "MAX_CLIENT_BUFFER_CHARS", 10_000)
+    chunks = [f"{index:05d}" + "x" * 95 for index in range(500)]  # 50,000 characters
+
+    async def source() -> AsyncIterator[str]:
+        for chunk in chunks:
+            await asyncio.sleep(0)
+            yield chunk
+
+    stream = await ctx.resumable_stream(stream_id, source, skip_characters=skip)
+    assert stream is not None
+    channel = ctx._producers[stream_id].channel
+    first = await read_text(stream, 1)
+    for _ in range(500):  # the client reads nothing while the source runs on
+        if await ctx.has_existing_stream(stream_id) == "DONE":
+            break
+        await asyncio.sleep(0.01)
+    assert channel.overflowed
+    assert channel._items is None  # what it had buffered was let go
+    rest = await read_text(stream)
+    assert first + rest == "".join(chunks)[skip:]

@@ -337,7 +337,15 @@ class ResumableStreamContext:
             first_seq_num,
         )
         self._producers[name] = producer
-        return ProducerStream(stream_id, producer.channel, skip_characters)
+        backend, liveness_timeout = self._backend, self.liveness_timeout
+
+        def from_backend(skip: int) -> ResumableStream:
+            # The producer's own records start at first_seq_num.
+            return ResumedStream(
+                stream_id, backend.read_session(name, first_seq_num), skip, liveness_timeout
+            )
+
+        return ProducerStream(stream_id, producer.channel, skip_characters, from_backend)
 
     def _forget(self, producer: Producer) -> None:
         if self._producers.get(producer.stream_id) is producer:

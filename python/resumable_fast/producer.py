@@ -47,6 +47,9 @@ __all__ = ["Producer", "ProducerState"]
 
 logger = logging.getLogger("resumable_fast")
 
+# A producer's client further behind than this goes on from the backend (see
+# ProducerStream) rather than have the rest of the reply buffered for it.
+MAX_CLIENT_BUFFER_CHARS = 1024 * 1024
 # Fence AppendInputs start so; data batches with '{"records":[{"body"'.
 _FENCE_INPUT = b'{"records":[{"headers"'
 
@@ -121,7 +124,7 @@ class Producer:
         self.state = ProducerState.STREAMING
         # The source's exception, which the producer's client gets at the end.
         self.failure: BaseException | None = None
-        self.channel = ChunkChannel()
+        self.channel = ChunkChannel(MAX_CLIENT_BUFFER_CHARS)
         self._scheduler = scheduler
         self._backend = backend
         self._source = source

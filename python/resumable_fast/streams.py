@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 
 from resumable_fast.errors import StreamFailedError, StreamIncompleteError
@@ -63,15 +63,34 @@ class ChunkChannel:
     keeps up holds none, and an idle stream should cost little memory.
     Cancelling the consumer's wait cancels only its future; the next chunk is
     buffered for its next :meth:`get`.
+
+    With ``max_buffered_chars``, a consumer that falls further behind than that
+    is cut loose: the buffer is dropped, nothing more is taken, and
+    :attr:`overflowed` tells the consumer to go on from :attr:`delivered`
+    characters elsewhere (the producer's client, from the backend).
     """
 
-    __slots__ = ("_closed", "_error", "_items", "_waiter")
+    __slots__ = (
+        "_buffered",
+        "_closed",
+        "_error",
+        "_items",
+        "_limit",
+        "_waiter",
+        "delivered",
+        "overflowed",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, max_buffered_chars: int | None = None) -> None:
         self._items: deque[str] | None = None
         self._waiter: asyncio.Future[str] | None = None
         self._closed = False
         self._error: BaseException | None = None
+        self._limit = max_buffered_chars
+        self._buffered = 0
+        self.delivered = 0
+        """Characters handed to the consumer so far."""
+        self.overflowed = False
 
     def put(self, chunk: str) -> None:
         if self._closed:
@@ -81,11 +100,18 @@ class ChunkChannel:
             self._waiter = None
             if not waiter.done():  # else the consumer's wait was cancelled
                 waiter.set_result(chunk)
+                self.delivered += len(chunk)
                 return
         items = self._items
         if items is None:
             items = self._items = deque()
         items.append(chunk)
+        if self._limit is not None:
+            self._buffered += len(chunk)
+            if self._buffered > self._limit:
+                self.overflowed = True
+                self._closed = True
+                self._items = None
 
     def close(self, error: BaseException | None = None) -> None:
         """No more chunks: the consumer gets ``error`` (once) or the end after
@@ -122,7 +148,11 @@ class ChunkChannel:
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         items = self._items
         if items:
-            future.set_result(items.popleft())
+            chunk = items.popleft()
+            future.set_result(chunk)
+            self.delivered += len(chunk)
+            if self._limit is not None:
+                self._buffered -= len(chunk)
             if not items:
                 self._items = None  # an empty deque still holds a 0.5 KiB block
         elif self._closed:
@@ -155,22 +185,39 @@ class ProducerStream(ResumableStream):
     """The producer's client side: chunks as the source yields them, from the
     channel the source's task fills.
 
-    Closing it only detaches this client; persistence runs on to the end.
+    A client that falls behind by more than its channel holds goes on from the
+    backend instead, from the characters it had, as a resumed reader does
+    (``resume`` makes that stream). Closing it only detaches this client;
+    persistence runs on to the end.
     """
 
-    __slots__ = ("_channel", "_to_skip", "stream_id")
+    __slots__ = ("_channel", "_resume", "_resumed", "_skip", "_to_skip", "stream_id")
 
-    def __init__(self, stream_id: str, channel: ChunkChannel, skip_characters: int = 0) -> None:
+    def __init__(
+        self,
+        stream_id: str,
+        channel: ChunkChannel,
+        skip_characters: int = 0,
+        resume: Callable[[int], ResumableStream] | None = None,
+    ) -> None:
         self.stream_id = stream_id
         self._channel = channel
-        self._to_skip = skip_characters
+        self._skip = self._to_skip = skip_characters
+        self._resume = resume
+        self._resumed: ResumableStream | None = None
 
     def __anext__(self) -> Awaitable[str]:
         # The channel's future itself, without a coroutine of ours around it:
         # a waiting client holds no frame of ours.
+        if self._resumed is not None:
+            return self._resumed.__anext__()
+        channel = self._channel
+        if channel.overflowed and self._resume is not None:
+            self._resumed = self._resume(max(channel.delivered, self._skip))
+            return self._resumed.__anext__()
         if self._to_skip:
             return self._skipping_next()
-        return self._channel.get()
+        return channel.get()
 
     async def _skipping_next(self) -> str:
         chunk = await self._channel.get()
@@ -183,6 +230,8 @@ class ProducerStream(ResumableStream):
 
     async def aclose(self) -> None:
         self._channel.detach()
+        if self._resumed is not None:
+            await self._resumed.aclose()
 
     def __repr__(self) -> str:
         return f"ProducerStream({self.stream_id!r})"
