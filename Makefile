@@ -14,7 +14,7 @@ INTEROP_DIR := tests/interop
 
 export S2LITE_BIN
 
-.PHONY: all demo test test-rust lint pytest venv develop s2-lite interop-deps chromium lock bench-core bench-transport bench-deps bench bench-quick redis-server tinyproxy clean
+.PHONY: all demo test test-rust lint pytest venv develop s2-lite interop-deps chromium lock bench-core bench-transport bench-disk bench-deps bench bench-quick redis-server tinyproxy clean
 
 all: develop
 
@@ -83,6 +83,9 @@ bench-core: develop
 
 bench-transport: develop s2-lite
 	$(BIN)/python benches/bench_transport.py
+
+bench-disk: develop
+	$(BIN)/python benches/bench_embedded_disk.py
 
 BENCH_NODE_DIR := benches/node
 

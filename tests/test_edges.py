@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import threading
+import time
 import tracemalloc
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -20,7 +23,9 @@ from resumable_fast import (
     S2ConnectionError,
     S2Error,
 )
+from resumable_fast import backends as backends_module
 from resumable_fast import producer as producer_module
+from resumable_fast.config import BatchSettings
 from resumable_fast.http11 import ConnectFailed
 from resumable_fast.records import is_fence
 from resumable_fast.s2 import S2Client
@@ -371,3 +376,29 @@ async def test_a_client_that_falls_behind_goes_on_from_the_backend(
     assert channel._items is None  # what it had buffered was let go
     rest = await read_text(stream)
     assert first + rest == "".join(chunks)[skip:]
+
+
+async def test_data_dir_writes_run_off_the_event_loop_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slow disk does not stall the loop: each file write runs on the
+    store's writer thread, in order, and the text reloads exactly."""
+    loop_thread = threading.current_thread()
+    writers: list[threading.Thread] = []
+    write = backends_module._write_batch
+
+    def slow_write(path: Path, records: list[Any]) -> None:
+        writers.append(threading.current_thread())
+        time.sleep(0.005)
+        write(path, records)
+
+    monkeypatch.setattr(backends_module, "_write_batch", slow_write)
+    chunks = [f"chunk {index} " for index in range(30)]
+    batching = BatchSettings(batch_size=1, linger_ms=0)
+    async with ResumableStreamContext(EmbeddedBackend(EmbeddedStore(tmp_path)), batching) as ctx:
+        stream = await ctx.create_new_resumable_stream("on-disk", lambda: from_list(chunks))
+        assert await read_text(stream) == "".join(chunks)
+    assert len(writers) >= 3  # the session fence, the data (merged batches), the end
+    assert loop_thread not in writers
+    async with ResumableStreamContext(EmbeddedBackend(EmbeddedStore(tmp_path))) as fresh:
+        assert await read_text(await fresh.resume_stream("on-disk")) == "".join(chunks)
