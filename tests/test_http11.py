@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from resumable_fast.endpoints import Origin
 from resumable_fast.errors import ResponseTooLargeError, ResumableStreamError
 from resumable_fast.http11 import (
     ConnectFailed,
     HttpClient,
     HttpSettings,
-    Origin,
     ProtocolViolation,
     Request,
     RequestTimeout,

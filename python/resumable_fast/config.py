@@ -8,8 +8,8 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from resumable_fast.endpoints import Proxy, Verify
 from resumable_fast.errors import ConfigurationError
-from resumable_fast.http11 import Proxy, Verify
 from resumable_fast.records import MAX_BATCH_BYTES, MAX_BATCH_RECORDS
 
 __all__ = ["DEFAULT_ACCOUNT_ENDPOINT", "DEFAULT_BASIN_ENDPOINT", "BatchSettings", "S2Config"]

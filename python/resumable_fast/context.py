@@ -21,6 +21,7 @@ from resumable_fast.backends import (
     EmbeddedStore,
 )
 from resumable_fast.config import BatchSettings, S2Config
+from resumable_fast.endpoints import Verify
 from resumable_fast.errors import (
     ConfigurationError,
     InvalidArgumentError,
@@ -29,7 +30,6 @@ from resumable_fast.errors import (
     ResumableStreamError,
     StreamExistsError,
 )
-from resumable_fast.http11 import Verify
 from resumable_fast.producer import Producer
 from resumable_fast.records import (
     MAX_STREAM_ID_BYTES,

@@ -23,6 +23,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import orjson
 
 from resumable_fast.config import S2Config
+from resumable_fast.endpoints import Origin
 from resumable_fast.errors import (
     BasinMisconfiguredError,
     ConfigurationError,
@@ -37,7 +38,6 @@ from resumable_fast.errors import (
 from resumable_fast.http11 import (
     HttpClient,
     HttpSettings,
-    Origin,
     Request,
     TransportError,
 )
