@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import httptools
 
@@ -43,6 +43,8 @@ from resumable_fast.errors import (
     TLSVerificationError,
 )
 from resumable_fast.timeouts import timeout_after
+
+T = TypeVar("T")
 
 __all__ = [
     "ConnectFailed",
@@ -587,17 +589,23 @@ class HttpClient:
     async def _exchange(
         self, connection: _Connection, payload: bytes, deadline: float, timeout: float
     ) -> Response:
-        answer = connection.exchange(payload, deadline, timeout)
-        self._watch(connection)
+        response = await self._settled(connection, connection.exchange(payload, deadline, timeout))
+        self._idle.give_back(connection)
+        return response
+
+    async def _settled(self, connection: _Connection, waiting: asyncio.Future[T]) -> T:
+        """What ``waiting`` (an answer or a head on ``connection``) settles to,
+        with the connection's deadline watched meanwhile."""
+        self._busy.add(connection)
+        if self._sweeper is None:
+            self._sweeper = asyncio.ensure_future(self._sweep())
         try:
-            response = await answer
+            return await waiting
         except BaseException:
             connection.close()  # an answer may still be on its way
             raise
         finally:
             self._busy.discard(connection)
-        self._idle.give_back(connection)
-        return response
 
     @asynccontextmanager
     async def stream(
@@ -635,20 +643,7 @@ class HttpClient:
     async def _open(
         self, connection: _Connection, payload: bytes, deadline: float, timeout: float
     ) -> StreamingResponse:
-        head = connection.open_stream(payload, deadline, timeout)
-        self._watch(connection)
-        try:
-            return await head
-        except BaseException:
-            connection.close()
-            raise
-        finally:
-            self._busy.discard(connection)
-
-    def _watch(self, connection: _Connection) -> None:
-        self._busy.add(connection)
-        if self._sweeper is None:
-            self._sweeper = asyncio.ensure_future(self._sweep())
+        return await self._settled(connection, connection.open_stream(payload, deadline, timeout))
 
     async def _sweep(self) -> None:
         """Fails the exchanges whose deadline has passed, while any is in flight."""
