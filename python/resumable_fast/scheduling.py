@@ -142,7 +142,9 @@ class Scheduler:
         while self._idle_append_workers:
             idle = self._idle_append_workers.pop()
             if not idle.done():  # else its worker was cancelled
-                idle.set_result(None)
+                # Woken one loop step later: producers' clients woken in this
+                # step (a chunk handed over) run before the append work.
+                asyncio.get_running_loop().call_soon(_resolve, idle)
                 return
         if self._append_workers < MAX_APPEND_WORKERS:
             self._append_workers += 1
@@ -173,3 +175,8 @@ class Scheduler:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
