@@ -67,6 +67,7 @@ PEERS = (
     Peer("s2sdk_producer", (sys.executable, str(HERE / "peers.py"), "s2sdk_producer"), "s2"),
     Peer("node_s2", ("node", str(HERE / "node/s2_peer.mjs")), "s2"),
     Peer("vercel_redis", ("node", str(HERE / "node/redis_peer.mjs")), "redis"),
+    Peer("redis_streams", (sys.executable, str(HERE / "peers.py"), "redis_streams"), "redis"),
 )
 
 

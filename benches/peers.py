@@ -198,6 +198,79 @@ async def raw_task(options: Options) -> Peer:
     return RawTaskPeer({})
 
 
+# -- Redis Streams by hand (redis-py) --------------------------------------------
+
+
+REDIS_STREAM_MAXLEN = 100_000
+REDIS_STREAM_TTL_S = 3600
+REDIS_READ_BLOCK_MS = 5000
+REDIS_MAX_CONNECTIONS = 256
+
+
+class RedisStreamsPeer(Peer):
+    """The pattern Python users write by hand with redis-py: the producer
+    ``XADD``s each chunk (``MAXLEN``, and an ``EXPIRE`` in the same round
+    trip) before its client gets it, then an end entry; readers ``XREAD
+    BLOCK`` from the last id they saw until the end entry."""
+
+    def __init__(self, url: str, versions: dict[str, str]) -> None:
+        import redis.asyncio
+
+        super().__init__(versions)
+        # redis-py's default pool refuses connections past its cap; a
+        # blocking pool makes the rest wait, as ours does past 256 in flight.
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            url, max_connections=REDIS_MAX_CONNECTIONS, timeout=None
+        )
+        self.redis = redis.asyncio.Redis(connection_pool=pool)
+
+    async def produce(self, stream_id: str, source: AsyncIterator[str]) -> AsyncIterator[str]:
+        return self._produce(f"chat:{stream_id}", source)
+
+    async def _append(self, key: str, fields: dict[Any, Any]) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(key, fields, maxlen=REDIS_STREAM_MAXLEN, approximate=True)
+            pipe.expire(key, REDIS_STREAM_TTL_S)
+            await pipe.execute()
+        self.counters.requests += 1
+        self.counters.appends += 1
+
+    async def _produce(self, key: str, source: AsyncIterator[str]) -> AsyncIterator[str]:
+        async for chunk in source:
+            await self._append(key, {"d": chunk})
+            yield chunk
+        await self._append(key, {"end": "1"})
+
+    async def resume(self, stream_id: str) -> AsyncIterator[str]:
+        return self._read(f"chat:{stream_id}")
+
+    async def _read(self, key: str) -> AsyncIterator[str]:
+        last = "0-0"
+        while True:
+            answer: Any = await self.redis.xread({key: last}, count=1000, block=REDIS_READ_BLOCK_MS)
+            for _, entries in answer:
+                for entry_id, fields in entries:
+                    if b"end" in fields:
+                        return
+                    last = entry_id
+                    yield fields[b"d"].decode()
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+
+
+async def redis_streams(options: Options) -> Peer:
+    import redis
+
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        raise SystemExit("redis_streams needs REDIS_URL (benches/harness.py sets it)")
+    peer = RedisStreamsPeer(url, {"redis-py": redis.__version__})
+    info = await peer.redis.info("server")
+    peer.versions["redis-server"] = str(info.get("redis_version", "unknown"))
+    return peer
+
+
 # -- resumable_fast -------------------------------------------------------------
 
 
@@ -525,6 +598,7 @@ PEERS: dict[str, Callable[[Options], Awaitable[Peer]]] = {
     "s2sdk_naive": s2sdk_naive,
     "s2sdk_producer": s2sdk_producer,
     "raw_task": raw_task,
+    "redis_streams": redis_streams,
 }
 
 
