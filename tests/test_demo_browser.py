@@ -103,6 +103,21 @@ async def send(page: Page, prompt: str) -> None:
     await expect(page.locator("#status")).to_have_text("streaming", timeout=STEP_MS)
 
 
+async def send_then_reload_mid_reply(
+    page: Page, prompt: str, expected: str, min_length: int
+) -> None:
+    """Send ``prompt``, wait for ``min_length`` characters of the reply (a
+    prefix of ``expected``), then reload the page while the reply streams."""
+    await send(page, prompt)
+    await wait_for_reply_length(page, min_length)
+    before_reload = await reply_text(page)
+    assert expected.startswith(before_reload)
+    assert len(before_reload) < len(expected), "the reply ended before the reload"
+    await page.reload()
+    await wait_for_reply_length(page, 1)
+    assert await page.locator("#status").text_content() in ("streaming", "connecting")
+
+
 async def test_reload_and_second_tab_show_the_exact_reply(
     serve: ServeDemo, browser: Browser, backend_name: str
 ) -> None:
@@ -120,16 +135,8 @@ async def test_reload_and_second_tab_show_the_exact_reply(
         )
         await expect(page.locator("#status")).to_have_text("idle")
 
-        await send(page, prompt)
-        await wait_for_reply_length(page, 60)
+        await send_then_reload_mid_reply(page, prompt, expected, 60)
         assert "#demo-" in page.url
-        before_reload = await reply_text(page)
-        assert expected.startswith(before_reload)
-        assert len(before_reload) < len(expected), "the reply ended before the reload"
-
-        await page.reload()
-        await wait_for_reply_length(page, 1)
-        assert await page.locator("#status").text_content() in ("streaming", "connecting")
 
         # A second tab on the same address, mid-reply.
         second = await new_page(context, errors)
@@ -265,15 +272,7 @@ async def test_reload_mid_reply_from_a_real_model_endpoint(
                 f"fake-model at {provider.openai_base_url}"
             )
 
-            await send(page, prompt)
-            await wait_for_reply_length(page, 1)
-            before_reload = await reply_text(page)
-            assert expected.startswith(before_reload)
-            assert len(before_reload) < len(expected), "the reply ended before the reload"
-
-            await page.reload()
-            await wait_for_reply_length(page, 1)
-            assert await page.locator("#status").text_content() in ("streaming", "connecting")
+            await send_then_reload_mid_reply(page, prompt, expected, 1)
             for _ in range(5):  # while it streams, only ever a prefix of the reply
                 assert expected.startswith(await reply_text(page))
                 await asyncio.sleep(0.1)
