@@ -188,16 +188,26 @@ async def test_five_hundred_streams_at_once(ctx: ResumableStreamContext) -> None
     count = 500
     ids = [f"many-{os.getpid()}-{random.getrandbits(64):x}-{i}" for i in range(count)]
 
+    # The sources hold their second word until every reader is attached: a
+    # loaded machine can take longer to open 500 readers than a source takes
+    # to finish, and resume_existing_stream answers None for a finished stream.
+    readers_attached = asyncio.Event()
+
     def words(i: int) -> list[str]:
         return [f"s{i}w{j} " for j in range(20)]
 
+    async def gated(i: int) -> AsyncIterator[str]:
+        for j, word in enumerate(words(i)):
+            if j == 1:
+                await readers_attached.wait()
+            await asyncio.sleep(0.005)
+            yield word
+
     producers = await asyncio.gather(
-        *(
-            ctx.resumable_stream(sid, lambda i=i: from_list(words(i), delay=0.005))  # type: ignore[misc]
-            for i, sid in enumerate(ids)
-        )
+        *(ctx.resumable_stream(sid, lambda i=i: gated(i)) for i, sid in enumerate(ids))  # type: ignore[misc]
     )
     readers = await asyncio.gather(*(ctx.resume_existing_stream(sid) for sid in ids))
+    readers_attached.set()
     produced, resumed = await asyncio.gather(
         asyncio.gather(*(read_chunks(p, timeout=120) for p in producers)),
         asyncio.gather(*(read_chunks(r, timeout=120) for r in readers)),
