@@ -167,15 +167,16 @@ class ResumableStreamContext:
         self._check_open()
         name = self._name(stream_id)
         skip = _validate_skip(skip_characters)
+        # A new stream is the common case: claim it at once (one request),
+        # and look at what is there only if the claim is refused.
+        token = await fencing.claim(self._backend, name)
+        if token is not None:
+            return await self._start_producer(stream_id, name, token, make_stream, skip)
         last = await self._backend.last_record(name)
         state = state_of(last)
         if state == "DONE":
             return None
-        if state is None:
-            token = await fencing.claim(self._backend, name)
-            if token is not None:
-                return await self._start_producer(stream_id, name, token, make_stream, skip)
-        elif last is not None and fencing.is_abandoned(last, self.liveness_timeout):
+        if last is not None and fencing.is_abandoned(last, self.liveness_timeout):
             taken = await self._take_over(stream_id, name, last, make_stream, skip)
             if taken is not None:
                 return taken

@@ -68,7 +68,9 @@ async def _append_fence_at(
         await backend.append(
             name, _core.fence_append_input(fence, fencing_token, seq_num), new_fence=fence
         )
-    except (FencingTokenMismatchError, SeqNumMismatchError):
+    except (FencingTokenMismatchError, SeqNumMismatchError) as exc:
+        if exc.attempts == 1:
+            return False  # refused at the only attempt: certainly not ours
         return await _record_body(backend, name, seq_num) == fence
     return True
 

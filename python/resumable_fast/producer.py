@@ -52,6 +52,8 @@ logger = logging.getLogger("resumable_fast")
 MAX_CLIENT_BUFFER_CHARS = 1024 * 1024
 # Fence AppendInputs start so; data batches with '{"records":[{"body"'.
 _FENCE_INPUT = b'{"records":[{"headers"'
+# Bytes a closing fence adds to an append it is merged into, at most.
+_FENCE_INPUT_BYTES = 128
 
 
 class ProducerState(enum.Enum):
@@ -330,6 +332,14 @@ class Producer:
             return body, end_seq_num
         return _core.merge_append_inputs(parts), end_seq_num
 
+    def _fence_fits(self, body: bytes, end_seq_num: int) -> bool:
+        """Whether one more record, the closing fence, fits in this append."""
+        return (
+            end_seq_num - self._match_seq_num < _core.MAX_BATCH_RECORDS
+            and len(body) + _FENCE_INPUT_BYTES <= _core.MAX_METERED_BYTES
+            and not body.startswith(_FENCE_INPUT)
+        )
+
     async def write(self) -> None:
         """Append the queued batches, then the closing fence once it is due;
         run by an append worker, one stream at a time."""
@@ -337,6 +347,18 @@ class Producer:
         try:
             while self._frames and self.state in (ProducerState.STREAMING, ProducerState.CLOSING):
                 body, end_seq_num = self._next_append()
+                fence = self._closing_fence
+                if fence is not None and not self._frames and self._fence_fits(body, end_seq_num):
+                    # The last batch carries the closing fence, as S2's own
+                    # package writes it: one request less per stream.
+                    body = _core.merge_append_inputs(
+                        [body, _core.fence_append_input(fence, self.token)]
+                    )
+                    await backend.append(
+                        self.stream_id, body, end_seq_num=end_seq_num + 1, new_fence=fence
+                    )
+                    self._finish(ProducerState.DONE)
+                    return
                 await backend.append(self.stream_id, body, end_seq_num=end_seq_num)
                 self._match_seq_num = end_seq_num
                 self._last_append_at = self._loop.time()
