@@ -150,11 +150,15 @@ async def test_misconfigured_basin_is_one_error_naming_the_setting(
             basin, create_stream_on_append=on_append, create_stream_on_read=on_read
         )
     async with make_context(s2lite, basin=basin) as ctx:
-        # resumable_stream reads first (a create-on-read basin then makes the
-        # stream), create_new_resumable_stream appends first.
-        call = ctx.create_new_resumable_stream if on_read else ctx.resumable_stream
+        # Producing appends first (a basin that makes streams on reads only
+        # refuses it); resuming reads first (one making them on appends only).
+        call = (
+            ctx.resumable_stream(stream_id, lambda: from_list(["x"]))
+            if on_read
+            else ctx.resume_existing_stream(stream_id)
+        )
         with pytest.raises(BasinMisconfiguredError, match=setting):
-            await call(stream_id, lambda: from_list(["x"]))
+            await call
 
 
 async def test_unreachable_endpoint_is_a_typed_error_without_token(

@@ -8,7 +8,7 @@ import inspect
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
@@ -30,6 +30,7 @@ from resumable_fast.errors import (
     ResumableStreamError,
     StreamExistsError,
 )
+from resumable_fast.fanout import SharedReads
 from resumable_fast.producer import Producer
 from resumable_fast.records import (
     MAX_STREAM_ID_BYTES,
@@ -99,6 +100,7 @@ class ResumableStreamContext:
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
         key_prefix: str = "",
         liveness_timeout: float | None = DEFAULT_LIVENESS_TIMEOUT,
+        share_read_sessions: bool | None = None,
     ) -> None:
         if liveness_timeout is not None and (
             isinstance(liveness_timeout, bool)
@@ -123,6 +125,15 @@ class ResumableStreamContext:
             None if liveness_timeout is None else liveness_timeout / HEARTBEATS_PER_TIMEOUT
         )
         self._scheduler = Scheduler(self.batching, heartbeat_interval)
+        # Readers of one stream share one read session where a session costs
+        # requests (S2); the embedded backend's sessions are already local.
+        if share_read_sessions is None:
+            share_read_sessions = not isinstance(backend, EmbeddedBackend)
+        self._read_session: Callable[[str, int], AsyncGenerator[list[SequencedRecord], None]] = (
+            SharedReads(backend, self._scheduler.spawn).read_session
+            if share_read_sessions
+            else backend.read_session
+        )
         # Producers by stream name, until released.
         self._producers: dict[str, Producer] = {}
         self._closed = False
@@ -338,12 +349,12 @@ class ResumableStreamContext:
             first_seq_num,
         )
         self._producers[name] = producer
-        backend, liveness_timeout = self._backend, self.liveness_timeout
+        read_session, liveness_timeout = self._read_session, self.liveness_timeout
 
         def from_backend(skip: int) -> ResumableStream:
             # The producer's own records start at first_seq_num.
             return ResumedStream(
-                stream_id, backend.read_session(name, first_seq_num), skip, liveness_timeout
+                stream_id, read_session(name, first_seq_num), skip, liveness_timeout
             )
 
         return ProducerStream(stream_id, producer.channel, skip_characters, from_backend)
@@ -355,7 +366,7 @@ class ResumableStreamContext:
     def _resumed(self, stream_id: str, name: str, skip_characters: int) -> ResumedStream:
         return ResumedStream(
             stream_id,
-            self._backend.read_session(name, 0),
+            self._read_session(name, 0),
             skip_characters,
             self.liveness_timeout,
         )
@@ -381,6 +392,7 @@ def create_resumable_stream_context(
     key_prefix: str = "",
     retry_deadline: float | None = None,
     liveness_timeout: float | None = DEFAULT_LIVENESS_TIMEOUT,
+    share_read_sessions: bool | None = None,
 ) -> ResumableStreamContext:
     """Create a context. Explicit options win over environment variables.
 
@@ -395,7 +407,10 @@ def create_resumable_stream_context(
     unfinished stream with :class:`StreamIncompleteError` after
     ``liveness_timeout`` seconds without a record (None: wait forever); live
     producers append a heartbeat when idle for a third of it, and
-    ``resumable_stream`` takes over a stream silent for longer.
+    ``resumable_stream`` takes over a stream silent for longer. Readers of
+    one stream in this process share one S2 read session
+    (``share_read_sessions``, default: on S2, not on the embedded backend,
+    whose sessions cost nothing).
     """
     if backend not in ("auto", "embedded", "s2"):
         raise ConfigurationError(f"backend must be 'auto', 'embedded' or 's2', got {backend!r}")
@@ -434,6 +449,7 @@ def create_resumable_stream_context(
         drain_timeout=drain_timeout,
         key_prefix=key_prefix,
         liveness_timeout=liveness_timeout,
+        share_read_sessions=share_read_sessions,
     )
 
 

@@ -1,0 +1,179 @@
+"""Readers of one stream in one process share one S2 read session
+(``resumable_fast.fanout``): fewer requests, the same text for every reader,
+bounded memory for late and slow readers, failures reaching every reader."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from resumable_fast import ResumableStreamContext, ResumableStreamError
+from resumable_fast import fanout as fanout_module
+from resumable_fast.s2 import S2Client
+
+from conftest import S2Lite, make_context, start_s2lite, stop_s2lite
+from support import TestingStream, read_text
+
+
+@contextmanager
+def counted_sessions(ctx: ResumableStreamContext) -> Iterator[list[int]]:
+    """How many SSE read sessions and unary reads the S2 client sends
+    meanwhile: ``[sessions, unary reads]``."""
+    backend = ctx._backend
+    assert isinstance(backend, S2Client)
+    counts = [0, 0]
+    open_stream, send = backend._http.stream, backend._send
+
+    def counting_stream(*args: Any, **kwargs: Any) -> Any:
+        counts[0] += 1
+        return open_stream(*args, **kwargs)
+
+    async def counting_send(method: str, *args: Any) -> Any:
+        if method == "GET":
+            counts[1] += 1
+        return await send(method, *args)
+
+    backend._http.stream = counting_stream  # type: ignore[method-assign]
+    backend._send = counting_send  # type: ignore[method-assign,assignment]
+    try:
+        yield counts
+    finally:
+        backend._http.stream = open_stream  # type: ignore[method-assign]
+        backend._send = send  # type: ignore[method-assign]
+
+
+def words(count: int) -> list[str]:
+    return [f"word{index} " for index in range(count)]
+
+
+async def write_in_steps(source: TestingStream, text: list[str]) -> None:
+    """Ten chunks at a time, a pause between: the feed gets many batches."""
+    for start in range(0, len(text), 10):
+        for chunk in text[start : start + 10]:
+            source.write(chunk)
+        await asyncio.sleep(0.02)
+
+
+async def follow_live(
+    ctx: ResumableStreamContext, stream_id: str, readers: int, text: list[str]
+) -> list[str]:
+    """``readers`` resumes of a live stream, half before and half after the
+    first half of the text; each one's whole text."""
+    source = TestingStream()
+    producer = await ctx.resumable_stream(stream_id, source.readable)
+    assert producer is not None
+    early = [await ctx.resume_stream(stream_id) for _ in range(readers // 2)]
+    reading = [asyncio.ensure_future(read_text(r, timeout=60)) for r in early]
+    half = len(text) // 2
+    await write_in_steps(source, text[:half])
+    late = [await ctx.resume_stream(stream_id) for _ in range(readers - len(early))]
+    reading += [asyncio.ensure_future(read_text(r, timeout=60)) for r in late]
+    await write_in_steps(source, text[half:])
+    source.close()
+    assert await read_text(producer) == "".join(text)
+    return list(await asyncio.gather(*reading))
+
+
+@pytest.mark.parametrize("shared", [True, False])
+async def test_readers_of_one_live_stream_share_one_session(
+    s2lite: S2Lite, stream_id: str, shared: bool
+) -> None:
+    text = words(300)
+    async with make_context(s2lite, share_read_sessions=shared) as ctx:
+        with counted_sessions(ctx) as counts:
+            texts = await follow_live(ctx, stream_id, 200, text)
+    assert texts == ["".join(text)] * 200
+    sessions, unary = counts
+    if shared:
+        # One feed; a reopened session after S2 ends one is allowed.
+        assert sessions <= 2
+        assert unary <= 5
+    else:
+        assert sessions >= 100  # the comparison: one per reader (the late ones may not need one)
+
+
+async def test_a_reader_older_than_the_window_reads_that_part_on_its_own(
+    s2lite: S2Lite,
+    stream_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, "resumable_fast")
+    monkeypatch.setattr(fanout_module, "MAX_WINDOW_CHARS", 50)
+    text = words(200)
+    async with make_context(s2lite, batch_size=5) as ctx:
+        texts = await follow_live(ctx, stream_id, 6, text)
+    assert texts == ["".join(text)] * 6
+    assert "older than its feed keeps" in caplog.text
+
+
+async def test_a_slow_reader_goes_on_alone_and_holds_the_others_back_not(
+    s2lite: S2Lite,
+    stream_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, "resumable_fast")
+    monkeypatch.setattr(fanout_module, "MAX_BACKLOG_CHARS", 100)
+    text = words(400)
+    async with make_context(s2lite, batch_size=5) as ctx:
+        source = TestingStream()
+        producer = await ctx.resumable_stream(stream_id, source.readable)
+        assert producer is not None
+        slow = await ctx.resume_stream(stream_id)
+        fast = await ctx.resume_stream(stream_id)
+        source.write(text[0])
+        # The slow reader joins, then reads nothing for a while.
+        assert await asyncio.wait_for(slow.__anext__(), 30) == "word0 "
+        await write_in_steps(source, text[1:])
+        source.close()
+        assert await read_text(fast, timeout=60) == "".join(text)
+        assert await read_text(producer) == "".join(text)
+        assert "word0 " + await read_text(slow, timeout=60) == "".join(text)
+    assert "fell behind its feed" in caplog.text
+
+
+async def test_the_feed_closes_when_its_last_reader_leaves(s2lite: S2Lite, stream_id: str) -> None:
+    async with make_context(s2lite) as ctx:
+        source = TestingStream()
+        producer = await ctx.resumable_stream(stream_id, source.readable)
+        assert producer is not None
+        readers = [await ctx.resume_stream(stream_id) for _ in range(3)]
+        source.write("hello ")
+        for reader in readers:
+            assert await reader.__anext__() == "hello "
+        shared = ctx._read_session.__self__  # type: ignore[attr-defined]
+        assert isinstance(shared, fanout_module.SharedReads)
+        assert shared.feeds == 1
+        for reader in readers:
+            await reader.aclose()
+        assert shared.feeds == 0
+        source.close()
+        assert await read_text(producer) == "hello "
+
+
+async def test_a_failed_session_reaches_every_reader_as_a_typed_error(tmp_path: Path) -> None:
+    server = start_s2lite(tmp_path)
+    try:
+        async with make_context(server, retry_deadline=1.0, liveness_timeout=None) as ctx:
+            stream_id = "fanout-failure"
+            source = TestingStream()
+            producer = await ctx.resumable_stream(stream_id, source.readable)
+            assert producer is not None
+            readers = [await ctx.resume_stream(stream_id) for _ in range(5)]
+            source.write("before ")
+            for reader in readers:
+                assert await reader.__anext__() == "before "
+            stop_s2lite(server)
+            for reader in readers:
+                with pytest.raises(ResumableStreamError):
+                    await asyncio.wait_for(reader.__anext__(), 30)
+            source.close()
+    finally:
+        stop_s2lite(server)
