@@ -510,6 +510,8 @@ class HttpClient:
         self.settings = settings or HttpSettings()
         self._ssl_context: ssl.SSLContext | None = None
         self._proxies: dict[Origin, Proxy | None] = {}
+        # Host header values (IDNA-encoded authorities), made once per origin.
+        self._hosts: dict[Origin, bytes] = {}
         # Whole exchanges beyond this many wait for one to finish: thousands
         # of streams flushing at once then share a few hundred connections
         # instead of opening one each.
@@ -536,17 +538,20 @@ class HttpClient:
     def _serialize(self, key: tuple[Origin, Proxy | None], request: Request) -> bytes:
         origin, proxy = key
         target = request.target
+        host = self._hosts.get(origin)
+        if host is None:
+            host = self._hosts[origin] = origin.authority.encode("idna")
         parts = [request.method, b" "]
         if proxy is not None and origin.scheme == "http":
             # Through a plain proxy the target is the absolute URL.
-            parts += (b"http://", origin.authority.encode("idna"), target)
+            parts += (b"http://", host, target)
             if proxy.authorization is not None:
                 parts += (b" HTTP/1.1\r\nProxy-Authorization: ", proxy.authorization)
             else:
                 parts.append(b" HTTP/1.1")
         else:
             parts += (target, b" HTTP/1.1")
-        parts += (b"\r\nHost: ", origin.authority.encode("idna"), b"\r\n", request.headers)
+        parts += (b"\r\nHost: ", host, b"\r\n", request.headers)
         body = request.body
         if body is not None:
             parts += (b"Content-Length: ", str(len(body)).encode(), b"\r\n\r\n", body)

@@ -11,6 +11,7 @@ ever placed in the ``Authorization`` header, never in a message.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import random
@@ -230,7 +231,9 @@ class S2Client:
         await self._http.aclose()
 
     @staticmethod
+    @functools.lru_cache(maxsize=4096)
     def _records_path(stream: str) -> str:
+        # Cached: a producing stream sends one request per batch.
         return f"/streams/{quote(stream, safe='')}/records"
 
     async def _send(
