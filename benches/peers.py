@@ -27,6 +27,9 @@ Peers (``PEERS``):
   doing the same tee and fence layout, with one unary append per token, or
   with the SDK's ``Producer`` (batching over an append session) at the same
   batch size and linger.
+* the peers on Redis (``benches/redis_peers.py``): the Python packages on PyPI
+  that make streams resumable on Redis, and Redis Streams by hand; they read
+  ``REDIS_URL``.
 
 Every S2 peer reads ``S2_ACCESS_TOKEN``, ``S2_BASIN``, ``S2_ACCOUNT_ENDPOINT`` and
 ``S2_BASIN_ENDPOINT``. One process runs one peer (the SDK peers wrap SDK
@@ -34,10 +37,11 @@ methods to count requests).
 
 Output: one JSON line on stdout with ``peer``, ``versions``, ``config``,
 ``tokens``, ``wall_s`` and ``cpu_s`` (``time.process_time``) of the produce
-phase, ``latency_us`` (p50/p99), ``resume_first_chunk_ms`` and
-``resume_full_ms`` (p50/p99 with ``--reader``, else null), ``requests`` (HTTP
-requests sent in the produce phase), ``appends`` (append batches in it, fences
-included), ``rss_kib`` (growth of the peak RSS over it), ``rss_in_flight_kib``
+phase (and of ``Peer.release``: ending streams held open to be resumed),
+``latency_us`` (p50/p99), ``resume_first_chunk_ms`` and ``resume_full_ms``
+(p50/p99 with ``--reader``, else null), ``requests`` (HTTP requests, or Redis
+round trips, sent in the produce phase), ``appends`` (append batches in it,
+fences included), ``rss_kib`` (growth of the peak RSS over it), ``rss_in_flight_kib``
 (with ``--hold``: every source pauses halfway until all streams got there;
 then, after the linger plus 2 s, the growth of the current RSS over its value
 before the run; that pause is left out of ``wall_s``) and ``verified``.
@@ -55,7 +59,6 @@ import json
 import logging
 import math
 import os
-import platform
 import random
 import resource
 import secrets
@@ -77,6 +80,8 @@ from resumable_fast.s2 import S2Client
 from resumable_fast.streams import ChunkChannel, ProducerStream
 
 import pure_python_core
+from peer_base import Counters, Options, Peer
+from redis_peers import REDIS_PEERS
 from workload import SEED, stream_offset, stream_tokens
 
 if TYPE_CHECKING:
@@ -91,51 +96,6 @@ DEFAULT_LINGER_MS = 100.0
 # With --hold: how long after every stream is held (beyond the linger) before
 # RSS is sampled, so batches flushed by the linger have landed. Same in common.mjs.
 HOLD_SETTLE_MS = 2000
-
-
-@dataclass(frozen=True)
-class Options:
-    peer: str
-    streams: int
-    tokens: int
-    rate: float
-    batch_size: int
-    linger_ms: float
-    reader: bool
-    seed: int
-    timeout: float
-    hold: bool = False
-
-
-@dataclass
-class Counters:
-    """What a peer sent to its backend: HTTP requests, and append batches
-    (``AppendInput`` bodies, fences included)."""
-
-    requests: int = 0
-    appends: int = 0
-
-
-class Peer:
-    """Produces a stream from a source and resumes it; ``persists`` is False
-    for a peer that keeps nothing to resume."""
-
-    persists = True
-
-    def __init__(self, versions: dict[str, str]) -> None:
-        self.versions = {"python": platform.python_version(), **versions}
-        self.counters = Counters()
-
-    async def produce(self, stream_id: str, source: AsyncIterator[str]) -> AsyncIterator[str]:
-        """The producer client's stream: each chunk as the source yields it."""
-        raise NotImplementedError
-
-    async def resume(self, stream_id: str) -> AsyncIterator[str]:
-        """The stream's text from the start to its end fence."""
-        raise NotImplementedError
-
-    async def aclose(self) -> None:
-        """Release connections and background tasks."""
 
 
 def _version(distribution: str) -> str:
@@ -196,79 +156,6 @@ class RawTaskPeer(Peer):
 
 async def raw_task(options: Options) -> Peer:
     return RawTaskPeer({})
-
-
-# -- Redis Streams by hand (redis-py) --------------------------------------------
-
-
-REDIS_STREAM_MAXLEN = 100_000
-REDIS_STREAM_TTL_S = 3600
-REDIS_READ_BLOCK_MS = 5000
-REDIS_MAX_CONNECTIONS = 256
-
-
-class RedisStreamsPeer(Peer):
-    """The pattern Python users write by hand with redis-py: the producer
-    ``XADD``s each chunk (``MAXLEN``, and an ``EXPIRE`` in the same round
-    trip) before its client gets it, then an end entry; readers ``XREAD
-    BLOCK`` from the last id they saw until the end entry."""
-
-    def __init__(self, url: str, versions: dict[str, str]) -> None:
-        import redis.asyncio
-
-        super().__init__(versions)
-        # redis-py's default pool refuses connections past its cap; a
-        # blocking pool makes the rest wait, as ours does past 256 in flight.
-        pool = redis.asyncio.BlockingConnectionPool.from_url(
-            url, max_connections=REDIS_MAX_CONNECTIONS, timeout=None
-        )
-        self.redis = redis.asyncio.Redis(connection_pool=pool)
-
-    async def produce(self, stream_id: str, source: AsyncIterator[str]) -> AsyncIterator[str]:
-        return self._produce(f"chat:{stream_id}", source)
-
-    async def _append(self, key: str, fields: dict[Any, Any]) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(key, fields, maxlen=REDIS_STREAM_MAXLEN, approximate=True)
-            pipe.expire(key, REDIS_STREAM_TTL_S)
-            await pipe.execute()
-        self.counters.requests += 1
-        self.counters.appends += 1
-
-    async def _produce(self, key: str, source: AsyncIterator[str]) -> AsyncIterator[str]:
-        async for chunk in source:
-            await self._append(key, {"d": chunk})
-            yield chunk
-        await self._append(key, {"end": "1"})
-
-    async def resume(self, stream_id: str) -> AsyncIterator[str]:
-        return self._read(f"chat:{stream_id}")
-
-    async def _read(self, key: str) -> AsyncIterator[str]:
-        last = "0-0"
-        while True:
-            answer: Any = await self.redis.xread({key: last}, count=1000, block=REDIS_READ_BLOCK_MS)
-            for _, entries in answer:
-                for entry_id, fields in entries:
-                    if b"end" in fields:
-                        return
-                    last = entry_id
-                    yield fields[b"d"].decode()
-
-    async def aclose(self) -> None:
-        await self.redis.aclose()
-
-
-async def redis_streams(options: Options) -> Peer:
-    import redis
-
-    url = os.environ.get("REDIS_URL")
-    if not url:
-        raise SystemExit("redis_streams needs REDIS_URL (benches/harness.py sets it)")
-    peer = RedisStreamsPeer(url, {"redis-py": redis.__version__})
-    info = await peer.redis.info("server")
-    peer.versions["redis-server"] = str(info.get("redis_version", "unknown"))
-    return peer
 
 
 # -- resumable_fast -------------------------------------------------------------
@@ -598,7 +485,7 @@ PEERS: dict[str, Callable[[Options], Awaitable[Peer]]] = {
     "s2sdk_naive": s2sdk_naive,
     "s2sdk_producer": s2sdk_producer,
     "raw_task": raw_task,
-    "redis_streams": redis_streams,
+    **REDIS_PEERS,
 }
 
 
@@ -714,13 +601,28 @@ async def measure(peer: Peer, options: Options) -> tuple[dict[str, Any], bool]:
     cpu_before, wall_before = time.process_time(), time.perf_counter()
     everything = asyncio.gather(*(produce_one(index) for index in range(count)))
     if hold is not None:
-        await asyncio.wait_for(hold.all_held.wait(), options.timeout)
+        # A producer that fails before its hold point fails the run at once,
+        # not after the timeout that the others would wait at it.
+        held = asyncio.ensure_future(hold.all_held.wait())
+        await asyncio.wait(
+            (held, everything), timeout=options.timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if not held.done():
+            # Let the sources go on, so that the peer can end its producers and close.
+            hold.release.set()
+            held.cancel()
+            if everything.done():
+                everything.result()
+            raise TimeoutError(f"streams not all held within {options.timeout} s")
         # Every stream is mid-reply; let lingering batches go out, then sample.
         settle_s = (options.linger_ms + HOLD_SETTLE_MS) / 1000
         await asyncio.sleep(settle_s)
         rss_in_flight = current_rss_kib() - rss_baseline
         hold.release.set()
-    await asyncio.wait_for(everything, options.timeout)
+    try:
+        await asyncio.wait_for(everything, options.timeout)
+    except asyncio.TimeoutError:
+        raise TimeoutError(f"produce phase not done within {options.timeout} s") from None
     wall_s = time.perf_counter() - wall_before - settle_s
     cpu_s = time.process_time() - cpu_before
     rss_kib = max_rss_kib() - rss_before
@@ -743,6 +645,14 @@ async def measure(peer: Peer, options: Options) -> tuple[dict[str, Any], bool]:
             first_ms.append(first)
             full_ms.append(full)
         print(f"{options.peer}: resumed {len(sample)} streams", file=sys.stderr)
+        # Ending the streams that a peer kept open to be resumed is producing
+        # work: counted with the produce phase.
+        cpu_before, wall_before = time.process_time(), time.perf_counter()
+        requests_before = peer.counters.requests
+        await asyncio.wait_for(peer.release(), options.timeout)
+        wall_s += time.perf_counter() - wall_before
+        cpu_s += time.process_time() - cpu_before
+        requests += peer.counters.requests - requests_before
     for stream_id in mismatched:
         print(f"{options.peer}: text mismatch in {stream_id}", file=sys.stderr)
     verified = not mismatched
