@@ -14,7 +14,7 @@ INTEROP_DIR := tests/interop
 
 export S2LITE_BIN
 
-.PHONY: all demo test test-rust lint pytest venv develop s2-lite interop-deps chromium lock bench-core bench-transport bench-disk bench-deps bench bench-quick redis-server tinyproxy clean
+.PHONY: all demo test test-rust lint pytest venv develop s2-lite interop-deps chromium lock bench-core bench-transport bench-sessions bench-disk bench-deps bench bench-quick redis-server tinyproxy clean
 
 all: develop
 
@@ -83,6 +83,11 @@ bench-core: develop
 
 bench-transport: develop s2-lite
 	$(BIN)/python benches/bench_transport.py
+
+# Issue 15: CPU per batch of unary JSON appends, S2 append sessions over HTTP/1.1
+# and unary protobuf appends, against s2-lite on loopback.
+bench-sessions: develop s2-lite
+	$(BIN)/python benches/bench_append_session.py
 
 bench-disk: develop
 	$(BIN)/python benches/bench_embedded_disk.py
