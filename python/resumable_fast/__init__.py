@@ -1,6 +1,12 @@
 """Resumable LLM token streams, persisted to S2 in batches by a Rust core."""
 
 from resumable_fast.backends import Backend, EmbeddedBackend, EmbeddedStore
+from resumable_fast.chats import (
+    active_chat_stream,
+    resume_chat_stream,
+    start_chat_stream,
+    stop_chat_stream,
+)
 from resumable_fast.config import BatchSettings, S2Config
 from resumable_fast.context import (
     MakeStream,
@@ -15,6 +21,8 @@ from resumable_fast.errors import (
     EventStreamError,
     FencingTokenMismatchError,
     InvalidArgumentError,
+    InvalidChatIdError,
+    InvalidChatRequestError,
     InvalidChunkError,
     InvalidStreamIdError,
     RangeNotSatisfiableError,
@@ -31,8 +39,14 @@ from resumable_fast.errors import (
     TLSVerificationError,
 )
 from resumable_fast.streams import ResumableStream
+from resumable_fast.ui_messages import (
+    UI_MESSAGE_STREAM_HEADERS,
+    encode_ui_message_part,
+    to_ui_message_stream,
+)
 
 __all__ = [
+    "UI_MESSAGE_STREAM_HEADERS",
     "Backend",
     "BasinMisconfiguredError",
     "BatchSettings",
@@ -42,6 +56,8 @@ __all__ = [
     "EventStreamError",
     "FencingTokenMismatchError",
     "InvalidArgumentError",
+    "InvalidChatIdError",
+    "InvalidChatRequestError",
     "InvalidChunkError",
     "InvalidStreamIdError",
     "MakeStream",
@@ -61,6 +77,12 @@ __all__ = [
     "StreamNotFoundError",
     "StreamState",
     "TLSVerificationError",
+    "active_chat_stream",
     "create_resumable_stream_context",
+    "encode_ui_message_part",
     "new_stream_id",
+    "resume_chat_stream",
+    "start_chat_stream",
+    "stop_chat_stream",
+    "to_ui_message_stream",
 ]

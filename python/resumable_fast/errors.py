@@ -12,6 +12,8 @@ __all__ = [
     "EventStreamError",
     "FencingTokenMismatchError",
     "InvalidArgumentError",
+    "InvalidChatIdError",
+    "InvalidChatRequestError",
     "InvalidChunkError",
     "InvalidStreamIdError",
     "RangeNotSatisfiableError",
@@ -150,3 +152,17 @@ class EventStreamError(ResumableStreamError, ValueError):
     """A ``text/event-stream`` body is malformed: it is not valid UTF-8 (or ends
     inside a UTF-8 sequence), or one of its lines, or one event's data, is
     larger than the parser's cap."""
+
+
+class InvalidChatIdError(ResumableStreamError, ValueError):
+    """A chat id (the AI SDK's ``useChat`` id) is empty, too long, not a
+    string, or holds ``/`` or control characters."""
+
+
+class InvalidChatRequestError(ResumableStreamError, ValueError):
+    """A chat request (the AI SDK's POST body) is malformed or too large.
+    ``status_code`` is the HTTP status to answer with (400 or 413)."""
+
+    def __init__(self, message: str, status_code: int = 400) -> None:
+        super().__init__(message)
+        self.status_code = status_code
