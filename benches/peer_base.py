@@ -21,6 +21,8 @@ class Options:
     seed: int
     timeout: float
     hold: bool = False
+    # Readers of each stream resumed while it is live (from the start).
+    live_readers: int = 0
 
 
 @dataclass

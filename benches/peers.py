@@ -3,7 +3,8 @@
 Usage::
 
     python benches/peers.py PEER --streams N --tokens T --rate R
-        [--batch-size B] [--linger-ms L] [--reader] [--hold] [--seed S] [--timeout SECONDS]
+        [--batch-size B] [--linger-ms L] [--reader] [--hold] [--live-readers K]
+        [--seed S] [--timeout SECONDS]
 
 ``N`` concurrent streams in one asyncio process each produce ``T`` synthetic
 LLM tokens (``benches/workload.py``), paced at ``R`` tokens/s per stream
@@ -14,12 +15,16 @@ yielding it to that client receiving it (``time.perf_counter_ns``). Afterwards
 every stream (or 20 sampled when N > 100) is resumed from the start and its
 text compared with what was produced; with ``--reader`` those resumes of
 finished streams, run one at a time, are timed to the first chunk and to the
-full text.
+full text. With ``--live-readers K``, each stream also gets ``K`` readers
+resumed from its start as soon as it exists, which follow it live to its
+end; their texts are checked too, and their work counts in the produce phase.
 
 Peers (``PEERS``):
 
 * ``raw``: the source handed straight to the client, nothing persisted (the floor).
-* ``resumable_fast_s2``, ``resumable_fast_embedded``: this library.
+* ``resumable_fast_s2``, ``resumable_fast_embedded``: this library;
+  ``resumable_fast_s2_unshared``: on S2 with a read session per reader
+  (``share_read_sessions=False``).
 * ``pure_python``: this library with its native core swapped for the
   pure-Python twin (``benches/pure_python_core.py``); same layout, same S2
   client, so the only difference from ``resumable_fast_s2`` is the core.
@@ -240,6 +245,18 @@ def _library_versions() -> dict[str, str]:
 async def resumable_fast_s2(options: Options) -> Peer:
     context = create_resumable_stream_context(
         backend="s2", batch_size=options.batch_size, linger_ms=options.linger_ms
+    )
+    return LibraryPeer(context, _library_versions())
+
+
+async def resumable_fast_s2_unshared(options: Options) -> Peer:
+    """Every reader with a read session of its own (the comparison for the
+    live-readers scenario)."""
+    context = create_resumable_stream_context(
+        backend="s2",
+        batch_size=options.batch_size,
+        linger_ms=options.linger_ms,
+        share_read_sessions=False,
     )
     return LibraryPeer(context, _library_versions())
 
@@ -481,6 +498,7 @@ PEERS: dict[str, Callable[[Options], Awaitable[Peer]]] = {
     "raw": raw,
     "resumable_fast_s2": resumable_fast_s2,
     "resumable_fast_embedded": resumable_fast_embedded,
+    "resumable_fast_s2_unshared": resumable_fast_s2_unshared,
     "pure_python": pure_python,
     "s2sdk_naive": s2sdk_naive,
     "s2sdk_producer": s2sdk_producer,
@@ -573,13 +591,22 @@ async def measure(peer: Peer, options: Options) -> tuple[dict[str, Any], bool]:
     stream_ids = [f"bench-{options.peer}-{run_id}-{index}" for index in range(count)]
     latencies_ns: list[int] = []
     received: list[str] = [""] * count
+    followed: list[list[str]] = [[] for _ in range(count)]
     hold = HoldPoint(count) if options.hold else None
+
+    async def follow(index: int) -> None:
+        parts = [chunk async for chunk in await peer.resume(stream_ids[index])]
+        followed[index].append("".join(parts))
 
     async def produce_one(index: int) -> None:
         sent_ns: list[int] = []
         offset = stream_offset(index, count, options.rate)
         source = paced_source(tokens[index], sent_ns, options.rate, offset, hold)
         client = await peer.produce(stream_ids[index], source)
+        # Live readers, resumed from the start as soon as the stream exists;
+        # their work counts with the produce phase.
+        readers = [follow(index) for _ in range(options.live_readers)]
+        reading = asyncio.gather(*readers) if readers else None
         clock = time.perf_counter_ns
         keep = latencies_ns.append
         parts: list[str] = []
@@ -587,6 +614,8 @@ async def measure(peer: Peer, options: Options) -> tuple[dict[str, Any], bool]:
             keep(clock() - sent_ns[len(parts)])
             parts.append(chunk)
         received[index] = "".join(parts)
+        if reading is not None:
+            await reading
 
     print(
         f"{options.peer}: producing {count} streams x {options.tokens} tokens "
@@ -630,6 +659,12 @@ async def measure(peer: Peer, options: Options) -> tuple[dict[str, Any], bool]:
     print(f"{options.peer}: produced in {wall_s:.3f} s (CPU {cpu_s:.3f} s)", file=sys.stderr)
 
     mismatched = [stream_ids[i] for i in range(count) if received[i] != texts[i]]
+    mismatched += [
+        f"{stream_ids[i]} (live reader)"
+        for i in range(count)
+        for text in followed[i]
+        if text != texts[i]
+    ]
     first_ms: list[float] = []
     full_ms: list[float] = []
     if peer.persists:
@@ -670,6 +705,7 @@ async def measure(peer: Peer, options: Options) -> tuple[dict[str, Any], bool]:
             "reader": options.reader,
             "seed": options.seed,
             "hold": options.hold,
+            "live_readers": options.live_readers,
         },
         "tokens": count * options.tokens,
         "wall_s": round(wall_s, 4),
@@ -719,11 +755,14 @@ def parse_options(argv: Sequence[str] | None) -> Options:
     parser.add_argument(
         "--hold", action="store_true", help="hold every stream halfway; sample RSS then"
     )
+    parser.add_argument(
+        "--live-readers", type=int, default=0, help="readers of each stream resumed while live"
+    )
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per phase")
     args = parser.parse_args(argv)
-    if args.streams < 1 or args.tokens < 1 or args.rate < 0:
-        parser.error("--streams and --tokens must be >= 1, --rate >= 0")
+    if args.streams < 1 or args.tokens < 1 or args.rate < 0 or args.live_readers < 0:
+        parser.error("--streams and --tokens must be >= 1, --rate and --live-readers >= 0")
     return Options(
         peer=args.peer,
         streams=args.streams,
@@ -735,6 +774,7 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         seed=args.seed,
         timeout=args.timeout,
         hold=args.hold,
+        live_readers=args.live_readers,
     )
 
 
