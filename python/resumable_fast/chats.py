@@ -74,14 +74,9 @@ def _reply_prefix(chat_id: str) -> str:
 
 def _pointer(context: ResumableStreamContext, chat_id: str) -> tuple[Backend, str]:
     """The backend and the backend's name of the chat's pointer stream
-    (:class:`ResumableStreamError` once the context is closed).
-
-    The context has no public accessor for these yet; the pointer goes
-    through the same backend, under the same key prefix, as the streams.
-    """
-    context._check_open()
-    backend: Backend = context._backend
-    return backend, context._name(_reply_prefix(chat_id)[:-1] + _POINTER_SUFFIX)
+    (:class:`ResumableStreamError` once the context is closed): the same
+    backend, under the same key prefix, as the streams."""
+    return context.backend, context.stream_name(_reply_prefix(chat_id)[:-1] + _POINTER_SUFFIX)
 
 
 async def start_chat_stream(

@@ -147,6 +147,18 @@ class ResumableStreamContext:
         ``s2 (basin b at https://...)``; never the access token."""
         return self._backend.description
 
+    @property
+    def backend(self) -> Backend:
+        """The backend the streams live in, for modules built on the context
+        (:mod:`resumable_fast.chats` keeps its chat pointers there)."""
+        self._check_open()
+        return self._backend
+
+    def stream_name(self, stream_id: str) -> str:
+        """The backend's name for ``stream_id``: the key prefix, then the id
+        (an :class:`InvalidStreamIdError` for an id S2 would refuse)."""
+        return self._name(stream_id)
+
     async def __aenter__(self) -> ResumableStreamContext:
         return self
 
