@@ -1,4 +1,4 @@
-"""Serve the AI SDK's ``useChat`` (``ai`` v5 and later) with resumable replies.
+"""Serve the AI SDK's ``useChat`` (``ai`` 6, the version tested) with resumable replies.
 
 Needs the ``web`` extra (Starlette). Two routes, as ``useChat({ resume: true })``
 with ``DefaultChatTransport`` expects them::

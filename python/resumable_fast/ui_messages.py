@@ -1,4 +1,4 @@
-"""The AI SDK's UI message stream protocol (``ai`` v5 and later), as text.
+"""The AI SDK's UI message stream protocol (``ai`` 6, the version tested), as text.
 
 A UI message stream is Server-Sent Events: one ``data: {json}`` event per
 part, then ``data: [DONE]``, served with the header
