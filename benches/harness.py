@@ -306,7 +306,7 @@ def run_peer(
         # not after the default ten.
         args += ["--live-readers", str(scenario.live_readers)]
         timeout_s = 60.0
-    run_timeout_s = RUN_TIMEOUT_S
+    run_timeout_s: float = RUN_TIMEOUT_S
     if timeout_s is not None:
         args += ["--timeout", str(timeout_s)]
         # Each phase has timeout_s; a peer that then hangs closing is killed.
