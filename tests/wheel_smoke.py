@@ -144,7 +144,7 @@ def web_app(context: ResumableStreamContext) -> Starlette:
 
     async def post_stream(http: Request) -> Response:
         gate = asyncio.Event()
-        gate.set()
+        gate.set()  # the whole reply at once
         return await resumable_sse(
             context, http, http.path_params["stream_id"], lambda: greeting(gate)
         )
@@ -192,9 +192,8 @@ async def web() -> None:
         events = [line.removeprefix("data: ") for line in body.decode().split("\n\n") if line]
         assert events[-1] == "[DONE]", events
         parts = [json.loads(event) for event in events[:-1]]
-        assert [part["type"] for part in parts] == [
-            "start", "text-start", "text-delta", "text-end", "finish"
-        ], parts  # fmt: skip
+        types = [part["type"] for part in parts]
+        assert types == ["start", "text-start", "text-delta", "text-end", "finish"], parts
         assert parts[2]["delta"] == "You said: hi"
         # The reply is finished: nothing to resume.
         status, _, _ = await request(app, "GET", "/api/chat/c1/stream")
