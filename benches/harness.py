@@ -575,8 +575,10 @@ def targets(
     for load, (core_ratio, ceiling) in core_ratios(core).items():
         bound = f" (measured ceiling {ceiling:.1f}x)" if ceiling is not None else ""
         lines.append(
+            # Issue 15 replaced the 20x goal, which the binding's measured
+            # ceiling rules out, by CPU per persisted token against raw.
             f"| core accumulate+frame vs pure Python ({load}) | {core_ratio:.1f}x{bound} "
-            f"| >= 20x | {verdict(core_ratio, 20, True)} |"
+            f"| diagnostic (was >= 20x) | — |"
         )
     many = scenario_of(plan, THROUGHPUT_MANY)
     ours = rows_of(many, OURS)

@@ -75,7 +75,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-import httpx
 import orjson
 
 from resumable_fast import ResumableStreamContext, _core, create_resumable_stream_context
@@ -237,7 +236,8 @@ class LibraryPeer(Peer):
 def _library_versions() -> dict[str, str]:
     return {
         "resumable_fast": _version("resumable_fast"),
-        "httpx": httpx.__version__,
+        # What the library runs on (httpx is only the benchmark's).
+        "httptools": _version("httptools"),
         "orjson": orjson.__version__,
     }
 
