@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import Any
 
-from resumable_fast import ResumableStream
+from resumable_fast import ResumableStream, ResumableStreamContext
+from resumable_fast.s2 import S2Client
 
 READ_TIMEOUT = 15.0
 
@@ -92,3 +95,30 @@ async def read_until_error(
 
     error = await asyncio.wait_for(read(), timeout)
     return chunks, error
+
+
+@contextmanager
+def sent_requests(ctx: ResumableStreamContext) -> Iterator[list[bytes]]:
+    """What the context's S2 client sends meanwhile: ``b"METHOD target"`` for
+    each unary request (one per attempt), ``b"SESSION target"`` for each read
+    session it opens."""
+    backend = ctx._backend
+    assert isinstance(backend, S2Client)
+    send, open_stream = backend._send, backend._http.stream
+    sent: list[bytes] = []
+
+    async def recording_send(method: str, endpoint: Any, path: str, *rest: Any) -> Any:
+        sent.append(f"{method} {path}".encode())
+        return await send(method, endpoint, path, *rest)
+
+    def recording_stream(origin: Any, request: Any, **options: Any) -> Any:
+        sent.append(b"SESSION " + request.target)
+        return open_stream(origin, request, **options)
+
+    backend._send = recording_send  # type: ignore[method-assign,assignment]
+    backend._http.stream = recording_stream  # type: ignore[method-assign]
+    try:
+        yield sent
+    finally:
+        backend._send = send  # type: ignore[method-assign]
+        backend._http.stream = open_stream  # type: ignore[method-assign]

@@ -6,46 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from resumable_fast import ResumableStreamContext, ResumableStreamError
 from resumable_fast import fanout as fanout_module
-from resumable_fast.s2 import S2Client
 
 from conftest import S2Lite, make_context, start_s2lite, stop_s2lite
-from support import TestingStream, read_text
-
-
-@contextmanager
-def counted_sessions(ctx: ResumableStreamContext) -> Iterator[list[int]]:
-    """How many SSE read sessions and unary reads the S2 client sends
-    meanwhile: ``[sessions, unary reads]``."""
-    backend = ctx._backend
-    assert isinstance(backend, S2Client)
-    counts = [0, 0]
-    open_stream, send = backend._http.stream, backend._send
-
-    def counting_stream(*args: Any, **kwargs: Any) -> Any:
-        counts[0] += 1
-        return open_stream(*args, **kwargs)
-
-    async def counting_send(method: str, *args: Any) -> Any:
-        if method == "GET":
-            counts[1] += 1
-        return await send(method, *args)
-
-    backend._http.stream = counting_stream  # type: ignore[method-assign]
-    backend._send = counting_send  # type: ignore[method-assign,assignment]
-    try:
-        yield counts
-    finally:
-        backend._http.stream = open_stream  # type: ignore[method-assign]
-        backend._send = send  # type: ignore[method-assign]
+from support import TestingStream, read_text, sent_requests
 
 
 def words(count: int) -> list[str]:
@@ -86,10 +55,11 @@ async def test_readers_of_one_live_stream_share_one_session(
 ) -> None:
     text = words(300)
     async with make_context(s2lite, share_read_sessions=shared) as ctx:
-        with counted_sessions(ctx) as counts:
+        with sent_requests(ctx) as sent:
             texts = await follow_live(ctx, stream_id, 200, text)
     assert texts == ["".join(text)] * 200
-    sessions, unary = counts
+    sessions = sum(request.startswith(b"SESSION ") for request in sent)
+    unary = sum(request.startswith(b"GET ") for request in sent)
     if shared:
         # One feed; a reopened session after S2 ends one is allowed.
         assert sessions <= 2

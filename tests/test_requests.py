@@ -5,9 +5,7 @@ fence carried by the last data append, both recognised when retried."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -18,27 +16,7 @@ from test_edges import lose_first_answer
 from test_liveness import stored_records
 
 from conftest import S2Lite, make_context
-from support import TestingStream, from_list, read_text
-
-
-@contextmanager
-def counted_requests(ctx: ResumableStreamContext) -> Iterator[list[bytes]]:
-    """The methods and targets of the requests the context's S2 client sends
-    meanwhile (one per attempt)."""
-    backend = ctx._backend
-    assert isinstance(backend, S2Client)
-    send = backend._send
-    sent: list[bytes] = []
-
-    async def counting_send(method: str, endpoint: Any, path: str, *rest: Any) -> Any:
-        sent.append(f"{method} {path}".encode())
-        return await send(method, endpoint, path, *rest)
-
-    backend._send = counting_send  # type: ignore[method-assign,assignment]
-    try:
-        yield sent
-    finally:
-        backend._send = send  # type: ignore[method-assign]
+from support import TestingStream, from_list, read_text, sent_requests
 
 
 async def tail_reaches(ctx: ResumableStreamContext, stream_id: str, records: int) -> None:
@@ -53,7 +31,7 @@ async def tail_reaches(ctx: ResumableStreamContext, stream_id: str, records: int
 async def test_a_new_stream_is_claimed_in_one_request(s2lite: S2Lite, stream_id: str) -> None:
     async with make_context(s2lite) as ctx:
         source = TestingStream()
-        with counted_requests(ctx) as sent:
+        with sent_requests(ctx) as sent:
             producer = await ctx.resumable_stream(stream_id, source.readable)
         assert len(sent) == 1
         assert sent[0].startswith(b"POST ")
@@ -72,7 +50,7 @@ async def test_a_finished_stream_costs_a_refused_claim_and_a_tail_read(
             )
             == "done"
         )
-        with counted_requests(ctx) as sent:
+        with sent_requests(ctx) as sent:
             assert await ctx.resumable_stream(stream_id, lambda: from_list(["never"])) is None
         # A claim refused at its only attempt is not read back to check.
         assert [request.split(b" ")[0] for request in sent] == [b"POST", b"GET"]
@@ -84,7 +62,7 @@ async def test_the_last_data_append_carries_the_end_fence(s2lite: S2Lite, stream
     chunks = [f"c{index} " for index in range(15)]
     async with make_context(s2lite, batch_size=10, linger_ms=60_000) as ctx:
         source = TestingStream()
-        with counted_requests(ctx) as sent:
+        with sent_requests(ctx) as sent:
             producer = await ctx.create_new_resumable_stream(stream_id, source.readable)
             for chunk in chunks[:10]:
                 source.write(chunk)

@@ -20,6 +20,7 @@ from typing import Any
 
 from resumable_fast.backends import Backend
 from resumable_fast.records import SequencedRecord, is_closing_fence
+from resumable_fast.streams import records_before
 
 __all__ = ["MAX_BACKLOG_CHARS", "MAX_WINDOW_CHARS", "SharedReads"]
 
@@ -139,14 +140,13 @@ class SharedReads:
             if position < feed.window_start:
                 # Older than the feed keeps: read those on our own, then look again.
                 logger.debug("stream %r: a reader reads records older than its feed keeps", name)
-                async with aclosing(self._backend.read_session(name, position)) as own:
-                    async for records in own:
-                        kept = [r for r in records if r["seq_num"] < feed.window_start]
-                        if kept:
-                            position = kept[-1]["seq_num"] + 1
-                            yield kept
-                        if len(kept) < len(records):
-                            break
+                older = records_before(
+                    self._backend.read_session(name, position), feed.window_start
+                )
+                async with aclosing(older):
+                    async for records in older:
+                        position = records[-1]["seq_num"] + 1
+                        yield records
                 continue
             reader = feed.join(position)
             try:

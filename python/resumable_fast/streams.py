@@ -23,6 +23,7 @@ __all__ = [
     "ResumableStream",
     "ResumedStream",
     "chunks_from_records",
+    "records_before",
     "skip_prefix",
     "skip_text",
     "stored_then_new",
@@ -335,7 +336,7 @@ async def stored_then_new(
     """The text stored before ``upto_seq_num``, then the producer's chunks (a
     taken-over stream)."""
     try:
-        async for chunk in chunks_from_records(stream_id, _records_before(batches, upto_seq_num)):
+        async for chunk in chunks_from_records(stream_id, records_before(batches, upto_seq_num)):
             yield chunk
         async for chunk in producer:
             yield chunk
@@ -343,9 +344,11 @@ async def stored_then_new(
         await producer.aclose()
 
 
-async def _records_before(
+async def records_before(
     batches: AsyncGenerator[list[SequencedRecord], None], upto_seq_num: int
 ) -> AsyncGenerator[list[SequencedRecord], None]:
+    """The batches' records before ``upto_seq_num``; ``batches`` is closed
+    once it passes that position."""
     async with aclosing(batches):
         async for records in batches:
             kept = [record for record in records if record["seq_num"] < upto_seq_num]
