@@ -32,12 +32,15 @@ from resumable_fast.errors import (
     S2ConnectionError,
     S2Error,
     SeqNumMismatchError,
+    StorageError,
+    StoreUnavailableError,
     StreamExistsError,
     StreamFailedError,
     StreamIncompleteError,
     StreamNotFoundError,
     TLSVerificationError,
 )
+from resumable_fast.sqlite_store import SqliteStore
 from resumable_fast.streams import ResumableStream
 from resumable_fast.ui_messages import (
     UI_MESSAGE_STREAM_HEADERS,
@@ -71,6 +74,9 @@ __all__ = [
     "S2ConnectionError",
     "S2Error",
     "SeqNumMismatchError",
+    "SqliteStore",
+    "StorageError",
+    "StoreUnavailableError",
     "StreamExistsError",
     "StreamFailedError",
     "StreamIncompleteError",

@@ -9,7 +9,6 @@ import logging
 import os
 import secrets
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable
-from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
@@ -19,6 +18,7 @@ from resumable_fast.backends import (
     Backend,
     EmbeddedBackend,
     EmbeddedStore,
+    Store,
 )
 from resumable_fast.config import BatchSettings, S2Config
 from resumable_fast.endpoints import Verify
@@ -41,6 +41,7 @@ from resumable_fast.records import (
 )
 from resumable_fast.s2 import S2Client
 from resumable_fast.scheduling import HEARTBEATS_PER_TIMEOUT, Scheduler
+from resumable_fast.sqlite_store import SqliteStore
 from resumable_fast.streams import (
     GeneratorStream,
     ProducerStream,
@@ -128,7 +129,9 @@ class ResumableStreamContext:
         # Readers of one stream share one read session where a session costs
         # requests (S2); the embedded backend's sessions are already local.
         if share_read_sessions is None:
-            share_read_sessions = not isinstance(backend, EmbeddedBackend)
+            share_read_sessions = (
+                backend.store.shares_read_sessions if isinstance(backend, EmbeddedBackend) else True
+            )
         self._read_session: Callable[[str, int], AsyncGenerator[list[SequencedRecord], None]] = (
             SharedReads(backend, self._scheduler.spawn).read_session
             if share_read_sessions
@@ -234,6 +237,8 @@ class ResumableStreamContext:
         skip = _validate_skip(skip_characters)
         state = state_of(await self._backend.last_record(name))
         if state is not True:
+            if state is None:
+                self._note_nothing_to_resume()
             return None
         return self._resumed(stream_id, name, skip)
 
@@ -250,7 +255,10 @@ class ResumableStreamContext:
     async def has_existing_stream(self, stream_id: str) -> StreamState:
         """None if never created, True while in progress, ``"DONE"`` when finished."""
         self._check_open()
-        return state_of(await self._backend.last_record(self._name(stream_id)))
+        state = state_of(await self._backend.last_record(self._name(stream_id)))
+        if state is None:
+            self._note_nothing_to_resume()
+        return state
 
     async def stop_stream(self, stream_id: str) -> None:
         """End a stream now: an ``end-`` fence appended without a token check
@@ -289,6 +297,23 @@ class ResumableStreamContext:
         await self._backend.aclose()
 
     # -- internals --------------------------------------------------------------
+
+    def _note_nothing_to_resume(self) -> None:
+        """A stream looked for is not there: with streams in this process's
+        memory, say once per process that other workers cannot see them."""
+        global _warned_process_local
+        if (
+            not _warned_process_local
+            and isinstance(self._backend, EmbeddedBackend)
+            and self._backend.process_local
+        ):
+            _warned_process_local = True
+            logger.warning(
+                "a stream to resume was not found; streams are kept in this process's memory, "
+                "so a service with several worker processes or replicas must share them: "
+                "set data_dir (RESUMABLE_FAST_DATA_DIR) for the workers of one machine, "
+                "or use S2 (S2_BASIN) for several machines"
+            )
 
     def _name(self, stream_id: str) -> str:
         """The backend's name for a stream: the key prefix, then the id."""
@@ -450,8 +475,10 @@ def create_resumable_stream_context(
         if retention_seconds <= 0:
             raise ConfigurationError("retention_seconds must be > 0")
         directory = data_dir if data_dir is not None else os.environ.get("RESUMABLE_FAST_DATA_DIR")
-        store = EmbeddedStore.shared(
-            Path(directory) if directory else None, retention_seconds=retention_seconds
+        store: Store = (
+            SqliteStore.shared(directory, retention_seconds)
+            if directory
+            else EmbeddedStore.shared(retention_seconds)
         )
         chosen = EmbeddedBackend(store)
     _log_backend_once(chosen.description)
@@ -466,6 +493,7 @@ def create_resumable_stream_context(
 
 
 _logged_backends: set[str] = set()
+_warned_process_local = False
 
 
 def _log_backend_once(description: str) -> None:

@@ -23,6 +23,8 @@ __all__ = [
     "S2ConnectionError",
     "S2Error",
     "SeqNumMismatchError",
+    "StorageError",
+    "StoreUnavailableError",
     "StreamExistsError",
     "StreamFailedError",
     "StreamIncompleteError",
@@ -81,6 +83,27 @@ class StreamIncompleteError(ResumableStreamError):
         )
         self.stream_id = stream_id
         self.silence_seconds = silence_seconds
+
+
+class StorageError(ResumableStreamError):
+    """The embedded store's database in ``data_dir`` failed: the disk is full,
+    the directory is read-only, the database is corrupt or locked past the
+    wait, or the operating system refused a read or write. Nothing of the
+    failed operation was written; what was committed before stays.
+
+    ``reason`` names the cause: ``disk_full``, ``read_only``, ``corrupt``,
+    ``locked``, ``io`` or ``closed``.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class StoreUnavailableError(StorageError, ConfigurationError):
+    """``data_dir`` cannot hold the store: it is not a directory we can
+    open a database in, or it holds streams in a format this version does
+    not read."""
 
 
 class S2Error(ResumableStreamError):

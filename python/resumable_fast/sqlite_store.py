@@ -1,0 +1,561 @@
+"""The embedded store in a ``data_dir``: one SQLite database (WAL mode) that
+every process naming the directory shares, so the workers of one machine
+share every stream, across restarts.
+
+**Writes.** Every append is one ``BEGIN IMMEDIATE`` transaction: the
+fencing-token and ``match_seq_num`` checks, the batch and the stream's new
+tail commit together or not at all, and SQLite's write lock serialises them
+across processes, so S2's semantics hold among all workers (one producer per
+stream, takeovers and stops fenced, nothing doubled). They run on one writer
+thread per store, never on the event loop; an append returns once its
+transaction committed. With ``synchronous=NORMAL`` a commit has reached the
+operating system when it returns, so it survives the process being killed at
+any moment; a power cut may lose the last commits, never tear one.
+
+**Memory.** The store holds no records: readers read the database, so what a
+process knows is never ahead of what is committed.
+
+**Live tail.** A commit of this process wakes its readers at once. While any
+reader waits, a watcher thread checks ``PRAGMA data_version`` every
+``poll_interval`` seconds (10 ms); when another process has committed, it
+reads the batches added since (their ids only grow) and wakes the readers
+of those streams. While nobody waits the watcher is gone and costs nothing.
+
+**Retention.** A stream idle for ``retention_seconds`` (by the wall clock of
+its last append, whichever process made it) is gone for every reader, and
+its rows are deleted by the next sweep, which runs with appends at most every
+:data:`SWEEP_INTERVAL` seconds, so the file stays bounded.
+
+**Failures.** A full disk, a read-only directory, a corrupt database or a
+lock held past ``busy_timeout`` raise :class:`~resumable_fast.errors.StorageError`
+with nothing of the failed transaction written; the next transaction tries
+again, so writes go on once there is room.
+
+Layout (format version 1): ``streams`` (one row per stream: its name, next
+sequence number, fencing token, last record and when it was last appended
+to) and ``batches`` (one row per appended batch: its records as JSON, keyed
+by stream and end sequence number).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import ClassVar
+
+import orjson
+
+from resumable_fast.append_checks import CheckedAppend, check_append_input
+from resumable_fast.backends import DEFAULT_RETENTION_SECONDS, READ_BATCH_RECORDS, wake_threadsafe
+from resumable_fast.errors import (
+    FencingTokenMismatchError,
+    SeqNumMismatchError,
+    StorageError,
+    StoreUnavailableError,
+)
+from resumable_fast.records import SequencedRecord
+
+__all__ = ["DATABASE_FILE_NAME", "SqliteStore"]
+
+logger = logging.getLogger("resumable_fast")
+
+DATABASE_FILE_NAME = "resumable_fast.sqlite3"
+FORMAT_VERSION = 1
+POLL_INTERVAL = 0.01
+# How long a transaction waits for another process's (seconds).
+BUSY_TIMEOUT = 10.0
+# Seconds between sweeps of streams past their retention, at most.
+SWEEP_INTERVAL = 60.0
+# Streams deleted per sweep transaction, so the write lock is held briefly.
+SWEEP_BATCH = 200
+# A read hands out about this much record text at most (a reader's batch).
+READ_BATCH_BYTES = 1024 * 1024
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS streams (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    next_seq_num INTEGER NOT NULL,
+    fencing_token TEXT NOT NULL,
+    last_record BLOB NOT NULL,
+    active_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS streams_by_activity ON streams (active_at);
+CREATE TABLE IF NOT EXISTS batches (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    stream INTEGER NOT NULL,
+    end_seq_num INTEGER NOT NULL,
+    records BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS batches_by_stream ON batches (stream, end_seq_num);
+"""
+
+# sqlite3's primary result codes (the low byte of an extended code).
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 5, 6, 8
+_SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN = 10, 11, 13, 14
+_SQLITE_NOTADB = 26
+_REASONS = {
+    _SQLITE_FULL: "disk_full",
+    _SQLITE_READONLY: "read_only",
+    _SQLITE_CORRUPT: "corrupt",
+    _SQLITE_NOTADB: "corrupt",
+    _SQLITE_BUSY: "locked",
+    _SQLITE_LOCKED: "locked",
+    _SQLITE_IOERR: "io",
+    _SQLITE_CANTOPEN: "io",
+}
+_WORDS = {
+    "disk_full": "the disk is full",
+    "read_only": "the directory or database is read-only",
+    "corrupt": "the database is corrupt or not a resumable_fast database",
+    "locked": "the database stayed locked by another process",
+    "io": "the operating system refused a read or write",
+}
+
+
+def _storage_error(exc: sqlite3.Error, where: Path, doing: str) -> StorageError:
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    reason = _REASONS.get(code & 0xFF) if isinstance(code, int) else None
+    if reason is None:
+        text = str(exc).lower()
+        reason = next(
+            (
+                name
+                for name, needle in (
+                    ("disk_full", "full"),
+                    ("read_only", "readonly"),
+                    ("corrupt", "malformed"),
+                    ("corrupt", "not a database"),
+                    ("locked", "locked"),
+                    ("io", "disk i/o"),
+                    ("io", "unable to open"),
+                )
+                if needle in text
+            ),
+            "io",
+        )
+    return StorageError(
+        reason, f"embedded store in {where}: {doing} failed: {_WORDS[reason]} ({exc})"
+    )
+
+
+class SqliteStore:
+    """The streams of a ``data_dir``, shared by every process that opens it.
+
+    Opening checks the directory and the database at once, so a context
+    made on a directory it cannot use fails when it is made. :meth:`shared`
+    gives this process's store for a directory and retention; a store is
+    closed when the last backend over it is.
+    """
+
+    shares_read_sessions = True
+
+    _shared: ClassVar[dict[tuple[int, str, float], SqliteStore]] = {}
+    _shared_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        retention_seconds: float = DEFAULT_RETENTION_SECONDS,
+        *,
+        poll_interval: float = POLL_INTERVAL,
+        busy_timeout: float = BUSY_TIMEOUT,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.path = self.data_dir / DATABASE_FILE_NAME
+        self.retention_seconds = retention_seconds
+        self.poll_interval = poll_interval
+        self.busy_timeout = busy_timeout
+        self.description = f"SQLite in {self.data_dir}"
+        self._users = 1
+        self._closed = threading.Event()
+        self._open_directory()
+        self._writer = self._connect("opening the database")
+        self._reader = self._connect("opening the database")
+        self._init_schema()
+        self._reader_lock = threading.Lock()
+        # One thread, so this process's transactions run in the order asked.
+        self._write_thread = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="resumable_fast sqlite writer"
+        )
+        self._last_sweep = 0.0
+        # Readers waiting for a record: stream name -> (seq_num, future).
+        self._waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
+        self._waiters_lock = threading.Lock()
+        self._watcher: threading.Thread | None = None
+
+    @classmethod
+    def shared(
+        cls, data_dir: str | os.PathLike[str], retention_seconds: float = DEFAULT_RETENTION_SECONDS
+    ) -> SqliteStore:
+        """This process's store of ``data_dir`` with this retention; each
+        call counts one user, released by the backend's ``aclose``. Keyed
+        on the process too: a child forked with a parent's store opens its
+        own (a SQLite connection must not cross a fork)."""
+        key = (os.getpid(), str(Path(data_dir).resolve()), float(retention_seconds))
+        with cls._shared_lock:
+            store = cls._shared.get(key)
+            if store is not None and not store._closed.is_set():
+                store._users += 1
+                return store
+            store = cls._shared[key] = cls(data_dir, retention_seconds)
+            return store
+
+    # -- opening ----------------------------------------------------------------
+
+    def _open_directory(self) -> None:
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailableError(
+                "io", f"data_dir {self.data_dir} cannot be made: {exc.strerror or exc}"
+            ) from None
+        if not self.data_dir.is_dir():
+            raise StoreUnavailableError("io", f"data_dir {self.data_dir} is not a directory")
+        if next(self.data_dir.glob("*.stream"), None) is not None:
+            raise StoreUnavailableError(
+                "old_format",
+                f"data_dir {self.data_dir} holds *.stream files of an earlier, unreleased "
+                "format that this version does not read; move them away or name another "
+                "directory",
+            )
+
+    def _connect(self, doing: str) -> sqlite3.Connection:
+        try:
+            connection = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            connection.execute("PRAGMA synchronous=NORMAL")
+            return connection
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc, doing) from None
+
+    def _unavailable(self, exc: sqlite3.Error, doing: str) -> StoreUnavailableError:
+        error = _storage_error(exc, self.data_dir, doing)
+        return StoreUnavailableError(error.reason, str(error))
+
+    def _init_schema(self) -> None:
+        connection = self._writer
+        try:
+            mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode != "wal":
+                raise StoreUnavailableError(
+                    "io", f"data_dir {self.data_dir}: SQLite refused WAL mode ({mode})"
+                )
+            # A WAL file is cut back to this size after a checkpoint.
+            connection.execute("PRAGMA journal_size_limit=4194304")
+            with self._transaction(connection):
+                # One statement at a time: executescript would commit first.
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        connection.execute(statement)
+                row = connection.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+                if row is None:
+                    connection.execute(
+                        "INSERT INTO meta (key, value) VALUES ('format', ?)", (str(FORMAT_VERSION),)
+                    )
+                elif row[0] != str(FORMAT_VERSION):
+                    raise StoreUnavailableError(
+                        "old_format",
+                        f"{self.path} is in format {row[0]}; this version reads {FORMAT_VERSION}",
+                    )
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc, "opening the database") from None
+
+    @staticmethod
+    @contextmanager
+    def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
+        """``BEGIN IMMEDIATE`` (the write lock first, so two processes never
+        both read a tail and then write), committed or rolled back whole."""
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.rollback()
+            raise
+
+    # -- appends (on the writer thread) -------------------------------------------
+
+    async def append(self, name: str, append_input: bytes) -> None:
+        """Apply one ``AppendInput`` in one transaction; returns once committed."""
+        batch = check_append_input(append_input)
+        if self._closed.is_set():
+            raise StorageError("closed", f"the embedded store in {self.data_dir} is closed")
+        end_seq_num = await asyncio.wrap_future(
+            self._write_thread.submit(self._commit, name, batch)
+        )
+        self._wake(name, end_seq_num)
+
+    def _commit(self, name: str, batch: CheckedAppend) -> int:
+        connection = self._writer
+        now = time.time()
+        try:
+            with self._transaction(connection):
+                row = connection.execute(
+                    "SELECT id, next_seq_num, fencing_token, active_at FROM streams WHERE name = ?",
+                    (name,),
+                ).fetchone()
+                if row is not None and row[3] < now - self.retention_seconds:
+                    # Past its retention: gone for every reader, so made anew.
+                    connection.execute("DELETE FROM batches WHERE stream = ?", (row[0],))
+                    connection.execute("DELETE FROM streams WHERE id = ?", (row[0],))
+                    row = None
+                stream_id, tail, token = (None, 0, "") if row is None else row[:3]
+                if batch.fencing_token is not None and batch.fencing_token != token:
+                    raise FencingTokenMismatchError(token)
+                if batch.match_seq_num is not None and batch.match_seq_num != tail:
+                    raise SeqNumMismatchError(tail)
+                records = batch.sequenced(tail, int(now * 1000))
+                end_seq_num = tail + len(records)
+                new_token = token if batch.new_fencing_token is None else batch.new_fencing_token
+                last = orjson.dumps(records[-1])
+                if stream_id is None:
+                    stream_id = connection.execute(
+                        "INSERT INTO streams (name, next_seq_num, fencing_token, last_record,"
+                        " active_at) VALUES (?, ?, ?, ?, ?)",
+                        (name, end_seq_num, new_token, last, now),
+                    ).lastrowid
+                else:
+                    connection.execute(
+                        "UPDATE streams SET next_seq_num = ?, fencing_token = ?, last_record = ?,"
+                        " active_at = ? WHERE id = ?",
+                        (end_seq_num, new_token, last, now, stream_id),
+                    )
+                connection.execute(
+                    "INSERT INTO batches (stream, end_seq_num, records) VALUES (?, ?, ?)",
+                    (stream_id, end_seq_num, orjson.dumps(records)),
+                )
+        except sqlite3.Error as exc:
+            raise _storage_error(exc, self.data_dir, f"appending to stream {name!r}") from None
+        if now - self._last_sweep > min(SWEEP_INTERVAL, self.retention_seconds):
+            self._sweep(now)
+        return end_seq_num
+
+    def _sweep(self, now: float) -> None:
+        """Delete streams past their retention (whichever process wrote them).
+        A failed sweep is logged, not raised: the append before it committed."""
+        self._last_sweep = now
+        connection = self._writer
+        horizon = now - self.retention_seconds
+        try:
+            while True:
+                with self._transaction(connection):
+                    expired = connection.execute(
+                        "SELECT id FROM streams WHERE active_at < ? LIMIT ?", (horizon, SWEEP_BATCH)
+                    ).fetchall()
+                    connection.executemany("DELETE FROM batches WHERE stream = ?", expired)
+                    connection.executemany("DELETE FROM streams WHERE id = ?", expired)
+                if len(expired) < SWEEP_BATCH:
+                    return
+        except sqlite3.Error as exc:
+            logger.warning("%s", _storage_error(exc, self.data_dir, "deleting expired streams"))
+
+    # -- reads (in the caller's thread) ----------------------------------------------
+
+    @contextmanager
+    def _reading(self, doing: str) -> Iterator[sqlite3.Connection]:
+        if self._closed.is_set():
+            raise StorageError("closed", f"the embedded store in {self.data_dir} is closed")
+        try:
+            with self._reader_lock:
+                yield self._reader
+        except sqlite3.Error as exc:
+            raise _storage_error(exc, self.data_dir, doing) from None
+
+    def _horizon(self) -> float:
+        return time.time() - self.retention_seconds
+
+    def last_record(self, name: str) -> SequencedRecord | None:
+        with self._reading(f"reading stream {name!r}") as connection:
+            row = connection.execute(
+                "SELECT last_record FROM streams WHERE name = ? AND active_at >= ?",
+                (name, self._horizon()),
+            ).fetchone()
+        if row is None:
+            return None
+        record: SequencedRecord = orjson.loads(row[0])
+        return record
+
+    def records_from(self, name: str, seq_num: int) -> list[SequencedRecord]:
+        records: list[SequencedRecord] = []
+        size = 0
+        with self._reading(f"reading stream {name!r}") as connection:
+            rows = connection.execute(
+                "SELECT b.records FROM batches AS b JOIN streams AS s ON s.id = b.stream"
+                " WHERE s.name = ? AND s.active_at >= ? AND b.end_seq_num > ?"
+                " ORDER BY b.end_seq_num",
+                (name, self._horizon(), seq_num),
+            )
+            try:
+                for (payload,) in rows:
+                    batch: list[SequencedRecord] = orjson.loads(payload)
+                    if batch[0]["seq_num"] < seq_num:
+                        batch = batch[seq_num - batch[0]["seq_num"] :]
+                    records.extend(batch)
+                    size += len(payload)
+                    if len(records) >= READ_BATCH_RECORDS or size >= READ_BATCH_BYTES:
+                        break
+            finally:
+                rows.close()
+        return records[:READ_BATCH_RECORDS]
+
+    def _next_seq_num(self, name: str) -> int:
+        with self._reading(f"reading stream {name!r}") as connection:
+            row = connection.execute(
+                "SELECT next_seq_num FROM streams WHERE name = ? AND active_at >= ?",
+                (name, self._horizon()),
+            ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def _last_batch_id(self, connection: sqlite3.Connection) -> int:
+        row = connection.execute("SELECT max(id) FROM batches").fetchone()
+        return 0 if row[0] is None else int(row[0])
+
+    # -- the live tail ------------------------------------------------------------------
+
+    def wait_for_records(self, name: str, seq_num: int) -> asyncio.Future[None] | None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        with self._waiters_lock:
+            self._waiters.setdefault(name, []).append((seq_num, waiter))
+            if self._watcher is None:
+                self._watcher = threading.Thread(
+                    target=self._watch, name="resumable_fast sqlite watcher", daemon=True
+                )
+                self._watcher.start()
+        # Registered first, then checked: a commit after this check wakes the
+        # waiter (this process's at once, another's through the watcher).
+        if self._next_seq_num(name) > seq_num:
+            self._forget(name, waiter)
+            return None
+        return waiter
+
+    def _forget(self, name: str, waiter: asyncio.Future[None]) -> None:
+        with self._waiters_lock:
+            entries = self._waiters.get(name)
+            if entries is not None:
+                entries[:] = [entry for entry in entries if entry[1] is not waiter]
+                if not entries:
+                    del self._waiters[name]
+
+    def _wake(self, name: str, end_seq_num: int) -> None:
+        """Wake this process's readers of ``name`` waiting for a record before
+        ``end_seq_num`` (the stream now has it)."""
+        with self._waiters_lock:
+            entries = self._waiters.get(name)
+            if not entries:
+                return
+            kept = []
+            for seq_num, waiter in entries:
+                if seq_num < end_seq_num:
+                    wake_threadsafe(waiter)
+                elif not waiter.done():
+                    kept.append((seq_num, waiter))
+            if kept:
+                self._waiters[name] = kept
+            else:
+                del self._waiters[name]
+
+    def _watch(self) -> None:
+        """Wake readers for what other processes commit, while any waits."""
+        try:
+            connection = self._connect("watching the database")
+        except StorageError as exc:
+            logger.error("%s", exc)
+            self._stop_watching()
+            return
+        try:
+            version = connection.execute("PRAGMA data_version").fetchone()[0]
+            since = self._last_batch_id(connection)
+            # Commits up to ``since`` may have come before a waiter's own
+            # check: look at every waiter's stream once; later commits have
+            # later batch ids, which the loop below reads.
+            with self._waiters_lock:
+                waited = list(self._waiters)
+            for name in waited:
+                row = connection.execute(
+                    "SELECT next_seq_num FROM streams WHERE name = ?", (name,)
+                ).fetchone()
+                if row is not None:
+                    self._wake(name, int(row[0]))
+            while not self._closed.wait(self.poll_interval):
+                with self._waiters_lock:
+                    gone = [
+                        name
+                        for name, entries in self._waiters.items()
+                        if all(waiter.done() for _, waiter in entries)
+                    ]
+                    for name in gone:
+                        del self._waiters[name]
+                    if not self._waiters:
+                        self._watcher = None
+                        return
+                current = connection.execute("PRAGMA data_version").fetchone()[0]
+                if current == version:
+                    continue
+                version = current
+                rows = connection.execute(
+                    "SELECT b.id, s.name, b.end_seq_num FROM batches AS b"
+                    " JOIN streams AS s ON s.id = b.stream WHERE b.id > ? ORDER BY b.id",
+                    (since,),
+                ).fetchall()
+                if rows:
+                    since = rows[-1][0]
+                    for _, name, end_seq_num in rows:
+                        self._wake(name, end_seq_num)
+        except sqlite3.Error as exc:
+            logger.error("%s", _storage_error(exc, self.data_dir, "watching the database"))
+            self._stop_watching()
+        finally:
+            connection.close()
+
+    def _stop_watching(self) -> None:
+        """The watcher failed: wake every reader (each reads again, and gets
+        the storage error if the database is still failing)."""
+        with self._waiters_lock:
+            for entries in self._waiters.values():
+                for _, waiter in entries:
+                    wake_threadsafe(waiter)
+            self._waiters.clear()
+            self._watcher = None
+
+    # -- closing -----------------------------------------------------------------------
+
+    async def release(self) -> None:
+        """One user fewer; the last closes the store: pending writes finish,
+        then the watcher stops and the connections close."""
+        with self._shared_lock:
+            self._users -= 1
+            if self._users > 0 or self._closed.is_set():
+                return
+            self._closed.set()
+            for key, store in list(self._shared.items()):
+                if store is self:
+                    del self._shared[key]
+        await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
+        self._write_thread.shutdown(wait=True)
+        watcher = self._watcher
+        if watcher is not None and watcher.is_alive():
+            watcher.join()
+        self._stop_watching()
+        with self._reader_lock:
+            self._reader.close()
+        self._writer.close()
