@@ -154,9 +154,10 @@ def make_context(server: S2Lite, **options: object) -> ResumableStreamContext:
     return create_resumable_stream_context(**settings)  # type: ignore[arg-type]
 
 
-@pytest.fixture(params=["s2", "embedded"])
+@pytest.fixture(params=["s2", "embedded", "embedded-dir"])
 def backend_name(request: pytest.FixtureRequest) -> str:
-    """Every test that uses a context runs on both backends: they cannot drift apart."""
+    """Every test that uses a context runs on S2 and on the embedded backend,
+    in memory and in a ``data_dir`` (SQLite): they cannot drift apart."""
     name: str = request.param
     return name
 
@@ -166,11 +167,12 @@ ContextFactory = Callable[..., ResumableStreamContext]
 
 @pytest.fixture
 def new_context(
-    backend_name: str, s2lite: S2Lite, request: pytest.FixtureRequest
+    backend_name: str, s2lite: S2Lite, request: pytest.FixtureRequest, tmp_path: Path
 ) -> ContextFactory:
     """Makes contexts on this test's backend: another replica of the same
-    service. ``s2-tls`` (for the modules that add it): s2-lite over TLS, its
-    private CA given with ``verify=``."""
+    service (on ``embedded-dir``, one more context on the test's
+    ``data_dir``). ``s2-tls`` (for the modules that add it): s2-lite over
+    TLS, its private CA given with ``verify=``."""
     tls_server = request.getfixturevalue("s2lite_tls") if backend_name == "s2-tls" else None
 
     def factory(**options: object) -> ResumableStreamContext:
@@ -180,6 +182,8 @@ def new_context(
             assert tls_server.ca_file is not None
             return make_context(tls_server, verify=str(tls_server.ca_file), **options)
         settings: dict[str, object] = {"backend": "embedded", "linger_ms": 5}
+        if backend_name == "embedded-dir":
+            settings["data_dir"] = tmp_path / "data"
         settings.update(options)
         return create_resumable_stream_context(**settings)  # type: ignore[arg-type]
 

@@ -16,10 +16,12 @@ machine's load.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import shutil
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
@@ -32,12 +34,14 @@ from starlette.responses import Response
 
 from resumable_fast import (
     EmbeddedBackend,
+    EmbeddedStore,
     InvalidArgumentError,
     InvalidChatIdError,
     InvalidChatRequestError,
     InvalidChunkError,
     ResumableStreamContext,
     ResumableStreamError,
+    SqliteStore,
     active_chat_stream,
     encode_ui_message_part,
     resume_chat_stream,
@@ -352,8 +356,13 @@ async def test_error_answers_through_the_transport(
 async def stream_names(context: ResumableStreamContext, s2lite: S2Lite, prefix: str) -> list[str]:
     """The streams under ``prefix`` in the context's backend (without looking
     any up, which would create it on S2)."""
-    backend = context._backend
+    backend = context.backend
+    if isinstance(backend, EmbeddedBackend) and isinstance(backend.store, SqliteStore):
+        with contextlib.closing(sqlite3.connect(backend.store.path)) as database:
+            rows = database.execute("SELECT name FROM streams").fetchall()
+        return [name for (name,) in rows if name.startswith(prefix)]
     if isinstance(backend, EmbeddedBackend):
+        assert isinstance(backend.store, EmbeddedStore)
         return [name for name in backend.store._streams if name.startswith(prefix)]
     async with httpx.AsyncClient() as client:
         answer = await client.get(

@@ -26,7 +26,7 @@ from support import TestingStream, from_list, read_chunks, read_text, read_until
 HERE = Path(__file__).parent
 
 
-@pytest.fixture(params=["s2", "embedded", "s2-tls"])
+@pytest.fixture(params=["s2", "embedded", "embedded-dir", "s2-tls"])
 def backend_name(request: pytest.FixtureRequest) -> str:
     """This module's suite also runs over TLS: s2-lite with a certificate
     from a private CA, given with ``verify=``."""

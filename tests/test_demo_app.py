@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pytest
@@ -445,10 +446,19 @@ def demo_env(s2lite: S2Lite | None) -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize("backend", ["s2", "embedded"])
-def test_cli_serves_the_demo_and_stops_on_sigint(s2lite: S2Lite, backend: str) -> None:
-    described = f"s2 (basin {s2lite.basin}" if backend == "s2" else "embedded"
-    process, url, info = start_demo_process(demo_env(s2lite if backend == "s2" else None))
+@pytest.mark.parametrize("backend", ["s2", "embedded", "embedded-dir"])
+def test_cli_serves_the_demo_and_stops_on_sigint(
+    s2lite: S2Lite, backend: str, tmp_path: Path
+) -> None:
+    described = {
+        "s2": f"s2 (basin {s2lite.basin}",
+        "embedded": "embedded (in memory",
+        "embedded-dir": f"embedded (SQLite in {tmp_path}",
+    }[backend]
+    env = demo_env(s2lite if backend == "s2" else None)
+    if backend == "embedded-dir":
+        env["RESUMABLE_FAST_DATA_DIR"] = str(tmp_path)
+    process, url, info = start_demo_process(env)
     try:
         assert info.json()["backend"].startswith(described)
         assert info.json()["model"] == "simulated LLM"  # no OPENAI_BASE_URL: no network

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
-import threading
+import sqlite3
 import time
 import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
@@ -22,13 +23,14 @@ from resumable_fast import (
     S2Config,
     S2ConnectionError,
     S2Error,
+    SqliteStore,
 )
-from resumable_fast import backends as backends_module
 from resumable_fast import producer as producer_module
 from resumable_fast.config import BatchSettings
 from resumable_fast.http11 import ConnectFailed
 from resumable_fast.records import is_fence
 from resumable_fast.s2 import S2Client
+from resumable_fast.sqlite_store import DATABASE_FILE_NAME
 from test_liveness import abandoned_stream, stored_records
 
 from conftest import S2Lite, make_context
@@ -249,7 +251,8 @@ async def test_streams_read_after_their_context_closed_raise_a_typed_error(
         # The store outlives its contexts, as S2 does.
         assert await read_text(resumed) == "kept"
     else:
-        # The context's HTTP client is closed (was: a bare RuntimeError).
+        # The context's HTTP client (or its data_dir's database) is closed
+        # (was: a bare RuntimeError).
         with pytest.raises(ResumableStreamError, match="closed"):
             await read_text(resumed)
 
@@ -309,14 +312,15 @@ async def test_a_takeover_retried_after_a_lost_answer_is_still_ours(
 
 def private_embedded_context(retention_seconds: float) -> ResumableStreamContext:
     return ResumableStreamContext(
-        EmbeddedBackend(EmbeddedStore(None, retention_seconds=retention_seconds))
+        EmbeddedBackend(EmbeddedStore(retention_seconds=retention_seconds))
     )
 
 
-async def test_asking_about_streams_that_do_not_exist_stores_nothing() -> None:
-    """An app's resume route takes ids from anyone: unknown ids cost nothing."""
-    async with private_embedded_context(3600) as ctx:
-        store = cast(EmbeddedBackend, ctx._backend).store
+async def test_asking_about_streams_that_do_not_exist_stores_nothing(tmp_path: Path) -> None:
+    """An app's resume route takes ids from anyone: unknown ids cost nothing,
+    in memory or in a data_dir."""
+    store = EmbeddedStore(retention_seconds=3600)
+    async with ResumableStreamContext(EmbeddedBackend(store)) as ctx:
         tracemalloc.start()
         try:
             for _ in range(20_000):
@@ -328,6 +332,13 @@ async def test_asking_about_streams_that_do_not_exist_stores_nothing() -> None:
             tracemalloc.stop()
         assert len(store._streams) == 0
         assert grown < 256 * 1024
+    async with ResumableStreamContext(EmbeddedBackend(SqliteStore(tmp_path))) as ctx:
+        for _ in range(2_000):
+            stream_id = secrets.token_hex(8)
+            assert await ctx.has_existing_stream(stream_id) is None
+            assert await ctx.resume_existing_stream(stream_id) is None
+    with contextlib.closing(sqlite3.connect(tmp_path / DATABASE_FILE_NAME)) as database:
+        assert database.execute("SELECT count(*) FROM streams").fetchone() == (0,)
 
 
 async def test_an_unfinished_stream_whose_producer_died_is_dropped_after_the_retention() -> None:
@@ -339,8 +350,8 @@ async def test_an_unfinished_stream_whose_producer_died_is_dropped_after_the_ret
 
 
 async def test_a_stream_a_reader_waited_on_is_dropped_once_the_reader_is_gone() -> None:
-    async with private_embedded_context(0.2) as ctx:
-        store = cast(EmbeddedBackend, ctx._backend).store
+    store = EmbeddedStore(retention_seconds=0.2)
+    async with ResumableStreamContext(EmbeddedBackend(store)) as ctx:
         producer = await ctx.resumable_stream("finished", lambda: from_list(["done"]))
         assert await read_text(producer) == "done"
         waiter = store.wait_for_records("finished", 10**6)  # a reader past the end
@@ -380,29 +391,31 @@ async def test_a_client_that_falls_behind_goes_on_from_the_backend(
     assert first + rest == "".join(chunks)[skip:]
 
 
-async def test_data_dir_writes_run_off_the_event_loop_in_order(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A slow disk does not stall the loop: each file write runs on the
-    store's writer thread, in order, and the text reloads exactly."""
-    loop_thread = threading.current_thread()
-    writers: list[threading.Thread] = []
-    write = backends_module._write_batch
-
-    def slow_write(path: Path, records: list[Any]) -> None:
-        writers.append(threading.current_thread())
-        time.sleep(0.005)
-        write(path, records)
-
-    monkeypatch.setattr(backends_module, "_write_batch", slow_write)
+async def test_data_dir_writes_run_off_the_event_loop(tmp_path: Path) -> None:
+    """A stalled database does not stall the loop: while another process
+    holds the write lock, the producer's client gets every chunk and the
+    loop keeps ticking; the appends commit once the lock is free, and the
+    text reloads exactly."""
     chunks = [f"chunk {index} " for index in range(30)]
     batching = BatchSettings(batch_size=1, linger_ms=0)
-    async with ResumableStreamContext(EmbeddedBackend(EmbeddedStore(tmp_path)), batching) as ctx:
-        stream = await ctx.create_new_resumable_stream("on-disk", lambda: from_list(chunks))
+    async with ResumableStreamContext(EmbeddedBackend(SqliteStore(tmp_path)), batching) as ctx:
+        other_process = sqlite3.connect(tmp_path / DATABASE_FILE_NAME, isolation_level=None)
+        other_process.execute("BEGIN IMMEDIATE")  # the write lock, held
+        try:
+            ticks = 0
+            started = time.monotonic()
+            claim = asyncio.ensure_future(
+                ctx.create_new_resumable_stream("on-disk", lambda: from_list(chunks))
+            )
+            while time.monotonic() - started < 0.3:
+                await asyncio.sleep(0.01)
+                ticks += 1
+            assert not claim.done()  # its transaction waits for the lock
+            assert ticks >= 10  # the loop did not
+        finally:
+            other_process.execute("ROLLBACK")
+            other_process.close()
+        stream = await asyncio.wait_for(claim, 10)
         assert await read_text(stream) == "".join(chunks)
-    # The session fence, then the data (batches merged while one is written)
-    # with the end fence in the last one.
-    assert len(writers) >= 2
-    assert loop_thread not in writers
-    async with ResumableStreamContext(EmbeddedBackend(EmbeddedStore(tmp_path))) as fresh:
+    async with ResumableStreamContext(EmbeddedBackend(SqliteStore(tmp_path))) as fresh:
         assert await read_text(await fresh.resume_stream("on-disk")) == "".join(chunks)

@@ -1,5 +1,6 @@
-"""The embedded backend's own guarantees: S2's append semantics, bounded
-memory, and durable streams in a data_dir that survive a killed process."""
+"""The embedded backend's own guarantees, in memory and in a data_dir
+(SQLite): S2's append semantics, bounded memory, and durable streams in a
+data_dir that survive a killed process."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import signal
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -18,8 +20,10 @@ from resumable_fast import (
     EmbeddedBackend,
     EmbeddedStore,
     FencingTokenMismatchError,
+    ResumableStreamContext,
     S2Error,
     SeqNumMismatchError,
+    SqliteStore,
     create_resumable_stream_context,
 )
 from resumable_fast._core import fence_append_input
@@ -30,7 +34,21 @@ HERE = Path(__file__).parent
 
 
 def fresh_backend(data_dir: Path | None = None, retention: float = 3600.0) -> EmbeddedBackend:
-    return EmbeddedBackend(EmbeddedStore(data_dir, retention))
+    """A backend on a store of its own: in memory, or a fresh opening of
+    ``data_dir`` (as another process would open it)."""
+    if data_dir is None:
+        return EmbeddedBackend(EmbeddedStore(retention))
+    return EmbeddedBackend(SqliteStore(data_dir, retention))
+
+
+@pytest.fixture(params=["memory", "data_dir"])
+def new_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., EmbeddedBackend]:
+    """Makes backends on one store kind: S2's semantics hold on both."""
+
+    def factory(retention: float = 3600.0) -> EmbeddedBackend:
+        return fresh_backend(tmp_path if request.param == "data_dir" else None, retention)
+
+    return factory
 
 
 def data_batch(bodies: list[str], token: str, match: int | None = None) -> bytes:
@@ -43,8 +61,10 @@ def data_batch(bodies: list[str], token: str, match: int | None = None) -> bytes
     return orjson.dumps(request)
 
 
-async def test_fencing_and_seq_num_checks_match_s2() -> None:
-    backend = fresh_backend()
+async def test_fencing_and_seq_num_checks_match_s2(
+    new_backend: Callable[..., EmbeddedBackend],
+) -> None:
+    backend = new_backend()
     await backend.append("s", fence_append_input("session-a", "", 0))
     with pytest.raises(FencingTokenMismatchError) as fenced:
         await backend.append("s", fence_append_input("session-b", "", 0))
@@ -80,15 +100,19 @@ async def test_fencing_and_seq_num_checks_match_s2() -> None:
         orjson.dumps({"records": [{"headers": [[1, "fence"]], "body": "x"}]}),
     ],
 )
-async def test_limits_and_bad_input_are_refused_atomically(append_input: bytes) -> None:
-    backend = fresh_backend()
+async def test_limits_and_bad_input_are_refused_atomically(
+    append_input: bytes, new_backend: Callable[..., EmbeddedBackend]
+) -> None:
+    backend = new_backend()
     with pytest.raises(S2Error):
         await backend.append("s", append_input)
     assert await backend.last_record("s") is None
 
 
-async def test_records_up_to_the_limit_are_accepted() -> None:
-    backend = fresh_backend()
+async def test_records_up_to_the_limit_are_accepted(
+    new_backend: Callable[..., EmbeddedBackend],
+) -> None:
+    backend = new_backend()
     largest_ascii = "x" * (1024 * 1024 - 8)
     largest_two_byte = "é" * (512 * 1024 - 4)
     await backend.append("s", orjson.dumps({"records": [{"body": largest_ascii}]}))
@@ -99,8 +123,10 @@ async def test_records_up_to_the_limit_are_accepted() -> None:
     assert last["body"] == largest_two_byte
 
 
-async def test_read_session_follows_the_live_tail() -> None:
-    backend = fresh_backend()
+async def test_read_session_follows_the_live_tail(
+    new_backend: Callable[..., EmbeddedBackend],
+) -> None:
+    backend = new_backend()
     session = backend.read_session("s", 0)
     first = asyncio.ensure_future(session.__anext__())
     await asyncio.sleep(0.01)
@@ -111,11 +137,10 @@ async def test_read_session_follows_the_live_tail() -> None:
     await session.aclose()
 
 
-async def test_finished_streams_are_dropped_after_retention(stream_id: str) -> None:
-    async with create_resumable_stream_context(
-        backend="embedded", linger_ms=1, data_dir=None, retention_seconds=0.2
-    ) as ctx:
-        ctx._backend = fresh_backend(retention=0.2)
+async def test_finished_streams_are_dropped_after_retention(
+    stream_id: str, new_backend: Callable[..., EmbeddedBackend]
+) -> None:
+    async with ResumableStreamContext(new_backend(retention=0.2)) as ctx:
         stream = await ctx.resumable_stream(stream_id, lambda: from_list(["a", "b"]))
         assert await read_chunks(stream) == ["a", "b"]
         assert await ctx.has_existing_stream(stream_id) == "DONE"
@@ -173,30 +198,3 @@ async def test_stream_killed_mid_reply_keeps_what_was_written(tmp_path: Path) ->
     bodies = [r["body"] for r in records[1:]]
     assert len(bodies) >= 20
     assert bodies == [token_text(i) for i in range(len(bodies))]
-
-
-def tear_last_write(data_dir: Path) -> tuple[Path, int]:
-    """Append a batch head promising 256 bytes, then nothing: a torn write."""
-    (stream_file,) = data_dir.iterdir()
-    whole = stream_file.stat().st_size
-    with stream_file.open("ab") as file:
-        file.write(b"\x00\x00\x01\x00\xde\xad")
-    return stream_file, whole
-
-
-async def test_torn_last_write_is_cut_off(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    backend = fresh_backend(tmp_path)
-    await backend.append("s", fence_append_input("session-a", "", 0))
-    await backend.append("s", data_batch(["kept"], "session-a"))
-    stream_file, whole = tear_last_write(tmp_path)
-    reopened = fresh_backend(tmp_path)
-    last = await reopened.last_record("s")
-    assert last is not None
-    assert last["body"] == "kept"
-    assert "torn write" in caplog.text
-    assert await asyncio.to_thread(os.path.getsize, stream_file) == whole
-    await reopened.append("s", data_batch(["after"], "session-a", match=2))
-    again = fresh_backend(tmp_path)
-    last = await again.last_record("s")
-    assert last is not None
-    assert (last["seq_num"], last["body"]) == (2, "after")

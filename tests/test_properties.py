@@ -7,6 +7,7 @@ characters. The Rust framing has its own property tests (``cargo test``)."""
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 
@@ -41,8 +42,9 @@ def new_context(
 ) -> ResumableStreamContext:
     if backend == "s2":
         return make_context(s2lite, batch_size=batch_size, linger_ms=linger_ms)
+    data_dir = tempfile.mkdtemp(prefix="prop-") if backend == "embedded-dir" else None
     return create_resumable_stream_context(
-        backend="embedded", batch_size=batch_size, linger_ms=linger_ms
+        backend="embedded", batch_size=batch_size, linger_ms=linger_ms, data_dir=data_dir
     )
 
 
@@ -58,7 +60,7 @@ async def round_trip(
     return produced, followed, replayed, skipped
 
 
-@pytest.mark.parametrize("backend", ["s2", "embedded"])
+@pytest.mark.parametrize("backend", ["s2", "embedded", "embedded-dir"])
 @settings(
     max_examples=40,
     deadline=None,
@@ -92,7 +94,7 @@ def test_any_chunks_round_trip_exactly(
     asyncio.run(check())
 
 
-@pytest.mark.parametrize("backend", ["s2", "embedded"])
+@pytest.mark.parametrize("backend", ["s2", "embedded", "embedded-dir"])
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     chunks=st.lists(st.one_of(CHUNK, HUGE), min_size=1, max_size=3).filter(

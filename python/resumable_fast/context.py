@@ -434,9 +434,12 @@ def create_resumable_stream_context(
     """Create a context. Explicit options win over environment variables.
 
     ``backend="auto"`` uses S2 when a basin is configured (``basin=`` or
-    ``S2_BASIN``) and the embedded in-process backend otherwise. The embedded
-    backend keeps streams in memory (finished ones for ``retention_seconds``),
-    or in ``data_dir`` (also ``RESUMABLE_FAST_DATA_DIR``) across restarts.
+    ``S2_BASIN``) and the embedded backend otherwise. The embedded backend
+    keeps streams in this process's memory, or with ``data_dir`` (also
+    ``RESUMABLE_FAST_DATA_DIR``) in a SQLite database there that every
+    process naming the directory shares, across restarts (a directory it
+    cannot use is a :class:`StoreUnavailableError` here); either way a
+    stream idle for ``retention_seconds`` is dropped.
     ``key_prefix`` is put before every stream id in the backend, so tenants
     sharing a basin never see each other's streams. ``retry_deadline``
     (seconds, default 60) bounds how long a request to S2 is retried through
@@ -446,8 +449,8 @@ def create_resumable_stream_context(
     producers append a heartbeat when idle for a third of it, and
     ``resumable_stream`` takes over a stream silent for longer. Readers of
     one stream in this process share one S2 read session
-    (``share_read_sessions``, default: on S2, not on the embedded backend,
-    whose sessions cost nothing).
+    (``share_read_sessions``, default: on S2 and in a ``data_dir``, not in
+    memory, whose sessions cost nothing).
     """
     if backend not in ("auto", "embedded", "s2"):
         raise ConfigurationError(f"backend must be 'auto', 'embedded' or 's2', got {backend!r}")
