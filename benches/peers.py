@@ -22,9 +22,12 @@ end; their texts are checked too, and their work counts in the produce phase.
 Peers (``PEERS``):
 
 * ``raw``: the source handed straight to the client, nothing persisted (the floor).
-* ``resumable_fast_s2``, ``resumable_fast_embedded``: this library;
+* ``resumable_fast_s2``, ``resumable_fast_embedded`` (in memory),
+  ``resumable_fast_embedded_dir`` (in a fresh ``data_dir``: SQLite, its
+  writer thread's CPU counted with the process's): this library;
   ``resumable_fast_s2_unshared``: on S2 with a read session per reader
-  (``share_read_sessions=False``).
+  (``share_read_sessions=False``). Each context is made on a backend that
+  counts its appends (``ResumableStreamContext(backend, ...)``).
 * ``pure_python``: this library with its native core swapped for the
   pure-Python twin (``benches/pure_python_core.py``); same layout, same S2
   client, so the only difference from ``resumable_fast_s2`` is the core.
@@ -67,7 +70,10 @@ import os
 import random
 import resource
 import secrets
+import shutil
+import sqlite3
 import sys
+import tempfile
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -77,8 +83,15 @@ from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
-from resumable_fast import ResumableStreamContext, _core, create_resumable_stream_context
+from resumable_fast import (
+    EmbeddedBackend,
+    EmbeddedStore,
+    ResumableStreamContext,
+    SqliteStore,
+    _core,
+)
 from resumable_fast.backends import Backend
+from resumable_fast.config import BatchSettings, S2Config
 from resumable_fast.records import SequencedRecord
 from resumable_fast.s2 import S2Client
 from resumable_fast.streams import ChunkChannel, ProducerStream
@@ -197,14 +210,24 @@ class CountingBackend:
 
 
 class LibraryPeer(Peer):
-    def __init__(self, context: ResumableStreamContext, versions: dict[str, str]) -> None:
+    """This library on ``backend``: the context is made on a
+    :class:`CountingBackend` over it, so every append is counted."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        options: Options,
+        versions: dict[str, str],
+        *,
+        share_read_sessions: bool | None = None,
+        data_dir: Path | None = None,
+    ) -> None:
         super().__init__(versions)
-        self.context = context
-        backend = context._backend
         if isinstance(backend, S2Client):
             counters = self.counters
-            # Unary calls go through S2Client._send (one call per attempt),
-            # read sessions through its HTTP client's stream().
+            # S2Client has no public hook for its HTTP requests: unary calls
+            # go through S2Client._send (one call per attempt), read sessions
+            # through its HTTP client's stream().
             send = backend._send
             open_stream = backend._http.stream
 
@@ -218,7 +241,17 @@ class LibraryPeer(Peer):
 
             backend._send = counted_send  # type: ignore[method-assign]
             backend._http.stream = counted_stream  # type: ignore[method-assign]
-        context._backend = CountingBackend(backend, self.counters)
+        if share_read_sessions is None and isinstance(backend, EmbeddedBackend):
+            # The context's default, which it can no longer see through the
+            # counting wrapper: shared sessions where a read is a query.
+            share_read_sessions = backend.store.shares_read_sessions
+        self.context = ResumableStreamContext(
+            CountingBackend(backend, self.counters),
+            BatchSettings.from_options(batch_size=options.batch_size, linger_ms=options.linger_ms),
+            share_read_sessions=share_read_sessions,
+        )
+        # A directory of this run's alone, removed when the peer closes.
+        self.data_dir = data_dir
 
     async def produce(self, stream_id: str, source: AsyncIterator[str]) -> AsyncIterator[str]:
         stream = await self.context.resumable_stream(stream_id, lambda: source)
@@ -230,7 +263,11 @@ class LibraryPeer(Peer):
         return await self.context.resume_stream(stream_id)
 
     async def aclose(self) -> None:
-        await self.context.aclose()
+        try:
+            await self.context.aclose()
+        finally:
+            if self.data_dir is not None:
+                shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 def _library_versions() -> dict[str, str]:
@@ -242,48 +279,57 @@ def _library_versions() -> dict[str, str]:
     }
 
 
+def _s2_backend() -> S2Client:
+    """What ``create_resumable_stream_context(backend="s2")`` makes: S2 as the
+    environment names it."""
+    return S2Client(S2Config.from_options())
+
+
 async def resumable_fast_s2(options: Options) -> Peer:
-    context = create_resumable_stream_context(
-        backend="s2", batch_size=options.batch_size, linger_ms=options.linger_ms
-    )
-    return LibraryPeer(context, _library_versions())
+    return LibraryPeer(_s2_backend(), options, _library_versions())
 
 
 async def resumable_fast_s2_unshared(options: Options) -> Peer:
     """Every reader with a read session of its own (the comparison for the
     live-readers scenario)."""
-    context = create_resumable_stream_context(
-        backend="s2",
-        batch_size=options.batch_size,
-        linger_ms=options.linger_ms,
-        share_read_sessions=False,
-    )
-    return LibraryPeer(context, _library_versions())
+    return LibraryPeer(_s2_backend(), options, _library_versions(), share_read_sessions=False)
 
 
 async def resumable_fast_embedded(options: Options) -> Peer:
-    context = create_resumable_stream_context(
-        backend="embedded", batch_size=options.batch_size, linger_ms=options.linger_ms
+    """In this process's memory, as ``create_resumable_stream_context(backend="embedded")``."""
+    return LibraryPeer(EmbeddedBackend(EmbeddedStore.shared()), options, _library_versions())
+
+
+async def resumable_fast_embedded_dir(options: Options) -> Peer:
+    """In a ``data_dir`` (SQLite), as ``create_resumable_stream_context(
+    backend="embedded", data_dir=...)``: a fresh directory for each run,
+    removed afterwards. The store's writer thread is in this process, so its
+    CPU counts in ``cpu_s``."""
+    directory = Path(tempfile.mkdtemp(prefix="bench-data-dir-"))
+    return LibraryPeer(
+        EmbeddedBackend(SqliteStore.shared(directory)),
+        options,
+        {**_library_versions(), "sqlite": sqlite3.sqlite_version},
+        data_dir=directory,
     )
-    return LibraryPeer(context, _library_versions())
 
 
 async def pure_python(options: Options) -> Peer:
-    context = create_resumable_stream_context(
-        backend="s2", batch_size=options.batch_size, linger_ms=options.linger_ms
+    peer = LibraryPeer(
+        _s2_backend(), options, {**_library_versions(), "core": "benches/pure_python_core.py"}
     )
-    batching = context.batching
+    batching = peer.context.batching
     # The pure-Python twin has the native Accumulator's API (open, arm, drain,
     # seal_due, next_deadline_in, close, discard) and frames byte-identically.
     # The session and closing fences are still framed by _core.fence_append_input
     # (two calls per stream).
-    context._scheduler.accumulator = cast(
+    peer.context._scheduler.accumulator = cast(
         "_core.Accumulator",
         pure_python_core.Accumulator(
             batching.batch_size, batching.max_batch_bytes, float(batching.linger_ms)
         ),
     )
-    return LibraryPeer(context, {**_library_versions(), "core": "benches/pure_python_core.py"})
+    return peer
 
 
 # -- S2's Python SDK ------------------------------------------------------------
@@ -498,6 +544,7 @@ PEERS: dict[str, Callable[[Options], Awaitable[Peer]]] = {
     "raw": raw,
     "resumable_fast_s2": resumable_fast_s2,
     "resumable_fast_embedded": resumable_fast_embedded,
+    "resumable_fast_embedded_dir": resumable_fast_embedded_dir,
     "resumable_fast_s2_unshared": resumable_fast_s2_unshared,
     "pure_python": pure_python,
     "s2sdk_naive": s2sdk_naive,
