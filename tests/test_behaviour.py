@@ -85,8 +85,10 @@ async def test_producer_client_going_away_does_not_stop_persistence(
     await producer.aclose()  # the page reloads
     for word in ("two ", "three ", "four"):
         source.write(word)
-    source.close()
+    # The reload comes while the reply is still going (once it has
+    # finished, resumable_stream answers None).
     resumed = await ctx.resumable_stream(stream_id, source.readable)
+    source.close()
     assert await read_text(resumed) == "one two three four"
     await wait_until(lambda: _is_done(ctx, stream_id))
 

@@ -198,3 +198,40 @@ async def test_stream_killed_mid_reply_keeps_what_was_written(tmp_path: Path) ->
     bodies = [r["body"] for r in records[1:]]
     assert len(bodies) >= 20
     assert bodies == [token_text(i) for i in range(len(bodies))]
+
+
+WARNING_PROBE = """
+import asyncio, logging, sys
+from resumable_fast import create_resumable_stream_context
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+async def main():
+    data_dir = sys.argv[1] if len(sys.argv) > 1 else None
+    async with create_resumable_stream_context(backend="embedded", data_dir=data_dir) as ctx:
+        for stream_id in ("missing-1", "missing-2", "missing-3"):
+            assert await ctx.resume_existing_stream(stream_id) is None
+            assert await ctx.has_existing_stream(stream_id) is None
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("where", ["memory", "data_dir"])
+async def test_an_in_memory_resume_that_finds_nothing_warns_once_per_process(
+    where: str, tmp_path: Path
+) -> None:
+    """Several workers on the in-memory default never share a reply: the
+    first resume that finds nothing says so, naming data_dir and S2, once."""
+    args = [str(tmp_path)] if where == "data_dir" else []
+    env = {k: v for k, v in os.environ.items() if not k.startswith("S2_")}
+    env.pop("RESUMABLE_FAST_DATA_DIR", None)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", WARNING_PROBE, *args, env=env, stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await child.communicate()
+    assert child.returncode == 0, stderr.decode()
+    warnings = [line for line in stderr.decode().splitlines() if line.startswith("WARNING")]
+    if where == "memory":
+        assert len(warnings) == 1, warnings
+        assert "data_dir" in warnings[0]
+        assert "S2" in warnings[0]
+    else:
+        assert warnings == []
