@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import logging
 import os
 import sqlite3
@@ -146,9 +147,23 @@ def _storage_error(exc: sqlite3.Error, where: Path, doing: str) -> StorageError:
             ),
             "io",
         )
+    if reason == "io" and _is_read_only(where):
+        # SQLite says only that it cannot open the file (or its -wal, -shm).
+        reason = "read_only"
     return StorageError(
         reason, f"embedded store in {where}: {doing} failed: {_WORDS[reason]} ({exc})"
     )
+
+
+def _is_read_only(directory: Path) -> bool:
+    """Whether ``directory`` is on a read-only file system, or not writable
+    by this process."""
+    try:
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            return True
+    except (OSError, AttributeError):  # no statvfs on Windows
+        pass
+    return not os.access(directory, os.W_OK)
 
 
 class SqliteStore:
@@ -183,8 +198,19 @@ class SqliteStore:
         self._closed = threading.Event()
         self._open_directory()
         self._writer = self._connect("opening the database")
-        self._reader = self._connect("opening the database")
-        self._init_schema()
+        try:
+            self._reader = self._connect("opening the database")
+            try:
+                self._init_schema()
+            except BaseException:
+                self._reader.close()
+                raise
+        except BaseException:
+            # Closed now, not when the traceback is collected: a failed open
+            # must leave no file open (a full or read-only disk stays
+            # unmountable while one is).
+            self._writer.close()
+            raise
         self._reader_lock = threading.Lock()
         # One thread, so this process's transactions run in the order asked.
         self._write_thread = concurrent.futures.ThreadPoolExecutor(
@@ -219,8 +245,9 @@ class SqliteStore:
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
+            reason = "read_only" if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM) else "io"
             raise StoreUnavailableError(
-                "io", f"data_dir {self.data_dir} cannot be made: {exc.strerror or exc}"
+                reason, f"data_dir {self.data_dir} cannot be made: {exc.strerror or exc}"
             ) from None
         if not self.data_dir.is_dir():
             raise StoreUnavailableError("io", f"data_dir {self.data_dir} is not a directory")
@@ -240,10 +267,14 @@ class SqliteStore:
                 isolation_level=None,
                 check_same_thread=False,
             )
-            connection.execute("PRAGMA synchronous=NORMAL")
-            return connection
         except sqlite3.Error as exc:
             raise self._unavailable(exc, doing) from None
+        try:
+            connection.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.Error as exc:
+            connection.close()
+            raise self._unavailable(exc, doing) from None
+        return connection
 
     def _unavailable(self, exc: sqlite3.Error, doing: str) -> StoreUnavailableError:
         error = _storage_error(exc, self.data_dir, doing)
