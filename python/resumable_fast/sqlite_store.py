@@ -40,17 +40,18 @@ by stream and end sequence number).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import errno
 import logging
 import os
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, TypeAlias
 
 import orjson
 
@@ -77,6 +78,10 @@ BUSY_TIMEOUT = 10.0
 SWEEP_INTERVAL = 60.0
 # Streams deleted per sweep transaction, so the write lock is held briefly.
 SWEEP_BATCH = 200
+# Appends committed in one transaction at most (they queued up meanwhile).
+MAX_GROUP_APPENDS = 64
+# Waited streams whose tails one query of the watcher reads.
+WATCH_QUERY_NAMES = 500
 # A read hands out about this much record text at most (a reader's batch).
 READ_BATCH_BYTES = 1024 * 1024
 
@@ -93,9 +98,8 @@ CREATE TABLE IF NOT EXISTS streams (
     last_record BLOB NOT NULL,
     active_at REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS streams_by_activity ON streams (active_at);
 CREATE TABLE IF NOT EXISTS batches (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,
     stream INTEGER NOT NULL,
     end_seq_num INTEGER NOT NULL,
     records BLOB NOT NULL
@@ -124,6 +128,21 @@ _WORDS = {
     "locked": "the database stayed locked by another process",
     "io": "the operating system refused a read or write",
 }
+
+
+@dataclass(slots=True)
+class _PendingAppend:
+    """An append queued for the writer thread, and the future its caller awaits."""
+
+    name: str
+    batch: CheckedAppend
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[None]
+
+
+# What became of a queued append: its stream's new tail, the error it gets,
+# or None when its caller was gone before it ran.
+Outcome: TypeAlias = int | BaseException | None
 
 
 def _storage_error(exc: sqlite3.Error, where: Path, doing: str) -> StorageError:
@@ -212,15 +231,20 @@ class SqliteStore:
             self._writer.close()
             raise
         self._reader_lock = threading.Lock()
-        # One thread, so this process's transactions run in the order asked.
-        self._write_thread = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="resumable_fast sqlite writer"
-        )
+        # Appends waiting for the writer thread, oldest first.
+        self._queue: deque[_PendingAppend] = deque()
+        self._queue_changed = threading.Condition()
+        self._closing = False
         self._last_sweep = 0.0
         # Readers waiting for a record: stream name -> (seq_num, future).
         self._waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
         self._waiters_lock = threading.Lock()
         self._watcher: threading.Thread | None = None
+        # One thread, so this process's transactions run in the order asked.
+        self._write_thread = threading.Thread(
+            target=self._write, name="resumable_fast sqlite writer", daemon=True
+        )
+        self._write_thread.start()
 
     @classmethod
     def shared(
@@ -325,58 +349,120 @@ class SqliteStore:
     # -- appends (on the writer thread) -------------------------------------------
 
     async def append(self, name: str, append_input: bytes) -> None:
-        """Apply one ``AppendInput`` in one transaction; returns once committed."""
+        """Apply one ``AppendInput`` whole or not at all; returns once committed."""
         batch = check_append_input(append_input)
-        if self._closed.is_set():
-            raise StorageError("closed", f"the embedded store in {self.data_dir} is closed")
-        end_seq_num = await asyncio.wrap_future(
-            self._write_thread.submit(self._commit, name, batch)
-        )
-        self._wake(name, end_seq_num)
+        loop = asyncio.get_running_loop()
+        pending = _PendingAppend(name, batch, loop, loop.create_future())
+        with self._queue_changed:
+            if self._closing:
+                raise StorageError("closed", f"the embedded store in {self.data_dir} is closed")
+            self._queue.append(pending)
+            self._queue_changed.notify()
+        await pending.future
 
-    def _commit(self, name: str, batch: CheckedAppend) -> int:
+    def _write(self) -> None:
+        """The writer thread: the queued appends, several to a transaction
+        when they queued up while the last one committed."""
+        queue = self._queue
+        while True:
+            with self._queue_changed:
+                while not queue and not self._closing:
+                    self._queue_changed.wait()
+                if not queue:
+                    return  # closing, and every append queued before is done
+                group = [queue.popleft() for _ in range(min(len(queue), MAX_GROUP_APPENDS))]
+            outcomes = self._commit(group)
+            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_PendingAppend, Outcome]]] = {}
+            for pending, outcome in zip(group, outcomes, strict=True):
+                by_loop.setdefault(pending.loop, []).append((pending, outcome))
+            for loop, settled in by_loop.items():
+                if not loop.is_closed():
+                    # One wake-up of the loop per group, not one per append.
+                    loop.call_soon_threadsafe(self._settle, settled)
+            now = time.time()
+            if now - self._last_sweep > min(SWEEP_INTERVAL, self.retention_seconds):
+                self._sweep(now)
+
+    def _settle(self, settled: list[tuple[_PendingAppend, Outcome]]) -> None:
+        """On the appenders' loop: wake the readers of what committed, then
+        the appenders."""
+        for pending, outcome in settled:
+            if isinstance(outcome, int):
+                self._wake(pending.name, outcome)
+        for pending, outcome in settled:
+            future = pending.future
+            if future.done() or outcome is None:
+                continue
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(None)
+
+    def _commit(self, group: list[_PendingAppend]) -> list[Outcome]:
+        """Apply a group of appends in one ``BEGIN IMMEDIATE`` transaction:
+        each is checked and applied whole in turn (a refused one writes
+        nothing), and all commit together; a storage failure fails them all
+        with nothing written. An append whose caller was cancelled before it
+        ran is left out (None)."""
         connection = self._writer
-        now = time.time()
+        outcomes: list[Outcome] = []
         try:
             with self._transaction(connection):
-                row = connection.execute(
-                    "SELECT id, next_seq_num, fencing_token, active_at FROM streams WHERE name = ?",
-                    (name,),
-                ).fetchone()
-                if row is not None and row[3] < now - self.retention_seconds:
-                    # Past its retention: gone for every reader, so made anew.
-                    connection.execute("DELETE FROM batches WHERE stream = ?", (row[0],))
-                    connection.execute("DELETE FROM streams WHERE id = ?", (row[0],))
-                    row = None
-                stream_id, tail, token = (None, 0, "") if row is None else row[:3]
-                if batch.fencing_token is not None and batch.fencing_token != token:
-                    raise FencingTokenMismatchError(token)
-                if batch.match_seq_num is not None and batch.match_seq_num != tail:
-                    raise SeqNumMismatchError(tail)
-                records = batch.sequenced(tail, int(now * 1000))
-                end_seq_num = tail + len(records)
-                new_token = token if batch.new_fencing_token is None else batch.new_fencing_token
-                last = orjson.dumps(records[-1])
-                if stream_id is None:
-                    stream_id = connection.execute(
-                        "INSERT INTO streams (name, next_seq_num, fencing_token, last_record,"
-                        " active_at) VALUES (?, ?, ?, ?, ?)",
-                        (name, end_seq_num, new_token, last, now),
-                    ).lastrowid
-                else:
-                    connection.execute(
-                        "UPDATE streams SET next_seq_num = ?, fencing_token = ?, last_record = ?,"
-                        " active_at = ? WHERE id = ?",
-                        (end_seq_num, new_token, last, now, stream_id),
-                    )
-                connection.execute(
-                    "INSERT INTO batches (stream, end_seq_num, records) VALUES (?, ?, ?)",
-                    (stream_id, end_seq_num, orjson.dumps(records)),
-                )
+                now = time.time()  # the write lock is ours: commits are in time order
+                for pending in group:
+                    if pending.future.cancelled():
+                        outcomes.append(None)
+                        continue
+                    try:
+                        outcomes.append(self._apply(connection, pending.name, pending.batch, now))
+                    except (FencingTokenMismatchError, SeqNumMismatchError) as refused:
+                        outcomes.append(refused)
         except sqlite3.Error as exc:
-            raise _storage_error(exc, self.data_dir, f"appending to stream {name!r}") from None
-        if now - self._last_sweep > min(SWEEP_INTERVAL, self.retention_seconds):
-            self._sweep(now)
+            return [
+                _storage_error(exc, self.data_dir, f"appending to stream {pending.name!r}")
+                for pending in group
+            ]
+        return outcomes
+
+    def _apply(
+        self, connection: sqlite3.Connection, name: str, batch: CheckedAppend, now: float
+    ) -> int:
+        """Check and apply one append in the open transaction; its stream's
+        new tail."""
+        row = connection.execute(
+            "SELECT id, next_seq_num, fencing_token, active_at FROM streams WHERE name = ?",
+            (name,),
+        ).fetchone()
+        if row is not None and row[3] < now - self.retention_seconds:
+            # Past its retention: gone for every reader, so made anew.
+            connection.execute("DELETE FROM batches WHERE stream = ?", (row[0],))
+            connection.execute("DELETE FROM streams WHERE id = ?", (row[0],))
+            row = None
+        stream_id, tail, token = (None, 0, "") if row is None else row[:3]
+        if batch.fencing_token is not None and batch.fencing_token != token:
+            raise FencingTokenMismatchError(token)
+        if batch.match_seq_num is not None and batch.match_seq_num != tail:
+            raise SeqNumMismatchError(tail)
+        records = batch.sequenced(tail, int(now * 1000))
+        end_seq_num = tail + len(records)
+        new_token = token if batch.new_fencing_token is None else batch.new_fencing_token
+        last = orjson.dumps(records[-1])
+        if stream_id is None:
+            stream_id = connection.execute(
+                "INSERT INTO streams (name, next_seq_num, fencing_token, last_record,"
+                " active_at) VALUES (?, ?, ?, ?, ?)",
+                (name, end_seq_num, new_token, last, now),
+            ).lastrowid
+        else:
+            connection.execute(
+                "UPDATE streams SET next_seq_num = ?, fencing_token = ?, last_record = ?,"
+                " active_at = ? WHERE id = ?",
+                (end_seq_num, new_token, last, now, stream_id),
+            )
+        connection.execute(
+            "INSERT INTO batches (stream, end_seq_num, records) VALUES (?, ?, ?)",
+            (stream_id, end_seq_num, orjson.dumps(records)),
+        )
         return end_seq_num
 
     def _sweep(self, now: float) -> None:
@@ -455,10 +541,6 @@ class SqliteStore:
             ).fetchone()
         return 0 if row is None else int(row[0])
 
-    def _last_batch_id(self, connection: sqlite3.Connection) -> int:
-        row = connection.execute("SELECT max(id) FROM batches").fetchone()
-        return 0 if row[0] is None else int(row[0])
-
     # -- the live tail ------------------------------------------------------------------
 
     def wait_for_records(self, name: str, seq_num: int) -> asyncio.Future[None] | None:
@@ -513,18 +595,10 @@ class SqliteStore:
             return
         try:
             version = connection.execute("PRAGMA data_version").fetchone()[0]
-            since = self._last_batch_id(connection)
-            # Commits up to ``since`` may have come before a waiter's own
-            # check: look at every waiter's stream once; later commits have
-            # later batch ids, which the loop below reads.
-            with self._waiters_lock:
-                waited = list(self._waiters)
-            for name in waited:
-                row = connection.execute(
-                    "SELECT next_seq_num FROM streams WHERE name = ?", (name,)
-                ).fetchone()
-                if row is not None:
-                    self._wake(name, int(row[0]))
+            # A commit just before the version read above may have come
+            # after a waiter's own check: look once; later commits change
+            # the version, which the loop reads.
+            self._wake_waited(connection)
             while not self._closed.wait(self.poll_interval):
                 with self._waiters_lock:
                     gone = [
@@ -538,23 +612,30 @@ class SqliteStore:
                         self._watcher = None
                         return
                 current = connection.execute("PRAGMA data_version").fetchone()[0]
-                if current == version:
-                    continue
-                version = current
-                rows = connection.execute(
-                    "SELECT b.id, s.name, b.end_seq_num FROM batches AS b"
-                    " JOIN streams AS s ON s.id = b.stream WHERE b.id > ? ORDER BY b.id",
-                    (since,),
-                ).fetchall()
-                if rows:
-                    since = rows[-1][0]
-                    for _, name, end_seq_num in rows:
-                        self._wake(name, end_seq_num)
+                if current != version:
+                    version = current
+                    self._wake_waited(connection)
         except sqlite3.Error as exc:
             logger.error("%s", _storage_error(exc, self.data_dir, "watching the database"))
             self._stop_watching()
         finally:
             connection.close()
+
+    def _wake_waited(self, connection: sqlite3.Connection) -> None:
+        """Wake the readers of every waited stream that has grown past them:
+        one query per :data:`WATCH_QUERY_NAMES` streams waited on."""
+        with self._waiters_lock:
+            names = list(self._waiters)
+        for start in range(0, len(names), WATCH_QUERY_NAMES):
+            chunk = names[start : start + WATCH_QUERY_NAMES]
+            marks = ",".join("?" * len(chunk))
+            rows = connection.execute(
+                # Only "?" placeholders go into the text; the names are bound.
+                f"SELECT name, next_seq_num FROM streams WHERE name IN ({marks})",
+                chunk,
+            ).fetchall()
+            for name, next_seq_num in rows:
+                self._wake(name, int(next_seq_num))
 
     def _stop_watching(self) -> None:
         """The watcher failed: wake every reader (each reads again, and gets
@@ -582,7 +663,10 @@ class SqliteStore:
         await asyncio.to_thread(self._close)
 
     def _close(self) -> None:
-        self._write_thread.shutdown(wait=True)
+        with self._queue_changed:
+            self._closing = True
+            self._queue_changed.notify()
+        self._write_thread.join()
         watcher = self._watcher
         if watcher is not None and watcher.is_alive():
             watcher.join()
