@@ -2,24 +2,29 @@
 every process naming the directory shares, so the workers of one machine
 share every stream, across restarts.
 
-**Writes.** Every append is one ``BEGIN IMMEDIATE`` transaction: the
-fencing-token and ``match_seq_num`` checks, the batch and the stream's new
-tail commit together or not at all, and SQLite's write lock serialises them
-across processes, so S2's semantics hold among all workers (one producer per
-stream, takeovers and stops fenced, nothing doubled). They run on one writer
-thread per store, never on the event loop; an append returns once its
-transaction committed. With ``synchronous=NORMAL`` a commit has reached the
-operating system when it returns, so it survives the process being killed at
-any moment; a power cut may lose the last commits, never tear one.
+**Writes.** Every append is applied inside a ``BEGIN IMMEDIATE``
+transaction: its fencing-token and ``match_seq_num`` checks, its batch and
+the stream's new tail are written together or not at all, and SQLite's write
+lock serialises them across processes, so S2's semantics hold among all
+workers (one producer per stream, takeovers and stops fenced, nothing
+doubled). They run on one writer thread per store, never on the event loop.
+Appends that queue up while a transaction commits go into the next one
+together (group commit), each checked and applied whole in turn: a refused
+one writes nothing, and a storage failure fails the whole group with nothing
+written. An append returns once its transaction committed. With
+``synchronous=NORMAL`` a commit has reached the operating system when it
+returns, so it survives the process being killed at any moment; a power cut
+may lose the last commits, never tear one.
 
 **Memory.** The store holds no records: readers read the database, so what a
 process knows is never ahead of what is committed.
 
 **Live tail.** A commit of this process wakes its readers at once. While any
 reader waits, a watcher thread checks ``PRAGMA data_version`` every
-``poll_interval`` seconds (10 ms); when another process has committed, it
-reads the batches added since (their ids only grow) and wakes the readers
-of those streams. While nobody waits the watcher is gone and costs nothing.
+``poll_interval`` seconds (10 ms); when it moved (a commit by another
+connection), it reads the tails of the streams waited on (one query per
+500 of them) and wakes the readers those passed. While nobody waits the
+watcher is gone and costs nothing.
 
 **Retention.** A stream idle for ``retention_seconds`` (by the wall clock of
 its last append, whichever process made it) is gone for every reader, and
