@@ -235,3 +235,55 @@ async def test_an_in_memory_resume_that_finds_nothing_warns_once_per_process(
         assert "S2" in warnings[0]
     else:
         assert warnings == []
+
+
+FORK_PROBE = """
+import asyncio, os, sys
+from resumable_fast import create_resumable_stream_context
+
+async def words(prefix):
+    for index in range(20):
+        await asyncio.sleep(0.001)
+        yield f"{prefix}{index} "
+
+async def produce(ctx, stream_id):
+    stream = await ctx.resumable_stream(stream_id, lambda: words(stream_id))
+    return await stream.read_all()
+
+# Made before the fork, as gunicorn --preload imports the app (and makes its
+# context) in the master process.
+ctx = create_resumable_stream_context(backend="embedded", data_dir=sys.argv[1], linger_ms=1)
+asyncio.run(produce(ctx, "parent-before"))
+children = []
+for worker in range(2):
+    pid = os.fork()
+    if pid == 0:
+        async def child():
+            text = await produce(ctx, f"child-{worker}")
+            other = await ctx.resume_stream("parent-before")
+            ok = text == "".join(f"child-{worker}{i} " for i in range(20))
+            ok = ok and await other.read_all() == "".join(f"parent-before{i} " for i in range(20))
+            os._exit(0 if ok else 3)
+        asyncio.run(child())
+    children.append(pid)
+codes = [os.waitpid(pid, 0)[1] for pid in children]
+asyncio.run(produce(ctx, "parent-after"))
+print(codes)
+sys.exit(0 if codes == [0, 0] else 1)
+"""
+
+
+async def test_a_store_made_before_a_fork_works_in_every_child(tmp_path: Path) -> None:
+    """A server that makes the context before forking its workers (gunicorn
+    --preload): each child opens its own connections and writer thread, and
+    all of them share the directory."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("S2_")}
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", FORK_PROBE, str(tmp_path), env=env, stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await asyncio.wait_for(child.communicate(), 60)
+    assert child.returncode == 0, stderr.decode()
+    async with ResumableStreamContext(fresh_backend(tmp_path)) as ctx:
+        for stream_id in ("parent-before", "child-0", "child-1", "parent-after"):
+            text = await read_text(await ctx.resume_stream(stream_id))
+            assert text == "".join(f"{stream_id}{index} " for index in range(20))

@@ -51,6 +51,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -235,12 +236,17 @@ class SqliteStore:
             # unmountable while one is).
             self._writer.close()
             raise
+        self._last_sweep = 0.0
+        self._start_threads()
+        _open_stores.add(self)
+
+    def _start_threads(self) -> None:
+        """The locks, the queue and the writer thread of this process."""
         self._reader_lock = threading.Lock()
         # Appends waiting for the writer thread, oldest first.
         self._queue: deque[_PendingAppend] = deque()
         self._queue_changed = threading.Condition()
         self._closing = False
-        self._last_sweep = 0.0
         # Readers waiting for a record: stream name -> (seq_num, future).
         self._waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
         self._waiters_lock = threading.Lock()
@@ -250,6 +256,22 @@ class SqliteStore:
             target=self._write, name="resumable_fast sqlite writer", daemon=True
         )
         self._write_thread.start()
+
+    def _after_fork_in_child(self) -> None:
+        """This store came through a fork (a server that imports its app, and
+        so makes its context, before forking workers: gunicorn ``--preload``).
+        Its threads stayed in the parent and its connections are the
+        parent's (SQLite's must not be used across a fork): open this
+        process's own."""
+        # Kept, never closed here: closing them could act on the parent's.
+        _inherited_connections.extend((self._writer, self._reader))
+        try:
+            self._writer = self._connect("opening the database after a fork")
+            self._reader = self._connect("opening the database after a fork")
+        except StorageError as exc:
+            logger.error("%s", exc)
+            self._closed.set()
+        self._start_threads()
 
     @classmethod
     def shared(
@@ -679,3 +701,19 @@ class SqliteStore:
         with self._reader_lock:
             self._reader.close()
         self._writer.close()
+
+
+# Open stores, so that a fork's child gives each its own connections and threads.
+_open_stores: weakref.WeakSet[SqliteStore] = weakref.WeakSet()
+# The parent's connections that came through a fork, kept from being closed.
+_inherited_connections: list[sqlite3.Connection] = []
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_open_stores):
+        if not store._closed.is_set():
+            store._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_after_fork_in_child)
