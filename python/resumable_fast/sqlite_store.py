@@ -54,7 +54,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, TypeAlias
@@ -403,8 +403,8 @@ class SqliteStore:
             for pending, outcome in zip(group, outcomes, strict=True):
                 by_loop.setdefault(pending.loop, []).append((pending, outcome))
             for loop, settled in by_loop.items():
-                if not loop.is_closed():
-                    # One wake-up of the loop per group, not one per append.
+                # One wake-up of the loop per group, not one per append.
+                with suppress(RuntimeError):  # the loop closed: nobody waits
                     loop.call_soon_threadsafe(self._settle, settled)
             now = time.time()
             if now - self._last_sweep > min(SWEEP_INTERVAL, self.retention_seconds):
@@ -447,6 +447,14 @@ class SqliteStore:
         except sqlite3.Error as exc:
             return [
                 _storage_error(exc, self.data_dir, f"appending to stream {pending.name!r}")
+                for pending in group
+            ]
+        except Exception as exc:
+            # Not the database's doing, yet the writer thread must live on:
+            # the group fails with nothing written (rolled back above).
+            logger.exception("embedded store in %s: a transaction failed", self.data_dir)
+            return [
+                StorageError("io", f"appending to stream {pending.name!r} failed: {exc!r}")
                 for pending in group
             ]
         return outcomes
