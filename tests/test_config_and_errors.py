@@ -23,7 +23,7 @@ from resumable_fast import (
 from resumable_fast.s2 import S2Client
 
 from conftest import ContextFactory, S2Lite, free_port, make_context
-from support import from_list, read_text
+from support import TestingStream, from_list, read_text
 
 SECRET = "s2-secret-token-value"
 
@@ -230,10 +230,69 @@ async def test_key_prefix_keeps_tenants_apart(new_context: ContextFactory, strea
         assert await read_text(a) == "for a"
         assert await read_text(b) == "for b"
         assert await unprefixed.has_existing_stream(stream_id) is None
-        assert await unprefixed.has_existing_stream("tenant-a/" + stream_id) == "DONE"
+        assert await unprefixed.has_existing_stream("tenant-a/:" + stream_id) == "DONE"
+        assert tenant_a.stream_name(stream_id) == "tenant-a/:" + stream_id
         assert await read_text(await tenant_b.resume_stream(stream_id)) == "for b"
         with pytest.raises(InvalidStreamIdError, match="key prefix"):
             await tenant_a.has_existing_stream("x" * 510)
     finally:
         for ctx in (tenant_a, tenant_b, unprefixed):
             await ctx.aclose()
+
+
+PREFIX_PAIRS = [("tenant-1", "tenant-12"), ("org/", "org/team/"), ("a:", "a"), ("a%3A", "a:")]
+
+
+@pytest.mark.parametrize(("short", "long"), PREFIX_PAIRS)
+async def test_prefixes_that_extend_each_other_never_reach_each_other(
+    new_context: ContextFactory, short: str, long: str
+) -> None:
+    """``tenant-1`` must not read ``tenant-12``'s streams through an id that
+    starts with ``2``, nor stop them; nor the other way round."""
+    contexts = {prefix: new_context(key_prefix=prefix) for prefix in (short, long)}
+    secret = f"secret-{uuid.uuid4().hex}"
+    try:
+        for owner, other in ((long, short), (short, long)):
+            source = TestingStream()
+            owned = await contexts[owner].resumable_stream(secret, source.readable)
+            source.write("private ")
+            assert await read_text(owned, 1) == "private "
+            # Every id by which the other tenant could spell the owner's name.
+            owner_name = contexts[owner].stream_name(secret)
+            tries = {secret, owner_name, "2" + secret, "team/" + secret, ":" + secret}
+            tries |= {owner_name[cut:] for cut in range(1, len(owner_name) - len(secret) + 1)}
+            for attempt in sorted(tries):
+                if not attempt:
+                    continue
+                assert contexts[other].stream_name(attempt) != owner_name
+                assert await contexts[other].has_existing_stream(attempt) is None
+                await contexts[other].stop_stream(attempt)  # must not cut the owner's reply
+            source.write("reply")
+            source.close()
+            assert await read_text(owned) == "reply"
+            assert await read_text(await contexts[owner].resume_stream(secret)) == "private reply"
+            assert await contexts[owner].has_existing_stream(secret) == "DONE"
+            secret = f"secret-{uuid.uuid4().hex}"
+    finally:
+        for ctx in contexts.values():
+            await ctx.aclose()
+
+
+@pytest.mark.parametrize("stream_id", [".", ".."])
+async def test_dot_segments_are_refused_on_every_backend(
+    new_context: ContextFactory, stream_id: str
+) -> None:
+    """S2 refuses ``.`` and ``..`` (the URL resolves them as path steps):
+    the same typed error before any request, on both backends."""
+    async with new_context() as ctx:
+        with pytest.raises(InvalidStreamIdError, match="must not be"):
+            await ctx.resumable_stream(stream_id, lambda: from_list(["x"]))
+        with pytest.raises(InvalidStreamIdError):
+            await ctx.has_existing_stream(stream_id)
+        with pytest.raises(InvalidStreamIdError):
+            await ctx.resume_stream(stream_id)
+    async with new_context(key_prefix="tenant") as prefixed:
+        # Under a prefix the name is no longer a dot segment, but the id
+        # rule is one for every context.
+        with pytest.raises(InvalidStreamIdError):
+            await prefixed.has_existing_stream(stream_id)

@@ -36,6 +36,7 @@ from resumable_fast.records import (
     MAX_STREAM_ID_BYTES,
     SequencedRecord,
     StreamState,
+    prefixed_stream_name,
     state_of,
     validate_stream_id,
 )
@@ -72,6 +73,14 @@ MakeStream = Callable[[], AsyncIterable[str] | Awaitable[AsyncIterable[str]]]
 def new_stream_id() -> str:
     """A fresh stream id: 128 random bits, URL-safe (22 characters)."""
     return secrets.token_urlsafe(16)
+
+
+def _encoded_bytes(text: str) -> int:
+    """UTF-8 bytes of ``text``, or more than S2 allows if it cannot be encoded."""
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return MAX_STREAM_ID_BYTES + 1
 
 
 def _validate_skip(skip_characters: int | None) -> int:
@@ -112,11 +121,12 @@ class ResumableStreamContext:
                 f"liveness_timeout must be seconds > 0 or None, got {liveness_timeout!r}"
             )
         self.liveness_timeout = liveness_timeout
-        if not isinstance(key_prefix, str) or len(key_prefix.encode("utf-8")) >= (
-            MAX_STREAM_ID_BYTES
-        ):
+        if not isinstance(key_prefix, str) or _encoded_bytes(
+            prefixed_stream_name(key_prefix, "")
+        ) >= (MAX_STREAM_ID_BYTES):
             raise ConfigurationError(
-                f"key_prefix must be a str shorter than {MAX_STREAM_ID_BYTES} bytes"
+                f"key_prefix must be a str shorter than {MAX_STREAM_ID_BYTES} bytes, "
+                "escaped and with its separator"
             )
         self.key_prefix = key_prefix
         self.batching = batching or BatchSettings()
@@ -158,8 +168,9 @@ class ResumableStreamContext:
         return self._backend
 
     def stream_name(self, stream_id: str) -> str:
-        """The backend's name for ``stream_id``: the key prefix, then the id
-        (an :class:`InvalidStreamIdError` for an id S2 would refuse)."""
+        """The backend's name for ``stream_id``: the id itself, or with a key
+        prefix the escaped prefix, ``:`` and the id (an
+        :class:`InvalidStreamIdError` for an id S2 would refuse)."""
         return self._name(stream_id)
 
     async def __aenter__(self) -> ResumableStreamContext:
@@ -316,9 +327,9 @@ class ResumableStreamContext:
             )
 
     def _name(self, stream_id: str) -> str:
-        """The backend's name for a stream: the key prefix, then the id."""
+        """The backend's name for a stream (:func:`prefixed_stream_name`)."""
         validate_stream_id(stream_id)
-        name = self.key_prefix + stream_id
+        name = prefixed_stream_name(self.key_prefix, stream_id)
         if len(name.encode("utf-8")) > MAX_STREAM_ID_BYTES:
             raise InvalidStreamIdError(
                 f"key prefix and stream id are {len(name.encode('utf-8'))} bytes together, "
@@ -440,8 +451,9 @@ def create_resumable_stream_context(
     process naming the directory shares, across restarts (a directory it
     cannot use is a :class:`StoreUnavailableError` here); either way a
     stream idle for ``retention_seconds`` is dropped.
-    ``key_prefix`` is put before every stream id in the backend, so tenants
-    sharing a basin never see each other's streams. ``retry_deadline``
+    ``key_prefix`` is put before every stream id in the backend (escaped,
+    then ``:``), so tenants sharing a basin never see each other's streams,
+    whatever their prefixes and ids. ``retry_deadline``
     (seconds, default 60) bounds how long a request to S2 is retried through
     transient faults before it fails with a typed error. Readers end an
     unfinished stream with :class:`StreamIncompleteError` after

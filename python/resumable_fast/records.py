@@ -83,6 +83,9 @@ def state_of(last: SequencedRecord | None) -> StreamState:
     return "DONE" if is_closing_fence(last) else True
 
 
+_PATH_SEGMENTS = (".", "..")
+
+
 def validate_stream_id(stream_id: object) -> str:
     """``stream_id`` if S2 can name a stream so, else :class:`InvalidStreamIdError`."""
     if not isinstance(stream_id, str):
@@ -97,7 +100,22 @@ def validate_stream_id(stream_id: object) -> str:
         raise InvalidStreamIdError(
             f"stream id is {size} bytes, S2 allows at most {MAX_STREAM_ID_BYTES}"
         )
+    if stream_id in _PATH_SEGMENTS:
+        # One segment of the records URL, which HTTP resolves as a path step.
+        raise InvalidStreamIdError(f"stream id must not be {stream_id!r}: S2 refuses it")
     return stream_id
+
+
+def prefixed_stream_name(key_prefix: str, stream_id: str) -> str:
+    """The backend's name for ``stream_id`` under ``key_prefix``: the id
+    itself without a prefix (the TypeScript package's names), else the
+    prefix with ``%`` and ``:`` escaped (``%25``, ``%3A``), a ``:``, and the
+    id. The first ``:`` ends the prefix, so two different prefixes never name
+    the same stream, whatever the ids (``tenant-1`` and ``tenant-12``,
+    ``org/`` and ``org/team/``)."""
+    if not key_prefix:
+        return stream_id
+    return key_prefix.replace("%", "%25").replace(":", "%3A") + ":" + stream_id
 
 
 def new_fence_token(prefix: str) -> str:
