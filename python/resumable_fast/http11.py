@@ -16,6 +16,9 @@ answers skipped, no parser of ours. Around it:
 * caps on a response's head and on a whole answer's body: over them, a
   :class:`~resumable_fast.errors.ResponseTooLargeError` and the connection is
   dropped; a streamed body is read only as fast as it is consumed;
+* a :class:`~resumable_fast.endpoints.Redactor` that learns the proxy
+  credentials the client sends, for its owner to clean what answers say
+  (:mod:`resumable_fast.s2` passes its own, which also knows the token);
 * deadlines for whole exchanges kept by one sweeper per client rather than a
   timer per request, and an idle timeout for streamed bodies.
 
@@ -36,7 +39,14 @@ from typing import NamedTuple, TypeVar
 
 import httptools
 
-from resumable_fast.endpoints import Origin, Proxy, Verify, make_ssl_context, proxy_for
+from resumable_fast.endpoints import (
+    Origin,
+    Proxy,
+    Redactor,
+    Verify,
+    make_ssl_context,
+    proxy_for,
+)
 from resumable_fast.errors import (
     ResponseTooLargeError,
     ResumableStreamError,
@@ -225,8 +235,14 @@ class _Connection(asyncio.Protocol):
     """One kept-alive connection, one exchange at a time, its answers parsed
     by httptools as bytes arrive (the parser calls the ``on_*`` methods)."""
 
-    def __init__(self, key: tuple[Origin, Proxy | None], settings: HttpSettings) -> None:
+    def __init__(
+        self,
+        key: tuple[Origin, Proxy | None],
+        settings: HttpSettings,
+        redact: Redactor | None = None,
+    ) -> None:
         self.key = key
+        self._redact = redact or Redactor()
         self.deadline = 0.0
         self.timeout = 0.0
         self._settings = settings
@@ -269,7 +285,7 @@ class _Connection(asyncio.Protocol):
             if isinstance(overrun, _Overrun):
                 self._fail(overrun.error)
             else:
-                self._fail(ProtocolViolation(f"malformed answer: {exc}"))
+                self._fail(ProtocolViolation(self._redact(f"malformed answer: {exc}", 500)))
             return
         if not self._head_done and self._head_bytes > self._settings.max_head_bytes:
             self._fail(ResponseTooLargeError(f"a response head over {self._head_bytes} bytes"))
@@ -506,8 +522,12 @@ class HttpClient:
         *,
         max_idle_per_origin: int = 512,
         max_in_flight: int = 256,
+        redactor: Redactor | None = None,
     ) -> None:
         self.settings = settings or HttpSettings()
+        # The credentials this client sends; it adds each proxy's as it
+        # resolves it, before any request goes through that proxy.
+        self.redactor = redactor if redactor is not None else Redactor()
         self._ssl_context: ssl.SSLContext | None = None
         self._proxies: dict[Origin, Proxy | None] = {}
         # Host header values (IDNA-encoded authorities), made once per origin.
@@ -530,9 +550,10 @@ class HttpClient:
 
     def _key(self, origin: Origin) -> tuple[Origin, Proxy | None]:
         if origin not in self._proxies:
-            self._proxies[origin] = proxy_for(
-                origin, self.settings.proxy, trust_env=self.settings.trust_env
-            )
+            proxy = proxy_for(origin, self.settings.proxy, trust_env=self.settings.trust_env)
+            if proxy is not None:
+                self.redactor.add(*proxy.secrets)
+            self._proxies[origin] = proxy
         return origin, self._proxies[origin]
 
     def _serialize(self, key: tuple[Origin, Proxy | None], request: Request) -> bytes:
@@ -666,7 +687,7 @@ class HttpClient:
         origin, proxy = key
         loop = asyncio.get_running_loop()
         timeout = max(min(timeout, self.settings.connect_timeout), 0.0)
-        connection = _Connection(key, self.settings)
+        connection = _Connection(key, self.settings, self.redactor)
         tls = self._ssl() if origin.scheme == "https" else None
         via = origin if proxy is None else proxy.origin
         where = f"{via.scheme}://{via.authority}" if proxy is None else f"proxy {proxy.display}"

@@ -5,7 +5,11 @@ Every request, unary calls (appends, reads, tail checks) and read sessions
 Every error S2 answers with becomes a typed exception from
 :mod:`resumable_fast.errors`; transport failures become
 :class:`~resumable_fast.errors.S2ConnectionError`. The access token is only
-ever placed in the ``Authorization`` header, never in a message.
+ever placed in the ``Authorization`` header, never in a message; and what an
+answer says (its message, code or body) goes through a
+:class:`~resumable_fast.endpoints.Redactor` before it is kept in an error or
+logged, so an upstream that echoes the request (a gateway, a proxy) cannot
+put the token or the proxy's credentials there (issue 21).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import orjson
 
 from resumable_fast.config import S2Config
-from resumable_fast.endpoints import Origin
+from resumable_fast.endpoints import Origin, Redactor
 from resumable_fast.errors import (
     BasinMisconfiguredError,
     ConfigurationError,
@@ -58,6 +62,11 @@ FIRST_CATCH_UP_RECORDS = 100
 CATCH_UP_RECORDS = 1000
 CATCH_UP_READS = 4
 MAX_BACKOFF_SECONDS = 2.0
+# How much of an error's answer its message keeps: a body that is not JSON
+# (an excerpt), a JSON message, a code.
+ERROR_EXCERPT_CHARS = 200
+ERROR_MESSAGE_CHARS = 1000
+ERROR_CODE_CHARS = 100
 
 
 def _is_transient(error: S2Error) -> bool:
@@ -124,25 +133,35 @@ def _explain_not_found(error: S2Error, basin: str, setting: str) -> S2Error:
     return misconfigured
 
 
-def _error_from_response(status: int, content: bytes) -> S2Error:
+def _error_from_response(status: int, content: bytes, redact: Redactor) -> S2Error:
+    """The typed error for an answer. Nothing of the answer reaches the
+    error but through ``redact``: an upstream may echo the request, with
+    its credentials, in any field."""
     try:
         payload: Any = orjson.loads(content) if content else None
     except orjson.JSONDecodeError:
         payload = None
     if status == 412 and isinstance(payload, dict):
         if "fencing_token_mismatch" in payload:
-            return FencingTokenMismatchError(str(payload["fencing_token_mismatch"]))
+            token = redact(str(payload["fencing_token_mismatch"]), ERROR_CODE_CHARS)
+            return FencingTokenMismatchError(token)
         if "seq_num_mismatch" in payload:
-            return SeqNumMismatchError(int(payload["seq_num_mismatch"]))
+            expected = payload["seq_num_mismatch"]
+            if type(expected) is not int:
+                return _invalid_answer("a sequence number mismatch")
+            return SeqNumMismatchError(expected)
     if status == 416:
-        tail = payload.get("tail", {}).get("seq_num") if isinstance(payload, dict) else None
-        return RangeNotSatisfiableError(tail)
-    code = payload.get("code") if isinstance(payload, dict) else None
-    message = (
-        str(payload.get("message", ""))
-        if isinstance(payload, dict)
-        else content[:200].decode("utf-8", "replace")
-    )
+        tail = payload.get("tail") if isinstance(payload, dict) else None
+        seq_num = tail.get("seq_num") if isinstance(tail, dict) else None
+        return RangeNotSatisfiableError(seq_num if type(seq_num) is int else None)
+    raw_code = payload.get("code") if isinstance(payload, dict) else None
+    code = None if raw_code is None else redact(str(raw_code), ERROR_CODE_CHARS)
+    if isinstance(payload, dict):
+        message = redact(str(payload.get("message", "")), ERROR_MESSAGE_CHARS)
+    else:
+        # Enough bytes for the excerpt's characters and the look past its cut.
+        text = content[: 4 * (ERROR_EXCERPT_CHARS + 16)].decode("utf-8", "replace")
+        message = redact(text, ERROR_EXCERPT_CHARS)
     if status in (401, 403):
         return S2AuthError(status, code, message or "access token refused")
     if status == 404:
@@ -205,6 +224,9 @@ class S2Client:
         headers = {"User-Agent": "resumable_fast"}
         if config.access_token:
             headers["Authorization"] = f"Bearer {config.access_token}"
+        # Every credential sent: the token here, the proxy's once the HTTP
+        # client resolves it (see _error_from_response).
+        self._redact = Redactor(config.access_token)
         basin_headers = dict(headers)
         if config.shared_basin_endpoint:
             basin_headers["s2-basin"] = config.basin
@@ -221,7 +243,8 @@ class S2Client:
         self._read_headers = _header_lines({**basin_headers, "Accept": "application/json"})
         self._create_basin_headers = _header_lines({**headers, "Content-Type": "application/json"})
         self._http = HttpClient(
-            HttpSettings(verify=config.verify, trust_env=config.trust_env, proxy=config.proxy)
+            HttpSettings(verify=config.verify, trust_env=config.trust_env, proxy=config.proxy),
+            redactor=self._redact,
         )
 
     def __repr__(self) -> str:
@@ -290,7 +313,7 @@ class S2Client:
             else:
                 if status < 400:
                     return body
-                error = _error_from_response(status, body)
+                error = _error_from_response(status, body, self._redact)
                 delay = retry_after or _backoff(attempt)
                 if not _is_transient(error) or loop.time() + delay >= give_up_at:
                     if attempt > 1:
@@ -478,7 +501,7 @@ class S2Client:
                     if response.status >= 400:
                         content = await response.read(self.config.request_timeout)
                         error = _explain_not_found(
-                            _error_from_response(response.status, content),
+                            _error_from_response(response.status, content, self._redact),
                             self.config.basin,
                             "create_stream_on_read",
                         )
@@ -498,7 +521,7 @@ class S2Client:
                                     next_seq_num = records[-1]["seq_num"] + 1
                                     yield records
                             elif event.type == "error":
-                                raise _error_from_response(500, event.data.encode())
+                                raise _error_from_response(500, event.data.encode(), self._redact)
                             # "ping" heartbeats and the final "[DONE]" need no
                             # action: the loop reopens the session after the
                             # last record seen.
