@@ -28,6 +28,7 @@ from resumable_fast import (
     ResumableStreamContext,
     ResumableStreamError,
     S2AuthError,
+    S2ConnectionError,
     S2Error,
     create_resumable_stream_context,
 )
@@ -193,6 +194,29 @@ async def test_an_echoed_request_leaks_no_credential_on_claim_or_read(
         assert_clean_error(error, creds)
     if status >= 500:
         assert any("retrying" in r.getMessage() for r in caplog.records)  # retried, logged
+    assert_clean_logs(caplog, creds)
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("status", STATUSES)
+async def test_a_proxy_refusing_the_tunnel_with_an_echo_leaks_no_credential(
+    status: int, form: str, creds: Secrets, caplog: pytest.LogCaptureFixture
+) -> None:
+    """HTTPS through the proxy: its CONNECT answer (with the echo) refuses
+    the tunnel; retried until the deadline, then a connection error."""
+    upstream = EchoingUpstream(status, form)
+    await upstream.start()
+    try:
+        proxy = upstream.proxy_url(PROXY_USER, creds.password)
+        ctx = _context(creds, "https://127.0.0.1:9", "echo-basin", proxy=proxy, verify=False)
+        async with ctx:
+            with pytest.raises(S2ConnectionError) as claim:
+                await ctx.resumable_stream("echoed", lambda: _words(["never"]))
+    finally:
+        await upstream.aclose()
+    assert upstream.echoed >= 1
+    assert str(status) in str(claim.value)
+    assert_clean_error(claim.value, creds)
     assert_clean_logs(caplog, creds)
 
 
