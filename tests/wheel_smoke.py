@@ -94,6 +94,19 @@ async def embedded() -> None:
         assert await (await context.resume_stream("ticking")).read_all() == "tick "
 
 
+async def in_data_dir() -> None:
+    """Two contexts on one data_dir, as two workers would share it (this
+    Python's sqlite3), then a fresh one reading what they committed."""
+    with tempfile.TemporaryDirectory(prefix="wheel-smoke-") as directory:
+        async with (
+            create_resumable_stream_context(data_dir=directory) as writer,
+            create_resumable_stream_context(data_dir=directory, retention_seconds=60) as reader,
+        ):
+            await create_and_resume(writer, reader)
+        async with create_resumable_stream_context(data_dir=directory) as fresh:
+            assert await (await fresh.resume_stream("greeting")).read_all() == "Hello, world"
+
+
 async def request(
     app: Starlette, method: str, path: str, body: bytes = b"", last_event_id: str = ""
 ) -> tuple[int, dict[str, str], bytes]:
@@ -278,6 +291,7 @@ def main() -> int:
     checks: list[tuple[str, Callable[[], None]]] = [
         ("installed from the venv", installed),
         ("embedded create, resume, stop, has_existing_stream", lambda: asyncio.run(embedded())),
+        ("embedded in a data_dir (SQLite)", lambda: asyncio.run(in_data_dir())),
         ("ASGI and AI SDK helpers", lambda: asyncio.run(web())),
         ("python -m resumable_fast --help", command_line),
         ("create and resume on s2-lite", lambda: on_s2lite(server)),
