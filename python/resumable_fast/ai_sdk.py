@@ -14,6 +14,10 @@ and ``messageId``. A new reply stream is made the chat's active one (see
 source, and the answer is the UI message stream (:mod:`resumable_fast.ui_messages`)
 with the AI SDK's headers. A body that is not such a request answers 400 (413
 when over ``max_body_bytes``) with ``{"error": "..."}``, and nothing is created.
+Every route answers 503 with ``Retry-After`` when the stream store cannot be
+reached, and 500 for any other error of the library (a ``make_stream`` that
+returns no async iterable), each logged as one line (see
+:mod:`resumable_fast.asgi`).
 
 The GET answers the chat's reply in progress, replayed from its ``start``
 part (``DefaultChatTransport`` treats a resumed stream as a replay and
@@ -47,7 +51,13 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "resumable_fast.ai_sdk needs Starlette: pip install 'resumable_fast[web]'"
     ) from exc
 
-from resumable_fast.asgi import _aclose_quietly, _ClosingStreamingResponse, _Pipe, _utf8
+from resumable_fast.asgi import (
+    _aclose_quietly,
+    _ClosingStreamingResponse,
+    _failure_response,
+    _Pipe,
+    _utf8,
+)
 from resumable_fast.chats import (
     active_chat_stream,
     resume_chat_stream,
@@ -62,8 +72,10 @@ from resumable_fast.errors import (
     InvalidChatRequestError,
     InvalidChunkError,
     InvalidStreamIdError,
+    ResumableStreamError,
     S2ConnectionError,
     S2Error,
+    StorageError,
     StreamFailedError,
     StreamIncompleteError,
 )
@@ -258,7 +270,9 @@ async def chat_response(
     ``input_format="sse"`` ready UI message stream text; see
     :func:`~resumable_fast.ui_messages.to_ui_message_stream`. It runs in a
     task of its own: the client going away never stops it, and a reload
-    resumes the reply through :func:`resume_chat_response`.
+    resumes the reply through :func:`resume_chat_response`. That task also
+    closes it (``aclose``) when it ends, fails (an item the UI message stream
+    refuses, say) or is stopped.
     """
     try:
         chat = await read_chat_request(request, max_body_bytes=max_body_bytes)
@@ -281,9 +295,8 @@ async def chat_response(
         stream = await start_chat_stream(context, chat.chat_id, make)
     except InvalidStreamIdError as exc:  # the context's key prefix leaves no room
         return _error(400, str(exc))
-    except (S2Error, S2ConnectionError) as exc:
-        logger.error("chat %r: could not start a reply: %s", chat.chat_id, exc)
-        return _error(503, "the reply could not be stored; try again")
+    except ResumableStreamError as exc:
+        return _failure_response(exc, f"chat {chat.chat_id!r}: starting a reply", _error)
     return ui_message_response(stream, heartbeat_interval=heartbeat_interval)
 
 
@@ -296,9 +309,8 @@ async def resume_chat_response(
         stream = await resume_chat_stream(context, chat_id)
     except (InvalidChatIdError, InvalidStreamIdError) as exc:
         return _error(400, str(exc))
-    except (S2Error, S2ConnectionError) as exc:
-        logger.error("chat %r: could not look up its reply: %s", chat_id, exc)
-        return _error(503, "the reply could not be read; try again")
+    except ResumableStreamError as exc:
+        return _failure_response(exc, f"chat {chat_id!r}: resuming its reply", _error)
     if stream is None:
         return Response(status_code=204)
     return ui_message_response(stream, heartbeat_interval=heartbeat_interval)
@@ -313,9 +325,8 @@ async def stop_chat_response(context: ResumableStreamContext, chat_id: str) -> R
         stopped = await stop_chat_stream(context, chat_id)
     except (InvalidChatIdError, InvalidStreamIdError) as exc:
         return _error(400, str(exc))
-    except (S2Error, S2ConnectionError) as exc:
-        logger.error("chat %r: could not stop its reply: %s", chat_id, exc)
-        return _error(503, "the reply could not be stopped; try again")
+    except ResumableStreamError as exc:
+        return _failure_response(exc, f"chat {chat_id!r}: stopping its reply", _error)
     return JSONResponse({"stopped": stopped})
 
 
@@ -356,7 +367,7 @@ def _to_event_boundary(tail: str) -> str:
 def _error_text(error: BaseException) -> str:
     if isinstance(error, StreamIncompleteError):
         return "the reply is incomplete: its producer stopped without finishing"
-    if isinstance(error, (S2Error, S2ConnectionError)):
+    if isinstance(error, (S2Error, S2ConnectionError, StorageError)):
         return "the reply could not be read from storage"
     return "the reply failed"
 

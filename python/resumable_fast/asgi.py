@@ -35,7 +35,13 @@ SSE wire format
 
 The handler bodies answer 400 (invalid stream id or resume position),
 404 (``resume_sse``: no such stream) and 422 (the stream is already done,
-as in Vercel's examples) with a short ``text/plain`` body.
+as in Vercel's examples) with a short ``text/plain`` body. When the stream
+store cannot be reached (S2 away past ``retry_deadline``, S2 answering 5xx or
+429, a full disk or read-only ``data_dir``: see :func:`store_unavailable`)
+they answer 503 with ``Retry-After`` (:data:`RETRY_AFTER_SECONDS`); any other
+error of the library (a ``make_stream`` that returns no async iterable, say)
+answers 500. Either is logged as one line naming the error, and nothing of
+its detail reaches the client.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 
 import orjson
 
@@ -65,6 +71,7 @@ from resumable_fast.errors import (
     ResumableStreamError,
     S2ConnectionError,
     S2Error,
+    StorageError,
     StreamFailedError,
     StreamIncompleteError,
 )
@@ -72,12 +79,14 @@ from resumable_fast.streams import ResumableStream
 
 __all__ = [
     "MAX_RESUME_POSITION",
+    "RETRY_AFTER_SECONDS",
     "SSE_MEDIA_TYPE",
     "InvalidResumePosition",
     "last_event_position",
     "resumable_sse",
     "resume_sse",
     "sse_response",
+    "store_unavailable",
     "text_response",
 ]
 
@@ -90,6 +99,10 @@ TEXT_MEDIA_TYPE = "text/plain; charset=utf-8"
 # page can hold every valid id as a number.
 MAX_RESUME_POSITION = 2**53 - 1
 _POSITION = re.compile(r"[0-9]{1,16}")
+
+# The Retry-After of a 503 answered while the stream store cannot be reached:
+# the backend already retried for retry_deadline, so the outage is not a blip.
+RETRY_AFTER_SECONDS = 5
 
 _HEARTBEAT = b": heartbeat\n\n"
 _END = b"event: end\ndata: {}\n\n"
@@ -133,6 +146,40 @@ def last_event_position(request: Request) -> int:
                 )
             return int(value)
     return 0
+
+
+def store_unavailable(error: BaseException) -> bool:
+    """Whether ``error`` means the stream store cannot be reached now, so
+    that a route should answer 503 and the client try again later: S2 could
+    not be reached (:class:`~resumable_fast.errors.S2ConnectionError`, after
+    ``retry_deadline``), S2 answered 5xx or 429 past its retries, or the
+    embedded store's database failed (:class:`~resumable_fast.errors.StorageError`:
+    a full disk, a read-only ``data_dir``)."""
+    if isinstance(error, (S2ConnectionError, StorageError)):
+        return True
+    return isinstance(error, S2Error) and (error.status >= 500 or error.status == 429)
+
+
+def _failure_response(
+    error: ResumableStreamError,
+    doing: str,
+    respond: Callable[[int, str], Response],
+) -> Response:
+    """The answer of a route whose call into the library raised ``error``
+    while ``doing`` (for the log line): 503 with ``Retry-After`` when the
+    store is unavailable (:func:`store_unavailable`), else 500. Logs one line
+    naming the error (no traceback: the error is ours and says what failed);
+    ``respond(status, message)`` builds the response with a short message."""
+    name = type(error).__name__
+    if store_unavailable(error):
+        logger.error(
+            "%s: the stream store is unavailable, answered 503 (%s: %s)", doing, name, error
+        )
+        response = respond(503, "the stream store is unavailable; try again later")
+        response.headers["retry-after"] = str(RETRY_AFTER_SECONDS)
+        return response
+    logger.error("%s failed, answered 500 (%s: %s)", doing, name, error)
+    return respond(500, "internal error: see the server log")
 
 
 def sse_response(
@@ -194,6 +241,8 @@ async def resumable_sse(
         stream = await context.resumable_stream(stream_id, make_stream, skip_characters=position)
     except (InvalidResumePosition, InvalidStreamIdError) as exc:
         return _bad_request(exc)
+    except ResumableStreamError as exc:
+        return _failure_response(exc, f"stream {stream_id!r}: starting or joining it", _plain)
     if stream is None:
         return _already_done()
     return sse_response(stream, start_position=position, heartbeat_interval=heartbeat_interval)
@@ -236,6 +285,8 @@ async def resume_sse(
                     return _already_done()
     except (InvalidResumePosition, InvalidStreamIdError) as exc:
         return _bad_request(exc)
+    except ResumableStreamError as exc:
+        return _failure_response(exc, f"stream {stream_id!r}: resuming it", _plain)
     return sse_response(stream, start_position=position, heartbeat_interval=heartbeat_interval)
 
 
@@ -247,6 +298,10 @@ def _merge_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
     if headers:
         merged.update((name.lower(), value) for name, value in headers.items())
     return merged
+
+
+def _plain(status_code: int, message: str) -> Response:
+    return PlainTextResponse(message, status_code=status_code)
 
 
 def _bad_request(error: Exception) -> Response:
@@ -319,7 +374,7 @@ def _json_string(text: str) -> bytes:
 def _failed_event(error: BaseException) -> bytes:
     if isinstance(error, StreamIncompleteError):
         message = "the stream is incomplete: its producer stopped without finishing"
-    elif isinstance(error, (S2Error, S2ConnectionError)):
+    elif isinstance(error, (S2Error, S2ConnectionError, StorageError)):
         message = "the stream could not be read from storage"
     else:
         # StreamFailedError for readers; the producer's client gets the source's

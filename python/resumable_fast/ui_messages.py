@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import AsyncGenerator, AsyncIterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping
 from typing import Any, Literal
 
 import orjson
@@ -102,20 +102,39 @@ async def to_ui_message_stream(
     With ``input_format="sse"`` the ``str`` items are UI message stream text
     already and go out unchanged (mappings are encoded); nothing is added.
 
-    If the source raises, so does this generator (no ``finish``, no
+    If the source raises, or yields an item that is neither text nor a part
+    (:class:`InvalidChunkError`), so does this generator (no ``finish``, no
     ``[DONE]``): the resumable stream then ends with an error fence, and the
     route helpers send every client an ``error`` part.
+
+    The source's iterator is closed (its ``aclose()``, when it has one) before
+    this generator ends, fails or is closed, in the task iterating it: a
+    provider's connection and the generation behind it are released at once,
+    not when the garbage collector finds them (which would run the source's
+    clean-up in another task).
     """
-    if input_format not in ("text", "sse"):
-        raise InvalidArgumentError(f"input_format must be 'text' or 'sse', got {input_format!r}")
-    if message_id is not None and (not isinstance(message_id, str) or not message_id):
-        raise InvalidArgumentError("message_id must be a non-empty str or None")
-    if input_format == "sse":
-        async for item in source:
-            yield _sse_item(item)
-        return
-    async for event in _text_parts(source, message_id or new_message_id()):
-        yield event
+    iterator = aiter(source)
+    try:
+        if input_format not in ("text", "sse"):
+            raise InvalidArgumentError(
+                f"input_format must be 'text' or 'sse', got {input_format!r}"
+            )
+        if message_id is not None and (not isinstance(message_id, str) or not message_id):
+            raise InvalidArgumentError("message_id must be a non-empty str or None")
+        if input_format == "sse":
+            async for item in iterator:
+                yield _sse_item(item)
+            return
+        parts = _text_parts(iterator, message_id or new_message_id())
+        try:
+            async for event in parts:
+                yield event
+        finally:
+            await parts.aclose()
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def _sse_item(item: object) -> str:
@@ -129,7 +148,7 @@ def _sse_item(item: object) -> str:
 
 
 async def _text_parts(
-    source: AsyncIterable[str | Mapping[str, Any]], message_id: str
+    source: AsyncIterator[str | Mapping[str, Any]], message_id: str
 ) -> AsyncGenerator[str, None]:
     started = finished = False
     text_parts = 0

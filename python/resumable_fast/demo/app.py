@@ -14,6 +14,10 @@ Routes:
   ``Last-Event-ID`` (or the start): what was already written, then the live
   tail; a finished reply is replayed in full.
 * ``POST /api/chat/{stream_id}/stop``: ends the reply for every reader.
+
+When the stream store cannot be reached (S2 away, a full disk), the chat,
+events and stop routes answer 503 with ``Retry-After`` and a short JSON
+error, logged as one line; the server goes on serving.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from resumable_fast.asgi import resume_sse
+from resumable_fast.asgi import _failure_response, resume_sse
 from resumable_fast.context import ResumableStreamContext, new_stream_id
 from resumable_fast.demo.llm import DEFAULT_TOKENS_PER_SECOND
 from resumable_fast.demo.model import ModelSource, SimulatedModel
@@ -235,7 +239,9 @@ def create_app(
             return _error(413, f"the body must be at most {MAX_BODY_BYTES} bytes")
         try:
             payload = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
+            # RecursionError: JSON nested deeper than the parser's recursion
+            # limit, well within MAX_BODY_BYTES.
             return _error(400, "the body is not valid JSON")
         checked = _validate_chat(payload)
         if isinstance(checked, str):
@@ -249,8 +255,9 @@ def create_app(
         try:
             stream = await context.resumable_stream(stream_id, make_stream)
         except ResumableStreamError as exc:
-            logger.error("resumable_fast demo: could not start stream %s: %s", stream_id, exc)
-            return _error(503, "the stream store is unavailable; try again")
+            return _failure_response(
+                exc, f"resumable_fast demo: starting stream {stream_id}", _error
+            )
         if stream is not None:
             # Nobody reads the producer's own stream: detaching it drops its
             # buffer, while the context persists the reply to the end. Pages
@@ -270,17 +277,14 @@ def create_app(
         stream_id = request.path_params["stream_id"]
         if not STREAM_ID.fullmatch(stream_id):
             return _error(404, "no such stream")
-        try:
-            return await resume_sse(
-                context,
-                request,
-                stream_id,
-                heartbeat_interval=heartbeat_interval,
-                replay_finished=True,
-            )
-        except ResumableStreamError as exc:
-            logger.error("resumable_fast demo: could not resume stream %s: %s", stream_id, exc)
-            return _error(503, "the stream store is unavailable; try again")
+        # resume_sse answers the store's failures itself (503, or 500).
+        return await resume_sse(
+            context,
+            request,
+            stream_id,
+            heartbeat_interval=heartbeat_interval,
+            replay_finished=True,
+        )
 
     async def stop_chat(request: Request) -> Response:
         stream_id = request.path_params["stream_id"]
@@ -296,8 +300,9 @@ def create_app(
                 return JSONResponse({"stream_id": stream_id, "stopped": False, "state": "done"})
             await context.stop_stream(stream_id)
         except ResumableStreamError as exc:
-            logger.error("resumable_fast demo: could not stop stream %s: %s", stream_id, exc)
-            return _error(503, "the stream store is unavailable; try again")
+            return _failure_response(
+                exc, f"resumable_fast demo: stopping stream {stream_id}", _error
+            )
         logger.info("resumable_fast demo: stream %s stopped", stream_id)
         return JSONResponse({"stream_id": stream_id, "stopped": True, "state": "done"})
 
