@@ -75,8 +75,8 @@ async def test_a_reader_older_than_the_window_reads_that_part_on_its_own(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG, "resumable_fast")
-    monkeypatch.setattr(fanout_module, "MAX_WINDOW_CHARS", 50)
-    text = words(200)
+    monkeypatch.setattr(fanout_module, "MAX_WINDOW_BYTES", 1500)
+    text = words(400)
     async with make_context(s2lite, batch_size=5) as ctx:
         texts = await follow_live(ctx, stream_id, 6, text)
     assert texts == ["".join(text)] * 6
@@ -90,7 +90,7 @@ async def test_a_slow_reader_goes_on_alone_and_holds_the_others_back_not(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG, "resumable_fast")
-    monkeypatch.setattr(fanout_module, "MAX_BACKLOG_CHARS", 100)
+    monkeypatch.setattr(fanout_module, "MAX_WINDOW_BYTES", 200)
     text = words(400)
     async with make_context(s2lite, batch_size=5) as ctx:
         source = TestingStream()
@@ -147,3 +147,45 @@ async def test_a_failed_session_reaches_every_reader_as_a_typed_error(tmp_path: 
             source.close()
     finally:
         stop_s2lite(server)
+
+
+def test_the_window_is_counted_in_metered_bytes() -> None:
+    assert fanout_module.metered_bytes([{"seq_num": 0, "body": "abc"}]) == 8 + 3
+    # UTF-8 bytes, not characters; a header costs 2 bytes and its name and value.
+    record = {"seq_num": 1, "headers": [["", "fence"]], "body": "café"}
+    assert fanout_module.metered_bytes([record]) == 8 + 2 + 5 + 5  # type: ignore[list-item]
+
+
+async def test_stalled_readers_are_positions_in_one_bounded_window(
+    s2lite: S2Lite,
+    stream_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, "resumable_fast")
+    monkeypatch.setattr(fanout_module, "MAX_WINDOW_BYTES", 2000)
+    text = [f"mot{index}é " for index in range(400)]
+    async with make_context(s2lite, batch_size=5) as ctx:
+        source = TestingStream()
+        producer = await ctx.resumable_stream(stream_id, source.readable)
+        assert producer is not None
+        stalled = [await ctx.resume_stream(stream_id) for _ in range(50)]
+        source.write(text[0])
+        for reader in stalled:
+            assert await asyncio.wait_for(reader.__anext__(), 30) == text[0]
+        await write_in_steps(source, text[1:])
+        source.close()
+        assert await read_text(producer) == "".join(text)
+        await asyncio.sleep(0.2)
+        shared = ctx._read_session.__self__  # type: ignore[attr-defined]
+        feed = shared._feeds[ctx.stream_name(stream_id)]
+        # One window for all 50, bounded in bytes (one batch may pass the bound).
+        sizes = [size for _, size in feed.window]
+        assert sum(sizes) == feed.window_bytes
+        assert feed.window_bytes <= 2000 + max(sizes)
+        assert [fanout_module.metered_bytes(records) for records, _ in feed.window] == sizes
+        assert feed.readers == 50
+        # Their batches left the window: each goes on from the backend, losing nothing.
+        for reader in stalled:
+            assert text[0] + await read_text(reader, timeout=60) == "".join(text)
+    assert "fell behind its feed" in caplog.text

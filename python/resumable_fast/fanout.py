@@ -1,17 +1,21 @@
 """Readers of one stream in one process share one read session of the backend.
 
 A reply followed by a thousand tabs served by one replica costs one S2 read
-session, not a thousand: a feed per stream reads it once and hands each batch
-to every reader following it. The feed keeps its last records (up to
-:data:`MAX_WINDOW_CHARS`) for readers that join later; a reader that needs
-older records reads those on its own first, and a reader that falls
-:data:`MAX_BACKLOG_CHARS` behind the feed goes on with a session of its own,
-so no reader holds memory without bound and none slows the others down.
+session, not a thousand: a feed per stream reads it once and keeps its last
+batches, up to :data:`MAX_WINDOW_BYTES` (the records' metered bytes), in one
+window that every reader following it reads from. A reader is only a
+position in that window, so a reader that stops pulling (a stalled tab) costs
+a few hundred bytes however much the stream grows, not an entry per batch. A
+reader that joins from a record older than the window reads those records on
+its own first; one that falls so far behind that its next batch has left the
+window goes on from there with a session of its own. No reader holds memory
+without bound and none slows the others down.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Coroutine
@@ -22,93 +26,103 @@ from resumable_fast.backends import Backend
 from resumable_fast.records import SequencedRecord, is_closing_fence
 from resumable_fast.streams import records_before
 
-__all__ = ["MAX_BACKLOG_CHARS", "MAX_WINDOW_CHARS", "SharedReads"]
+__all__ = ["MAX_WINDOW_BYTES", "SharedReads", "metered_bytes"]
 
 logger = logging.getLogger("resumable_fast")
 
-# Record text a feed keeps for readers that join later.
-MAX_WINDOW_CHARS = 1024 * 1024
-# Record text queued for one reader; past it, the reader reads on its own.
-MAX_BACKLOG_CHARS = 1024 * 1024
+# Metered bytes of records a feed keeps, for readers behind its tail: readers
+# that join later start in it, and one whose next batch has left it reads on
+# its own.
+MAX_WINDOW_BYTES = 1024 * 1024
 
 Spawn = Callable[[Coroutine[Any, Any, None], str], "asyncio.Task[None]"]
 
 
-def _chars(records: list[SequencedRecord]) -> int:
-    return sum(len(record.get("body", "")) for record in records)
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
-class _Reader:
-    """One reader's queue of batches from a feed."""
+def metered_bytes(records: list[SequencedRecord]) -> int:
+    """S2's metered size of the records: 8 bytes each, 2 per header, and the
+    UTF-8 bytes of the headers' names and values and of the body."""
+    size = 0
+    for record in records:
+        size += 8 + _utf8_len(record.get("body", ""))
+        headers = record.get("headers")
+        if headers:
+            for header in headers:
+                size += 2 + sum(_utf8_len(part) for part in header)
+    return size
 
-    __slots__ = ("backlog", "backlog_chars", "detached", "failure", "waiter")
 
-    def __init__(self) -> None:
-        self.backlog: deque[tuple[list[SequencedRecord], int]] = deque()
-        self.backlog_chars = 0
-        # Too far behind: takes no more batches from the feed.
-        self.detached = False
-        self.failure: BaseException | None = None
-        self.waiter: asyncio.Future[None] | None = None
-
-    def put(self, records: list[SequencedRecord], chars: int) -> None:
-        if self.detached:
-            return
-        self.backlog.append((records, chars))
-        self.backlog_chars += chars
-        if self.backlog_chars > MAX_BACKLOG_CHARS:
-            self.detached = True
-        self._wake()
-
-    def fail(self, failure: BaseException) -> None:
-        self.failure = failure
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+def _last_seq_num(entry: tuple[list[SequencedRecord], int]) -> int:
+    return entry[0][-1]["seq_num"]
 
 
 class _Feed:
-    """One backend read session of a stream and the readers it feeds."""
+    """One backend read session of a stream: its window of batches, shared by
+    every reader following it (each a position in it)."""
+
+    __slots__ = (
+        "ended",
+        "failure",
+        "first_index",
+        "next_seq_num",
+        "readers",
+        "task",
+        "waiters",
+        "window",
+        "window_bytes",
+    )
 
     def __init__(self, first_seq_num: int) -> None:
+        # The last batches with their metered bytes; window[0] is batch
+        # number first_index of the feed (readers count batches so).
         self.window: deque[tuple[list[SequencedRecord], int]] = deque()
-        self.window_chars = 0
-        # The first record the window holds (next_seq_num when it is empty).
-        self.window_start = first_seq_num
+        self.window_bytes = 0
+        self.first_index = 0
         self.next_seq_num = first_seq_num
-        self.readers: set[_Reader] = set()
+        self.readers = 0
+        # Readers waiting for the next batch (a stalled one is not among them).
+        self.waiters: list[asyncio.Future[None]] = []
         # The stream's closing fence went by: nothing more will come.
         self.ended = False
+        self.failure: BaseException | None = None
         self.task: asyncio.Task[None] | None = None
 
-    def join(self, seq_num: int) -> _Reader:
-        """A reader from ``seq_num`` (at least ``window_start``): the window's
-        batches from there are queued for it at once."""
-        reader = _Reader()
-        for records, chars in self.window:
-            if records[-1]["seq_num"] >= seq_num:
-                reader.put(records, chars)
-        self.readers.add(reader)
-        return reader
+    @property
+    def window_start(self) -> int:
+        """The first record the window holds (next_seq_num when it is empty)."""
+        return self.window[0][0][0]["seq_num"] if self.window else self.next_seq_num
+
+    def index_of(self, seq_num: int) -> int:
+        """The number of the first batch a reader from ``seq_num`` (at least
+        :attr:`window_start`) needs."""
+        window = self.window
+        if not window or seq_num <= window[0][0][0]["seq_num"]:
+            return self.first_index
+        return self.first_index + bisect.bisect_left(window, seq_num, key=_last_seq_num)
 
     def deliver(self, records: list[SequencedRecord]) -> None:
-        chars = _chars(records)
+        size = metered_bytes(records)
         self.next_seq_num = records[-1]["seq_num"] + 1
-        self.window.append((records, chars))
-        self.window_chars += chars
-        while self.window_chars > MAX_WINDOW_CHARS and len(self.window) > 1:
-            _, dropped = self.window.popleft()
-            self.window_chars -= dropped
-            self.window_start = self.window[0][0][0]["seq_num"]
-        for reader in self.readers:
-            reader.put(records, chars)
+        window = self.window
+        window.append((records, size))
+        self.window_bytes += size
+        while self.window_bytes > MAX_WINDOW_BYTES and len(window) > 1:
+            self.window_bytes -= window.popleft()[1]
+            self.first_index += 1
+        self.wake()
 
     def fail(self, failure: BaseException) -> None:
-        for reader in self.readers:
-            reader.fail(failure)
+        self.failure = failure
+        self.wake()
+
+    def wake(self) -> None:
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            if not waiter.done():  # else its reader's wait was cancelled
+                waiter.set_result(None)
 
 
 class SharedReads:
@@ -148,27 +162,37 @@ class SharedReads:
                         position = records[-1]["seq_num"] + 1
                         yield records
                 continue
-            reader = feed.join(position)
+            # The reader: the number of the next batch it takes from the window.
+            index = feed.index_of(position)
+            feed.readers += 1
+            detached = False
             try:
                 while True:
-                    if not reader.backlog:
-                        if reader.failure is not None:
-                            raise reader.failure
-                        if reader.detached or feed.ended:
-                            break  # go on with a session of our own
-                        reader.waiter = asyncio.get_running_loop().create_future()
-                        await reader.waiter
-                        continue
-                    records, chars = reader.backlog.popleft()
-                    reader.backlog_chars -= chars
-                    if records[0]["seq_num"] < position:
-                        records = [r for r in records if r["seq_num"] >= position]
-                    if records:
+                    offset = index - feed.first_index
+                    if offset < 0:
+                        detached = True  # its next batch left the window
+                        break
+                    window = feed.window
+                    if offset < len(window):
+                        records = window[offset][0]
+                        index += 1
+                        if records[0]["seq_num"] < position:
+                            records = [r for r in records if r["seq_num"] >= position]
+                            if not records:
+                                continue
                         position = records[-1]["seq_num"] + 1
                         yield records
+                        continue
+                    if feed.failure is not None:
+                        raise feed.failure
+                    if feed.ended:
+                        break  # go on with a session of our own
+                    waiter = asyncio.get_running_loop().create_future()
+                    feed.waiters.append(waiter)
+                    await waiter
             finally:
-                self._leave(name, feed, reader)
-            if reader.detached:
+                self._leave(name, feed)
+            if detached:
                 logger.debug("stream %r: a reader fell behind its feed; reads on its own", name)
             break
         async with aclosing(self._backend.read_session(name, position)) as own:
@@ -188,6 +212,7 @@ class SharedReads:
                     feed.deliver(records)
                     if any(is_closing_fence(record) for record in records):
                         feed.ended = True
+                        feed.wake()
                         return
         except asyncio.CancelledError:
             raise
@@ -196,8 +221,8 @@ class SharedReads:
                 del self._feeds[name]
             feed.fail(exc)
 
-    def _leave(self, name: str, feed: _Feed, reader: _Reader) -> None:
-        feed.readers.discard(reader)
+    def _leave(self, name: str, feed: _Feed) -> None:
+        feed.readers -= 1
         if feed.readers:
             return
         if self._feeds.get(name) is feed:
