@@ -1,6 +1,7 @@
 """Stalled readers of one live reply, in a process of their own (issue 21).
 
 Usage: python stalled_readers_process.py BACKEND [READERS] [CHARS] [--tracemalloc] [--late]
+       [--no-read]
 
 BACKEND is ``s2`` (the S2_* variables name the server), ``embedded`` (in
 memory) or ``embedded-dir`` (RESUMABLE_FAST_DATA_DIR names the directory).
@@ -14,6 +15,7 @@ is a JSON object with the figures. With ``--tracemalloc`` the allocations
 made meanwhile are traced and the largest sites printed too (slower; its RSS
 figure then includes tracemalloc's own). With ``--late`` the readers open
 the reply when half of it is written (their first read returns more).
+With ``--no-read`` the readers are closed after the measurement, unread.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def rss_bytes() -> int:
 
 
 async def main(
-    backend: str, readers: int, chars: int, trace: bool, late: bool
+    backend: str, readers: int, chars: int, trace: bool, late: bool, read_on: bool = True
 ) -> dict[str, object]:
     options: dict[str, object] = {"linger_ms": 5}
     if backend != "s2":
@@ -120,11 +122,15 @@ async def main(
             tracemalloc.stop()
 
         started = time.monotonic()
-        rest = await asyncio.wait_for(
-            asyncio.gather(*(reader.read_all() for reader in stalled)), 300
-        )
+        exact = 0
+        if read_on:
+            rest = await asyncio.wait_for(
+                asyncio.gather(*(reader.read_all() for reader in stalled)), 300
+            )
+            exact = sum(tokens[0] + text == expected for text in rest)
+        for reader in stalled:
+            await reader.aclose()
         read = time.monotonic() - started
-        exact = sum(tokens[0] + text == expected for text in rest)
         await warm.aclose()
     for line in top:
         print(line)
@@ -153,5 +159,6 @@ if __name__ == "__main__":
     readers = int(arguments[1]) if len(arguments) > 1 else 2000
     chars = int(arguments[2]) if len(arguments) > 2 else 150 * 1024
     trace, late = "--tracemalloc" in sys.argv, "--late" in sys.argv
-    result = asyncio.run(main(backend, readers, chars, trace, late))
+    read_on = "--no-read" not in sys.argv
+    result = asyncio.run(main(backend, readers, chars, trace, late, read_on))
     print(json.dumps(result), flush=True)
