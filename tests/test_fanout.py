@@ -189,3 +189,19 @@ async def test_stalled_readers_are_positions_in_one_bounded_window(
         for reader in stalled:
             assert text[0] + await read_text(reader, timeout=60) == "".join(text)
     assert "fell behind its feed" in caplog.text
+
+
+def test_a_reader_from_any_position_starts_at_the_batch_holding_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    feed = fanout_module._Feed(0)
+    for numbers in ([0, 1, 2], [3, 4], [5]):
+        feed.deliver([{"seq_num": n, "body": "x" * 10} for n in numbers])
+    assert [feed.index_of(n) for n in range(7)] == [0, 0, 0, 1, 1, 2, 3]
+    # Past the bound, the oldest batches leave (one is always kept); numbers stay.
+    monkeypatch.setattr(fanout_module, "MAX_WINDOW_BYTES", 40)
+    feed.deliver([{"seq_num": 6, "body": "x" * 10}])
+    assert feed.first_index == 2
+    assert feed.window_start == 5
+    assert feed.window_bytes == 2 * 18
+    assert [feed.index_of(n) for n in (5, 6, 7)] == [2, 3, 4]
