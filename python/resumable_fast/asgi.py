@@ -401,7 +401,12 @@ async def _sse_body(
                         position += len(chunk)
                         events.append(b"id: %d\ndata: %s\n\n" % (position, _json_string(chunk)))
                 if events:
-                    yield b"".join(events)
+                    body = b"".join(events)
+                    # A stalled client keeps this generator at its yield:
+                    # hold one bytes object there, not one per event too.
+                    del events, chunks
+                    yield body
+                    del body
                 continue
             if pipe.finished:
                 if pipe.error is None:
