@@ -14,7 +14,7 @@ INTEROP_DIR := tests/interop
 
 export S2LITE_BIN
 
-.PHONY: all demo test test-rust lint pytest venv develop s2-lite interop-deps chromium lock bench-core bench-transport bench-sessions bench-disk bench-deps bench bench-quick redis-server tinyproxy wheel test-wheel lint-workflows clean
+.PHONY: all demo test test-rust lint pytest venv develop s2-lite interop-deps chromium lock bench-core bench-transport bench-sessions bench-disk bench-stalled bench-deps bench bench-quick redis-server tinyproxy wheel test-wheel lint-workflows clean
 
 all: develop
 
@@ -91,6 +91,10 @@ bench-sessions: develop s2-lite
 
 bench-disk: develop
 	$(BIN)/python benches/bench_embedded_disk.py
+
+# Issue 21: 2,000 stalled resume_sse connections against Starlette's own floor.
+bench-stalled: develop
+	$(BIN)/python benches/bench_stalled_sse.py
 
 BENCH_NODE_DIR := benches/node
 
