@@ -10,7 +10,6 @@ never skip.
 from __future__ import annotations
 
 import asyncio
-import errno
 import gc
 import json
 import logging
@@ -19,7 +18,6 @@ import random
 import resource
 import signal
 import sqlite3
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -31,6 +29,7 @@ from typing import Any
 import orjson
 import pytest
 
+from disks import fill_disk, run_as_root, small_tmpfs, unmount
 from resumable_fast import (
     EmbeddedBackend,
     ResumableStreamContext,
@@ -54,7 +53,6 @@ from support import TestingStream, from_list, read_text
 
 HERE = Path(__file__).parent
 LIVENESS = 0.5
-TMPFS_SIZE = "512k"
 
 
 # -- helpers -------------------------------------------------------------------
@@ -364,47 +362,11 @@ async def test_repeated_sigkills_keep_every_committed_token_and_takeovers_contin
 # where a takeover needs a short one.
 
 
-def run_as_root(*command: str) -> None:
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.fail(f"`{' '.join(command)}` failed ({done.returncode}): {done.stderr.strip()}")
-
-
-def unmount(mount_point: Path) -> None:
-    done = subprocess.run(["umount", str(mount_point)], capture_output=True, text=True)
-    if done.returncode != 0:
-        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
-        pytest.fail(f"umount {mount_point} failed (a file left open?): {done.stderr.strip()}")
-
-
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 512 KiB tmpfs under tmp_path, unmounted afterwards."""
-    mount_point = tmp_path / "tmpfs"
-    mount_point.mkdir()
-    run_as_root("mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE}", "tmpfs", str(mount_point))
-    try:
+    with small_tmpfs(tmp_path) as mount_point:
         yield mount_point
-    finally:
-        unmount(mount_point)
-
-
-def fill_disk(mount_point: Path) -> Path:
-    """Write a filler file until the file system refuses it (ENOSPC)."""
-    filler = mount_point / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        while True:
-            try:
-                os.write(fd, b"\xff" * 4096)
-            except OSError as exc:
-                if exc.errno != errno.ENOSPC:
-                    raise
-                break
-    finally:
-        os.close(fd)
-    assert os.statvfs(mount_point).f_bavail == 0
-    return filler
 
 
 def disk_context(data_dir: Path, **options: Any) -> ResumableStreamContext:

@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import gc
 import logging
-import os
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,6 +32,7 @@ import pytest
 from fastapi import FastAPI, Request
 from starlette.responses import PlainTextResponse, Response
 
+from disks import fill_disk, small_tmpfs
 from resumable_fast import (
     BasinMisconfiguredError,
     InvalidChunkError,
@@ -251,37 +249,11 @@ async def s2_away(kind: str) -> AsyncIterator[ResumableStreamContext]:
             await server.wait_closed()
 
 
-def run_as_root(*command: str) -> None:
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.fail(f"`{' '.join(command)}` failed ({done.returncode}): {done.stderr.strip()}")
-
-
 @pytest.fixture
-def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 512 KiB tmpfs under tmp_path, unmounted afterwards."""
-    mount_point = tmp_path / "tmpfs"
-    mount_point.mkdir()
-    run_as_root("mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount_point))
-    try:
+    with small_tmpfs(tmp_path) as mount_point:
         yield mount_point
-    finally:
-        if subprocess.run(["umount", str(mount_point)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
-
-
-def fill(mount_point: Path) -> None:
-    fd = os.open(mount_point / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        while True:
-            try:
-                os.write(fd, b"\xff" * 4096)
-            except OSError as exc:
-                if exc.errno != errno.ENOSPC:
-                    raise
-                return
-    finally:
-        os.close(fd)
 
 
 async def assert_every_route_answers_503(
@@ -319,15 +291,15 @@ async def test_every_route_answers_503_while_s2_is_away(
 
 
 async def test_every_writing_route_answers_503_on_a_full_disk(
-    small_tmpfs: Path, caplog: pytest.LogCaptureFixture
+    small_disk: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with create_resumable_stream_context(
-        backend="embedded", data_dir=small_tmpfs / "data", linger_ms=5
+        backend="embedded", data_dir=small_disk / "data", linger_ms=5
     ) as streams:
         first = await streams.resumable_stream("before", lambda: from_list(["x" * 1000] * 4))
         assert first is not None
         assert "".join([chunk async for chunk in first]) == "x" * 4000
-        fill(small_tmpfs)
+        fill_disk(small_disk)
         await assert_every_route_answers_503(streams, caplog, only_writes=True)
         assert await streams.has_existing_stream("s-1") is None
 
