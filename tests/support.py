@@ -102,7 +102,7 @@ def sent_requests(ctx: ResumableStreamContext) -> Iterator[list[bytes]]:
     """What the context's S2 client sends meanwhile: ``b"METHOD target"`` for
     each unary request (one per attempt), ``b"SESSION target"`` for each read
     session it opens."""
-    backend = ctx._backend
+    backend = ctx.backend
     assert isinstance(backend, S2Client)
     send, open_stream = backend._send, backend._http.stream
     sent: list[bytes] = []

@@ -298,14 +298,14 @@ async def test_batches_queued_behind_an_append_go_out_together(
     chunks = [f"c{i} " for i in range(300)]
     async with new_context(batch_size=1) as ctx:
         appends = 0
-        append = ctx._backend.append
+        append = ctx.backend.append
 
         async def counting_append(stream: str, append_input: bytes, **kwargs: Any) -> None:
             nonlocal appends
             appends += 1
             await append(stream, append_input, **kwargs)
 
-        ctx._backend.append = counting_append  # type: ignore[method-assign]
+        ctx.backend.append = counting_append  # type: ignore[method-assign]
         producer = await ctx.resumable_stream(stream_id, lambda: from_list(chunks))
         assert await read_chunks(producer, timeout=60) == chunks
         assert appends < len(chunks) / 2, f"{appends} appends for {len(chunks)} batches"

@@ -105,7 +105,7 @@ def test_backend_is_chosen_by_configuration(monkeypatch: pytest.MonkeyPatch) -> 
 def test_token_never_in_repr() -> None:
     config = S2Config.from_options(basin="good-basin", access_token=SECRET, env={})
     ctx = create_resumable_stream_context(basin="good-basin", access_token=SECRET)
-    for text in (repr(config), str(config), repr(ctx), repr(ctx._backend)):
+    for text in (repr(config), str(config), repr(ctx), repr(ctx.backend)):
         assert SECRET not in text
     assert "***" in repr(config)
 
@@ -145,8 +145,8 @@ async def test_misconfigured_basin_is_one_error_naming_the_setting(
 ) -> None:
     basin = f"strict-{uuid.uuid4().hex[:12]}"
     async with make_context(s2lite) as admin:
-        assert isinstance(admin._backend, S2Client)
-        await admin._backend.create_basin(
+        assert isinstance(admin.backend, S2Client)
+        await admin.backend.create_basin(
             basin, create_stream_on_append=on_append, create_stream_on_read=on_read
         )
     async with make_context(s2lite, basin=basin) as ctx:

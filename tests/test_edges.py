@@ -56,7 +56,7 @@ async def test_a_source_that_cannot_be_made_keeps_its_own_error_when_s2_is_away(
 ) -> None:
     """make_stream raises while S2 is away: the caller gets make_stream's
     exception, not the connection error of the error fence behind it."""
-    backend = ctx._backend
+    backend = ctx.backend
     append = backend.append
 
     async def away_for_error_fences(name: str, body: bytes, **options: Any) -> None:
@@ -84,7 +84,7 @@ async def test_stop_retried_after_a_lost_answer_appends_one_fence(
     async with make_context(s2lite, retry_deadline=10) as ctx:
         producer = await ctx.resumable_stream(stream_id, TestingStream().readable)
         assert producer is not None
-        backend = ctx._backend
+        backend = ctx.backend
         assert isinstance(backend, S2Client)
         send = backend._send
         lost: list[bytes] = []
@@ -281,7 +281,7 @@ async def test_a_claim_retried_after_a_lost_answer_is_still_ours(
     s2lite: S2Lite, stream_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with make_context(s2lite, retry_deadline=10) as ctx:
-        backend = ctx._backend
+        backend = ctx.backend
         assert isinstance(backend, S2Client)
         lost = lose_first_answer(monkeypatch, backend, b'"session-')
         producer = await ctx.create_new_resumable_stream(
@@ -299,7 +299,7 @@ async def test_a_takeover_retried_after_a_lost_answer_is_still_ours(
     async with make_context(s2lite, retry_deadline=10, liveness_timeout=liveness) as ctx:
         await abandoned_stream(ctx, stream_id, ["half ", "a ", "reply"])
         await asyncio.sleep(liveness * 1.5)
-        backend = ctx._backend
+        backend = ctx.backend
         assert isinstance(backend, S2Client)
         # The takeover's fence, not the claim at seq 0 (with token "") that
         # resumable_stream tries first and S2 refuses.

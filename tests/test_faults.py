@@ -76,8 +76,8 @@ async def many_through(
                 for stream_id, i in ids.items()
             )
         )
-        assert isinstance(ctx._backend, S2Client)
-        retries = ctx._backend.retries
+        assert isinstance(ctx.backend, S2Client)
+        retries = ctx.backend.retries
     for (produced, followed, replayed), index in zip(results, ids.values(), strict=True):
         expected = "".join(reply(index, tokens))
         assert produced == expected

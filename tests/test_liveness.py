@@ -25,7 +25,7 @@ LIVENESS = 0.6  # seconds: heartbeats every 0.2 s
 async def stored_records(ctx: ResumableStreamContext, stream_id: str) -> list[SequencedRecord]:
     """Every record of a finished stream, fences included."""
     records: list[SequencedRecord] = []
-    session = ctx._backend.read_session(stream_id, 0)
+    session = ctx.backend.read_session(stream_id, 0)
     try:
         async for batch in session:
             records += batch
@@ -40,7 +40,7 @@ async def stored_records(ctx: ResumableStreamContext, stream_id: str) -> list[Se
 async def abandoned_stream(ctx: ResumableStreamContext, stream_id: str, text: list[str]) -> None:
     """What a producer that died mid-reply leaves: its session fence and some
     data, no end."""
-    backend = ctx._backend
+    backend = ctx.backend
     await backend.append(stream_id, _core.fence_append_input("session-dead", "", 0))
     accumulator = _core.Accumulator(10, _core.MAX_METERED_BYTES, 5.0)
     pending = list(text)

@@ -103,7 +103,7 @@ async def test_cancelling_the_client_after_the_source_ended_keeps_the_end_fence(
     # Appends take a while: the source has ended, and its last batch and the end
     # fence are still being written when the client's wait for the end is
     # cancelled.
-    backend = ctx._backend
+    backend = ctx.backend
     append = backend.append
 
     async def slow_append(*args: Any, **kwargs: Any) -> None:
@@ -238,7 +238,7 @@ async def test_chunks_reach_the_client_before_they_are_persisted_its_end_after(
 ) -> None:
     """Persistence never holds a chunk back; the end waits for the end fence,
     so a stream the client saw finish is finished for every reader."""
-    backend = ctx._backend
+    backend = ctx.backend
     append = backend.append
 
     async def slow_append(*args: Any, **kwargs: Any) -> None:

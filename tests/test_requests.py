@@ -21,7 +21,7 @@ from support import TestingStream, from_list, read_text, sent_requests
 
 async def tail_reaches(ctx: ResumableStreamContext, stream_id: str, records: int) -> None:
     for _ in range(500):
-        last = await ctx._backend.last_record(stream_id)
+        last = await ctx.backend.last_record(stream_id)
         if last is not None and last["seq_num"] + 1 >= records:
             return
         await asyncio.sleep(0.01)
@@ -94,7 +94,7 @@ async def test_a_merged_end_retried_after_a_lost_answer_lands_once(
             yield chunk
 
     async with make_context(s2lite, retry_deadline=10, batch_size=10, linger_ms=60_000) as ctx:
-        backend = ctx._backend
+        backend = ctx.backend
         assert isinstance(backend, S2Client)
         lost = lose_first_answer(monkeypatch, backend, b'"end-')
         producer = await ctx.create_new_resumable_stream(stream_id, source)

@@ -344,7 +344,7 @@ def slow_closing_fence(
     """Closing fences (``end-``, ``error-``) take ``delay`` seconds to land;
     the event is set when the first one starts."""
     started = asyncio.Event()
-    append = ctx._backend.append
+    append = ctx.backend.append
 
     async def slow_append(
         stream: str,
@@ -358,7 +358,7 @@ def slow_closing_fence(
             await asyncio.sleep(delay)
         await append(stream, append_input, end_seq_num=end_seq_num, new_fence=new_fence)
 
-    monkeypatch.setattr(ctx._backend, "append", slow_append)
+    monkeypatch.setattr(ctx.backend, "append", slow_append)
     return started
 
 
