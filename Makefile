@@ -66,6 +66,7 @@ lint: develop
 	$(BIN)/ruff check python tests benches
 	$(BIN)/ruff format --check python tests benches
 	$(BIN)/mypy
+	$(BIN)/python -m mypy.stubtest resumable_fast._core --allowlist tools/stubtest/allowlist.txt
 
 pytest: develop s2-lite interop-deps chromium tinyproxy
 	$(BIN)/pytest -q

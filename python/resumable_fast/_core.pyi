@@ -1,4 +1,16 @@
-"""Type stubs of the native core (rust/binding.rs)."""
+"""Type stubs of the native core (rust/binding.rs), checked against the
+built extension by mypy's stubtest (``make lint``)."""
+
+from typing import final
+
+__all__ = [
+    "MAX_BATCH_RECORDS",
+    "MAX_FENCING_TOKEN_BYTES",
+    "MAX_METERED_BYTES",
+    "Accumulator",
+    "fence_append_input",
+    "merge_append_inputs",
+]
 
 MAX_METERED_BYTES: int
 MAX_BATCH_RECORDS: int
@@ -7,6 +19,7 @@ MAX_FENCING_TOKEN_BYTES: int
 Frame = tuple[bytes, int]
 """An ``AppendInput`` body and the stream's tail once it has landed."""
 
+@final
 class Accumulator:
     def __new__(cls, batch_size: int, max_batch_bytes: int, linger_ms: float) -> Accumulator: ...
     def open(self, fencing_token: str, next_seq_num: int, pending: list[str]) -> int: ...
