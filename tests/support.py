@@ -122,3 +122,15 @@ def sent_requests(ctx: ResumableStreamContext) -> Iterator[list[bytes]]:
     finally:
         backend._send = send  # type: ignore[method-assign]
         backend._http.stream = open_stream  # type: ignore[method-assign]
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """One HTTP/1.1 request from a fake server's connection: its head (up to
+    the blank line) and its body (by ``content-length``)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return head, await reader.readexactly(length)

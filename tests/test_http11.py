@@ -25,6 +25,8 @@ from resumable_fast.http11 import (
     RequestTimeout,
 )
 
+from support import read_request
+
 Reply = Sequence[bytes | float | None]
 """Sent in order: bytes are written, a float pauses that many seconds, None
 closes the connection."""
@@ -52,13 +54,7 @@ class ScriptedServer:
         self.connections += 1
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    name, _, value = line.partition(b":")
-                    if name.lower() == b"content-length":
-                        length = int(value)
-                body = await reader.readexactly(length)
+                head, body = await read_request(reader)
                 self.requests.append(head + body)
                 for step in self.replies[len(self.requests) - 1]:
                     if step is None:

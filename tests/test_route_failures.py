@@ -57,7 +57,7 @@ from resumable_fast.demo.app import DemoServer, create_app, new_chat_stream_id, 
 from resumable_fast.demo.model import SimulatedModel
 
 from conftest import free_port
-from support import from_list
+from support import from_list, read_request
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -196,14 +196,7 @@ def s2_in_trouble(status: int) -> Callable[[asyncio.StreamReader, asyncio.Stream
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                if length:
-                    await reader.readexactly(length)
+                await read_request(reader)
                 body = b'{"code":"unavailable","message":"overloaded"}'
                 writer.write(
                     b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
