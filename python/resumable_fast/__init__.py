@@ -16,6 +16,7 @@ from resumable_fast.context import (
     new_stream_id,
 )
 from resumable_fast.errors import (
+    BackendError,
     BasinMisconfiguredError,
     ConfigurationError,
     EventStreamError,
@@ -24,6 +25,7 @@ from resumable_fast.errors import (
     InvalidChatIdError,
     InvalidChatRequestError,
     InvalidChunkError,
+    InvalidResumePosition,
     InvalidStreamIdError,
     RangeNotSatisfiableError,
     ResponseTooLargeError,
@@ -51,6 +53,7 @@ from resumable_fast.ui_messages import (
 __all__ = [
     "UI_MESSAGE_STREAM_HEADERS",
     "Backend",
+    "BackendError",
     "BasinMisconfiguredError",
     "BatchSettings",
     "ConfigurationError",
@@ -62,6 +65,7 @@ __all__ = [
     "InvalidChatIdError",
     "InvalidChatRequestError",
     "InvalidChunkError",
+    "InvalidResumePosition",
     "InvalidStreamIdError",
     "MakeStream",
     "RangeNotSatisfiableError",

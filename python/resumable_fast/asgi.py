@@ -67,6 +67,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from resumable_fast.context import MakeStream, ResumableStreamContext
 from resumable_fast.errors import (
+    InvalidResumePosition,
     InvalidStreamIdError,
     ResumableStreamError,
     S2ConnectionError,
@@ -115,10 +116,6 @@ _STREAMING_HEADERS = {
     # nginx buffers proxied responses unless told not to; SSE must not wait.
     "x-accel-buffering": "no",
 }
-
-
-class InvalidResumePosition(ResumableStreamError, ValueError):
-    """A ``Last-Event-ID`` header or ``lastEventId`` parameter is not a valid position."""
 
 
 def last_event_position(request: Request) -> int:

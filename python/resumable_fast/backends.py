@@ -30,7 +30,7 @@ from typing import ClassVar, Protocol
 
 from resumable_fast.append_checks import check_append_input
 from resumable_fast.errors import FencingTokenMismatchError, SeqNumMismatchError
-from resumable_fast.records import SequencedRecord
+from resumable_fast.records import SequencedRecord, StreamName
 
 __all__ = ["Backend", "EmbeddedBackend", "EmbeddedStore", "Store"]
 
@@ -47,17 +47,22 @@ class Backend(Protocol):
 
     async def append(
         self,
-        stream: str,
+        name: StreamName,
         append_input: bytes,
         *,
         end_seq_num: int | None = None,
         new_fence: str | None = None,
-    ) -> None: ...
+    ) -> None:
+        """Append one framed ``AppendInput`` (its fencing token and
+        ``match_seq_num`` checked, applied whole or not at all).
+        ``end_seq_num`` is the tail once it has landed and ``new_fence`` the
+        token it sets: they tell a retry whether its first attempt landed."""
+        ...
 
-    async def last_record(self, stream: str) -> SequencedRecord | None: ...
+    async def last_record(self, name: StreamName) -> SequencedRecord | None: ...
 
     def read_session(
-        self, stream: str, seq_num: int
+        self, name: StreamName, seq_num: int
     ) -> AsyncGenerator[list[SequencedRecord], None]: ...
 
     async def aclose(self) -> None: ...
@@ -72,13 +77,13 @@ class Store(Protocol):
     """Whether readers of one stream in a process should share one session
     (a read costs a query), or each read their own (a read is a slice)."""
 
-    async def append(self, name: str, append_input: bytes) -> None: ...
+    async def append(self, name: StreamName, append_input: bytes) -> None: ...
 
-    def last_record(self, name: str) -> SequencedRecord | None: ...
+    def last_record(self, name: StreamName) -> SequencedRecord | None: ...
 
-    def records_from(self, name: str, seq_num: int) -> list[SequencedRecord]: ...
+    def records_from(self, name: StreamName, seq_num: int) -> list[SequencedRecord]: ...
 
-    def wait_for_records(self, name: str, seq_num: int) -> asyncio.Future[None] | None:
+    def wait_for_records(self, name: StreamName, seq_num: int) -> asyncio.Future[None] | None:
         """A future resolved once the stream may have a record at ``seq_num``
         (the caller reads again), or None when it already has one."""
         ...
@@ -135,7 +140,7 @@ class EmbeddedStore:
     def __init__(self, retention_seconds: float = DEFAULT_RETENTION_SECONDS) -> None:
         self.retention_seconds = retention_seconds
         # Least recently active first.
-        self._streams: OrderedDict[str, _Stream] = OrderedDict()
+        self._streams: OrderedDict[StreamName, _Stream] = OrderedDict()
         self._lock = threading.Lock()
 
     @classmethod
@@ -148,7 +153,7 @@ class EmbeddedStore:
                 store = cls._shared[retention_seconds] = cls(retention_seconds)
             return store
 
-    def _stream(self, name: str) -> _Stream:
+    def _stream(self, name: StreamName) -> _Stream:
         """The stream, made on first use (an append, or a reader's wait)."""
         stream = self._streams.get(name)
         if stream is None:
@@ -171,7 +176,7 @@ class EmbeddedStore:
                 continue
             del streams[name]
 
-    async def append(self, name: str, append_input: bytes) -> None:
+    async def append(self, name: StreamName, append_input: bytes) -> None:
         """Apply one ``AppendInput``, whole or not at all."""
         batch = check_append_input(append_input)
         with self._lock:
@@ -191,20 +196,20 @@ class EmbeddedStore:
             self._streams.move_to_end(name)
             stream.wake_readers()
 
-    def records_from(self, name: str, seq_num: int) -> list[SequencedRecord]:
+    def records_from(self, name: StreamName, seq_num: int) -> list[SequencedRecord]:
         with self._lock:
             stream = self._streams.get(name)
             if stream is None:
                 return []
             return stream.records[seq_num : seq_num + READ_BATCH_RECORDS]
 
-    def last_record(self, name: str) -> SequencedRecord | None:
+    def last_record(self, name: StreamName) -> SequencedRecord | None:
         with self._lock:
             self._expire()
             stream = self._streams.get(name)
             return stream.records[-1] if stream is not None and stream.records else None
 
-    def wait_for_records(self, name: str, seq_num: int) -> asyncio.Future[None] | None:
+    def wait_for_records(self, name: StreamName, seq_num: int) -> asyncio.Future[None] | None:
         """A future resolved once the stream has a record at ``seq_num``, or None
         when it already has one."""
         with self._lock:
@@ -215,6 +220,13 @@ class EmbeddedStore:
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             stream.waiters.append(waiter)
             return waiter
+
+    def stream_names(self) -> list[StreamName]:
+        """The names of the streams held now, least recently active first
+        (streams past their retention are dropped first)."""
+        with self._lock:
+            self._expire()
+            return list(self._streams)
 
     async def release(self) -> None:
         """Nothing to release: the streams outlive their contexts, as in S2."""
@@ -239,29 +251,29 @@ class EmbeddedBackend:
 
     async def append(
         self,
-        stream: str,
+        name: StreamName,
         append_input: bytes,
         *,
         end_seq_num: int | None = None,
         new_fence: str | None = None,
     ) -> None:
-        await self.store.append(stream, append_input)
+        await self.store.append(name, append_input)
 
-    async def last_record(self, stream: str) -> SequencedRecord | None:
-        return self.store.last_record(stream)
+    async def last_record(self, name: StreamName) -> SequencedRecord | None:
+        return self.store.last_record(name)
 
     async def read_session(
-        self, stream: str, seq_num: int
+        self, name: StreamName, seq_num: int
     ) -> AsyncGenerator[list[SequencedRecord], None]:
         store = self.store
         next_seq_num = seq_num
         while True:
-            records = store.records_from(stream, next_seq_num)
+            records = store.records_from(name, next_seq_num)
             if records:
                 next_seq_num = records[-1]["seq_num"] + 1
                 yield records
                 continue
-            waiter = store.wait_for_records(stream, next_seq_num)
+            waiter = store.wait_for_records(name, next_seq_num)
             if waiter is not None:
                 try:
                     await waiter

@@ -35,9 +35,11 @@ from resumable_fast.producer import Producer
 from resumable_fast.records import (
     MAX_STREAM_ID_BYTES,
     SequencedRecord,
+    StreamName,
     StreamState,
+    StreamStatus,
     prefixed_stream_name,
-    state_of,
+    status_of,
     validate_stream_id,
 )
 from resumable_fast.s2 import S2Client
@@ -142,13 +144,16 @@ class ResumableStreamContext:
             share_read_sessions = (
                 backend.store.shares_read_sessions if isinstance(backend, EmbeddedBackend) else True
             )
-        self._read_session: Callable[[str, int], AsyncGenerator[list[SequencedRecord], None]] = (
-            SharedReads(backend, self._scheduler.spawn).read_session
-            if share_read_sessions
+        self._shared_reads = SharedReads(backend, self._scheduler.spawn) if share_read_sessions else None
+        self._read_session: Callable[
+            [StreamName, int], AsyncGenerator[list[SequencedRecord], None]
+        ] = (
+            self._shared_reads.read_session
+            if self._shared_reads is not None
             else backend.read_session
         )
         # Producers by stream name, until released.
-        self._producers: dict[str, Producer] = {}
+        self._producers: dict[StreamName, Producer] = {}
         self._closed = False
 
     def __repr__(self) -> str:
@@ -167,7 +172,18 @@ class ResumableStreamContext:
         self._check_open()
         return self._backend
 
-    def stream_name(self, stream_id: str) -> str:
+    @property
+    def shared_reads(self) -> SharedReads | None:
+        """The read sessions this context's readers share (one per stream),
+        or None when each reader reads on its own (``share_read_sessions``)."""
+        return self._shared_reads
+
+    def producer(self, stream_id: str) -> Producer | None:
+        """The producer this context runs for ``stream_id``, until it is
+        released (its stream finished, failed or stopped), else None."""
+        return self._producers.get(self._name(stream_id))
+
+    def stream_name(self, stream_id: str) -> StreamName:
         """The backend's name for ``stream_id``: the id itself, or with a key
         prefix the escaped prefix, ``:`` and the id (an
         :class:`InvalidStreamIdError` for an id S2 would refuse)."""
@@ -210,8 +226,7 @@ class ResumableStreamContext:
         if token is not None:
             return await self._start_producer(stream_id, name, token, make_stream, skip)
         last = await self._backend.last_record(name)
-        state = state_of(last)
-        if state == "DONE":
+        if status_of(last) is StreamStatus.DONE:
             return None
         if last is not None and fencing.is_abandoned(last, self.liveness_timeout):
             taken = await self._take_over(stream_id, name, last, make_stream, skip)
@@ -246,9 +261,9 @@ class ResumableStreamContext:
         self._check_open()
         name = self._name(stream_id)
         skip = _validate_skip(skip_characters)
-        state = state_of(await self._backend.last_record(name))
-        if state is not True:
-            if state is None:
+        status = status_of(await self._backend.last_record(name))
+        if status is not StreamStatus.LIVE:
+            if status is StreamStatus.ABSENT:
                 self._note_nothing_to_resume()
             return None
         return self._resumed(stream_id, name, skip)
@@ -266,10 +281,10 @@ class ResumableStreamContext:
     async def has_existing_stream(self, stream_id: str) -> StreamState:
         """None if never created, True while in progress, ``"DONE"`` when finished."""
         self._check_open()
-        state = state_of(await self._backend.last_record(self._name(stream_id)))
-        if state is None:
+        status = status_of(await self._backend.last_record(self._name(stream_id)))
+        if status is StreamStatus.ABSENT:
             self._note_nothing_to_resume()
-        return state
+        return status.public
 
     async def stop_stream(self, stream_id: str) -> None:
         """End a stream now: an ``end-`` fence appended without a token check
@@ -326,7 +341,7 @@ class ResumableStreamContext:
                 "or use S2 (S2_BASIN) for several machines"
             )
 
-    def _name(self, stream_id: str) -> str:
+    def _name(self, stream_id: str) -> StreamName:
         """The backend's name for a stream (:func:`prefixed_stream_name`)."""
         validate_stream_id(stream_id)
         name = prefixed_stream_name(self.key_prefix, stream_id)
@@ -340,7 +355,7 @@ class ResumableStreamContext:
     async def _take_over(
         self,
         stream_id: str,
-        name: str,
+        name: StreamName,
         last: SequencedRecord,
         make_stream: MakeStream,
         skip_characters: int,
@@ -369,7 +384,7 @@ class ResumableStreamContext:
     async def _start_producer(
         self,
         stream_id: str,
-        name: str,
+        name: StreamName,
         token: str,
         make_stream: MakeStream,
         skip_characters: int,
@@ -411,7 +426,7 @@ class ResumableStreamContext:
         if self._producers.get(producer.stream_id) is producer:
             del self._producers[producer.stream_id]
 
-    def _resumed(self, stream_id: str, name: str, skip_characters: int) -> ResumedStream:
+    def _resumed(self, stream_id: str, name: StreamName, skip_characters: int) -> ResumedStream:
         return ResumedStream(
             stream_id,
             self._read_session(name, 0),

@@ -1,12 +1,40 @@
 """Typed errors raised by resumable_fast.
 
 Every error the library raises derives from :class:`ResumableStreamError`.
-Messages never carry the access token.
+Messages never carry the access token. The tree (a second parent from the
+standard library in brackets, which an ``except`` of it also catches)::
+
+    ResumableStreamError
+    ├── ConfigurationError [ValueError]
+    ├── InvalidArgumentError [TypeError, ValueError]
+    ├── InvalidStreamIdError [ValueError]
+    ├── InvalidResumePosition [ValueError]
+    ├── InvalidChunkError [TypeError]
+    ├── InvalidChatIdError [ValueError]
+    ├── InvalidChatRequestError [ValueError]
+    ├── EventStreamError [ValueError]
+    ├── StreamExistsError
+    ├── StreamFailedError
+    ├── StreamIncompleteError
+    └── BackendError: the store the streams live in failed
+        ├── S2Error: S2 answered with an error status
+        │   ├── S2AuthError
+        │   ├── StreamNotFoundError
+        │   │   └── BasinMisconfiguredError [ConfigurationError]
+        │   ├── FencingTokenMismatchError
+        │   ├── SeqNumMismatchError
+        │   └── RangeNotSatisfiableError
+        ├── S2ConnectionError [ConnectionError]: S2 could not be reached
+        │   └── TLSVerificationError
+        ├── ResponseTooLargeError
+        └── StorageError: the ``data_dir`` database failed
+            └── StoreUnavailableError [ConfigurationError]
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "BackendError",
     "BasinMisconfiguredError",
     "ConfigurationError",
     "EventStreamError",
@@ -15,6 +43,7 @@ __all__ = [
     "InvalidChatIdError",
     "InvalidChatRequestError",
     "InvalidChunkError",
+    "InvalidResumePosition",
     "InvalidStreamIdError",
     "RangeNotSatisfiableError",
     "ResponseTooLargeError",
@@ -54,6 +83,17 @@ class InvalidChunkError(ResumableStreamError, TypeError):
     """A source yielded something that is not text S2 can store."""
 
 
+class InvalidResumePosition(ResumableStreamError, ValueError):
+    """A ``Last-Event-ID`` header or ``lastEventId`` parameter is not a valid position."""
+
+
+class BackendError(ResumableStreamError):
+    """The store the streams live in failed: S2 (:class:`S2Error`,
+    :class:`S2ConnectionError`, :class:`ResponseTooLargeError`) or the
+    ``data_dir`` database (:class:`StorageError`). What was committed before
+    the failure stays."""
+
+
 class StreamExistsError(ResumableStreamError):
     """``create_new_resumable_stream`` found the stream already started."""
 
@@ -85,7 +125,7 @@ class StreamIncompleteError(ResumableStreamError):
         self.silence_seconds = silence_seconds
 
 
-class StorageError(ResumableStreamError):
+class StorageError(BackendError):
     """The embedded store's database in ``data_dir`` failed: the disk is full,
     the directory is read-only, the database is corrupt or locked past the
     wait, or the operating system refused a read or write. Nothing of the
@@ -106,7 +146,7 @@ class StoreUnavailableError(StorageError, ConfigurationError):
     not read."""
 
 
-class S2Error(ResumableStreamError):
+class S2Error(BackendError):
     """S2 answered with an error status."""
 
     def __init__(self, status: int, code: str | None, message: str) -> None:
@@ -122,7 +162,7 @@ class S2AuthError(S2Error):
     """S2 refused the access token (401/403)."""
 
 
-class S2ConnectionError(ResumableStreamError, ConnectionError):
+class S2ConnectionError(BackendError, ConnectionError):
     """S2 could not be reached, or the connection broke."""
 
 
@@ -131,7 +171,7 @@ class TLSVerificationError(S2ConnectionError):
     endpoint and the options that set which CAs are trusted."""
 
 
-class ResponseTooLargeError(ResumableStreamError):
+class ResponseTooLargeError(BackendError):
     """An answer's head or body was over the client's cap; the connection
     was dropped."""
 

@@ -16,8 +16,9 @@ either resumes in the other:
 
 from __future__ import annotations
 
+import enum
 import secrets
-from typing import Literal, TypedDict
+from typing import Literal, NewType, TypedDict
 
 from resumable_fast.errors import InvalidStreamIdError
 
@@ -32,11 +33,14 @@ __all__ = [
     "MAX_STREAM_ID_BYTES",
     "SESSION_FENCE_PREFIX",
     "SequencedRecord",
+    "StreamName",
     "StreamState",
+    "StreamStatus",
     "is_closing_fence",
     "is_fence",
     "new_fence_token",
-    "state_of",
+    "prefixed_stream_name",
+    "status_of",
     "validate_stream_id",
 ]
 
@@ -55,6 +59,30 @@ ERROR_FENCE_PREFIX = "error-"
 CLOSING_FENCE_PREFIXES = (END_FENCE_PREFIX, ERROR_FENCE_PREFIX)
 
 StreamState = Literal[True, "DONE"] | None
+"""What :meth:`~resumable_fast.ResumableStreamContext.has_existing_stream`
+answers, as Vercel's package does (:attr:`StreamStatus.public`)."""
+
+StreamName = NewType("StreamName", str)
+"""A stream's name in the backend: the caller's stream id (``stream_id``)
+under the context's key prefix (:func:`prefixed_stream_name`)."""
+
+
+class StreamStatus(enum.Enum):
+    """Where a stream is in its life, as its last record tells."""
+
+    ABSENT = "absent"
+    """No record: never created, or dropped by retention."""
+    LIVE = "live"
+    """Claimed and not finished."""
+    DONE = "done"
+    """Its closing fence (``end-`` or ``error-``) is the last record."""
+
+    @property
+    def public(self) -> StreamState:
+        """The Vercel-style value: None, True or ``"DONE"``."""
+        if self is StreamStatus.ABSENT:
+            return None
+        return "DONE" if self is StreamStatus.DONE else True
 
 
 class SequencedRecord(TypedDict, total=False):
@@ -75,12 +103,11 @@ def is_closing_fence(record: SequencedRecord) -> bool:
     return is_fence(record) and record.get("body", "").startswith(CLOSING_FENCE_PREFIXES)
 
 
-def state_of(last: SequencedRecord | None) -> StreamState:
-    """None for a stream with no record, ``"DONE"`` after its closing fence,
-    else True (in progress)."""
+def status_of(last: SequencedRecord | None) -> StreamStatus:
+    """A stream's status from its last record (None: it has none)."""
     if last is None:
-        return None
-    return "DONE" if is_closing_fence(last) else True
+        return StreamStatus.ABSENT
+    return StreamStatus.DONE if is_closing_fence(last) else StreamStatus.LIVE
 
 
 _PATH_SEGMENTS = (".", "..")
@@ -106,7 +133,7 @@ def validate_stream_id(stream_id: object) -> str:
     return stream_id
 
 
-def prefixed_stream_name(key_prefix: str, stream_id: str) -> str:
+def prefixed_stream_name(key_prefix: str, stream_id: str) -> StreamName:
     """The backend's name for ``stream_id`` under ``key_prefix``: the id
     itself without a prefix (the TypeScript package's names), else the
     prefix with ``%`` and ``:`` escaped (``%25``, ``%3A``), a ``:``, and the
@@ -114,8 +141,8 @@ def prefixed_stream_name(key_prefix: str, stream_id: str) -> str:
     the same stream, whatever the ids (``tenant-1`` and ``tenant-12``,
     ``org/`` and ``org/team/``)."""
     if not key_prefix:
-        return stream_id
-    return key_prefix.replace("%", "%25").replace(":", "%3A") + ":" + stream_id
+        return StreamName(stream_id)
+    return StreamName(key_prefix.replace("%", "%25").replace(":", "%3A") + ":" + stream_id)
 
 
 def new_fence_token(prefix: str) -> str:

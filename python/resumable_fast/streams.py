@@ -114,6 +114,12 @@ class ChunkChannel:
                 self._closed = True
                 self._items = None
 
+    @property
+    def holds_chunks(self) -> bool:
+        """Whether chunks wait in the channel for its consumer (an overflowed
+        channel has let go of them)."""
+        return bool(self._items)
+
     def close(self, error: BaseException | None = None) -> None:
         """No more chunks: the consumer gets ``error`` (once) or the end after
         what is buffered."""
