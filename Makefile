@@ -83,12 +83,12 @@ bench-core: develop
 	$(BIN)/python benches/bench_core.py
 
 bench-transport: develop s2-lite
-	$(BIN)/python benches/bench_transport.py
+	$(BIN)/python benches/experiments/bench_transport.py
 
 # Issue 15: CPU per batch of unary JSON appends, S2 append sessions over HTTP/1.1
 # and unary protobuf appends, against s2-lite on loopback.
 bench-sessions: develop s2-lite
-	$(BIN)/python benches/bench_append_session.py
+	$(BIN)/python benches/experiments/bench_append_session.py
 
 bench-disk: develop
 	$(BIN)/python benches/bench_embedded_disk.py

@@ -30,7 +30,7 @@ What a session costs per stream outside the batches (its connection, its
 request head, its closing) is printed apart, with the number of batches per
 stream from which it pays for itself.
 
-Usage: python benches/bench_append_session.py [--rounds N] [--scale F]
+Usage: python benches/experiments/bench_append_session.py [--rounds N] [--scale F]
 (needs S2LITE_BIN, as ``make bench-sessions`` sets it)
 """
 
@@ -54,7 +54,7 @@ from urllib.parse import quote, urlsplit
 
 import httptools
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 from resumable_fast import S2Config
 from resumable_fast._core import Accumulator, fence_append_input
 from resumable_fast.s2 import S2Client

@@ -3,7 +3,7 @@ resumable_fast.http11's connections, answers parsed by httptools/llhttp) and
 the same calls through httpx's own stack (httpcore with h11 for HTTP/1.1, h2
 for HTTP/2 over cleartext). Prints medians of CPU per request and wall time.
 
-Usage: python benches/bench_transport.py [--rounds N]   (needs S2LITE_BIN)
+Usage: python benches/experiments/bench_transport.py [--rounds N]   (needs S2LITE_BIN)
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 from resumable_fast import S2Config
 from resumable_fast._core import fence_append_input
 from resumable_fast.s2 import S2Client, _Endpoint
