@@ -63,9 +63,10 @@ lint: develop
 	cargo fmt --check
 	cargo clippy --locked --all-targets -- -D warnings
 	cargo clippy --locked --all-targets --features python -- -D warnings
-	$(BIN)/ruff check python tests benches
-	$(BIN)/ruff format --check python tests benches
+	$(BIN)/ruff check python tests benches tools
+	$(BIN)/ruff format --check python tests benches tools
 	$(BIN)/mypy
+	$(BIN)/python tools/check_private_access.py
 	$(BIN)/python -m mypy.stubtest resumable_fast._core --allowlist tools/stubtest/allowlist.txt
 
 pytest: develop s2-lite interop-deps chromium tinyproxy

@@ -118,8 +118,8 @@ async def test_the_feed_closes_when_its_last_reader_leaves(s2lite: S2Lite, strea
         source.write("hello ")
         for reader in readers:
             assert await reader.__anext__() == "hello "
-        shared = ctx._read_session.__self__  # type: ignore[attr-defined]
-        assert isinstance(shared, fanout_module.SharedReads)
+        shared = ctx.shared_reads
+        assert shared is not None
         assert shared.feeds == 1
         for reader in readers:
             await reader.aclose()
@@ -177,8 +177,9 @@ async def test_stalled_readers_are_positions_in_one_bounded_window(
         source.close()
         assert await read_text(producer) == "".join(text)
         await asyncio.sleep(0.2)
-        shared = ctx._read_session.__self__  # type: ignore[attr-defined]
-        feed = shared._feeds[ctx.stream_name(stream_id)]
+        assert ctx.shared_reads is not None
+        feed = ctx.shared_reads.feed(ctx.stream_name(stream_id))
+        assert feed is not None
         # One window for all 50, bounded in bytes (one batch may pass the bound).
         sizes = [size for _, size in feed.window]
         assert sum(sizes) == feed.window_bytes
@@ -194,7 +195,7 @@ async def test_stalled_readers_are_positions_in_one_bounded_window(
 def test_a_reader_from_any_position_starts_at_the_batch_holding_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    feed = fanout_module._Feed(0)
+    feed = fanout_module.Feed(0)
     for numbers in ([0, 1, 2], [3, 4], [5]):
         feed.deliver([{"seq_num": n, "body": "x" * 10} for n in numbers])
     assert [feed.index_of(n) for n in range(7)] == [0, 0, 0, 1, 1, 2, 3]

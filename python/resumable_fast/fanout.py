@@ -23,10 +23,10 @@ from contextlib import aclosing
 from typing import Any
 
 from resumable_fast.backends import Backend
-from resumable_fast.records import SequencedRecord, is_closing_fence
+from resumable_fast.records import SequencedRecord, StreamName, is_closing_fence
 from resumable_fast.streams import records_before
 
-__all__ = ["MAX_WINDOW_BYTES", "SharedReads", "metered_bytes"]
+__all__ = ["MAX_WINDOW_BYTES", "Feed", "SharedReads", "metered_bytes"]
 
 logger = logging.getLogger("resumable_fast")
 
@@ -59,7 +59,7 @@ def _last_seq_num(entry: tuple[list[SequencedRecord], int]) -> int:
     return entry[0][-1]["seq_num"]
 
 
-class _Feed:
+class Feed:
     """One backend read session of a stream: its window of batches, shared by
     every reader following it (each a position in it)."""
 
@@ -131,19 +131,28 @@ class SharedReads:
     def __init__(self, backend: Backend, spawn: Spawn) -> None:
         self._backend = backend
         self._spawn = spawn
-        self._feeds: dict[str, _Feed] = {}
+        self._feeds: dict[StreamName, Feed] = {}
 
     @property
     def feeds(self) -> int:
         """Streams with a shared session open now."""
         return len(self._feeds)
 
-    def read_session(self, name: str, seq_num: int) -> AsyncGenerator[list[SequencedRecord], None]:
+    def feed(self, name: StreamName) -> Feed | None:
+        """The open shared session of the stream the backend calls ``name``
+        (see :meth:`ResumableStreamContext.stream_name`), else None."""
+        return self._feeds.get(name)
+
+    def read_session(
+        self, name: StreamName, seq_num: int
+    ) -> AsyncGenerator[list[SequencedRecord], None]:
         """Like :meth:`Backend.read_session`: the stream's batches from
         ``seq_num`` on, without end."""
         return self._follow(name, seq_num)
 
-    async def _follow(self, name: str, seq_num: int) -> AsyncGenerator[list[SequencedRecord], None]:
+    async def _follow(
+        self, name: StreamName, seq_num: int
+    ) -> AsyncGenerator[list[SequencedRecord], None]:
         position = seq_num
         while True:
             feed = self._feeds.get(name)
@@ -199,13 +208,13 @@ class SharedReads:
             async for records in own:
                 yield records
 
-    def _start(self, name: str, seq_num: int) -> _Feed:
-        feed = _Feed(seq_num)
+    def _start(self, name: StreamName, seq_num: int) -> Feed:
+        feed = Feed(seq_num)
         self._feeds[name] = feed
         feed.task = self._spawn(self._pump(name, feed, seq_num), f"resumable_fast feed {name}")
         return feed
 
-    async def _pump(self, name: str, feed: _Feed, seq_num: int) -> None:
+    async def _pump(self, name: StreamName, feed: Feed, seq_num: int) -> None:
         try:
             async with aclosing(self._backend.read_session(name, seq_num)) as session:
                 async for records in session:
@@ -221,7 +230,7 @@ class SharedReads:
                 del self._feeds[name]
             feed.fail(exc)
 
-    def _leave(self, name: str, feed: _Feed) -> None:
+    def _leave(self, name: StreamName, feed: Feed) -> None:
         feed.readers -= 1
         if feed.readers:
             return
