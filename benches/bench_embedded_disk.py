@@ -67,7 +67,7 @@ from resumable_fast import (
     SqliteStore,
 )
 from resumable_fast.config import BatchSettings
-from resumable_fast.records import SequencedRecord
+from resumable_fast.records import SequencedRecord, StreamName
 
 from workload import stream_offset, stream_tokens
 
@@ -120,26 +120,26 @@ class TimedBackend:
 
     async def append(
         self,
-        stream: str,
+        name: StreamName,
         append_input: bytes,
         *,
         end_seq_num: int | None = None,
         new_fence: str | None = None,
     ) -> None:
-        await self.inner.append(stream, append_input, end_seq_num=end_seq_num, new_fence=new_fence)
+        await self.inner.append(name, append_input, end_seq_num=end_seq_num, new_fence=new_fence)
         acked = clock()
         # S2's AppendInput JSON: data records are the header-less ones.
         records = orjson.loads(append_input)["records"]
         text = sum(len(record.get("body", "")) for record in records if "headers" not in record)
-        self.on_ack(stream, acked, text)
+        self.on_ack(name, acked, text)
 
-    async def last_record(self, stream: str) -> SequencedRecord | None:
-        return await self.inner.last_record(stream)
+    async def last_record(self, name: StreamName) -> SequencedRecord | None:
+        return await self.inner.last_record(name)
 
     def read_session(
-        self, stream: str, seq_num: int
+        self, name: StreamName, seq_num: int
     ) -> AsyncGenerator[list[SequencedRecord], None]:
-        return self.inner.read_session(stream, seq_num)
+        return self.inner.read_session(name, seq_num)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -18,6 +18,7 @@ from resumable_fast import (
     ResumableStreamContext,
     StreamExistsError,
     StreamFailedError,
+    StreamName,
 )
 
 from conftest import ContextFactory, S2Lite, make_context
@@ -300,10 +301,10 @@ async def test_batches_queued_behind_an_append_go_out_together(
         appends = 0
         append = ctx.backend.append
 
-        async def counting_append(stream: str, append_input: bytes, **kwargs: Any) -> None:
+        async def counting_append(name: StreamName, append_input: bytes, **kwargs: Any) -> None:
             nonlocal appends
             appends += 1
-            await append(stream, append_input, **kwargs)
+            await append(name, append_input, **kwargs)
 
         ctx.backend.append = counting_append  # type: ignore[method-assign]
         producer = await ctx.resumable_stream(stream_id, lambda: from_list(chunks))

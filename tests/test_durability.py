@@ -44,6 +44,7 @@ from resumable_fast.records import (
     END_FENCE_PREFIX,
     SESSION_FENCE_PREFIX,
     SequencedRecord,
+    StreamName,
     is_fence,
 )
 from resumable_fast.sqlite_store import DATABASE_FILE_NAME
@@ -423,15 +424,15 @@ async def test_append_that_does_not_fit_raises_disk_full_and_writes_go_on_with_r
         filler = fill_disk(tmpfs)
         # (a) A typed StorageError naming the cause, not an S2 error.
         with pytest.raises(StorageError) as failed:
-            await ctx.backend.append("big", big)
+            await ctx.backend.append(StreamName("big"), big)
         assert failed.value.reason == "disk_full"
         assert not isinstance(failed.value, S2Error)
         assert "disk is full" in str(failed.value)
         assert await ctx.has_existing_stream("big") is None
         # (e) With room again the same store writes, without reopening.
         filler.unlink()
-        await ctx.backend.append("big", big)
-        last = await ctx.backend.last_record("big")
+        await ctx.backend.append(StreamName("big"), big)
+        last = await ctx.backend.last_record(StreamName("big"))
         assert last is not None
         assert last["body"] == "x" * 100_000
         assert await produce(ctx, "after", 5) == expected_text("after", 0, 5)
@@ -648,7 +649,7 @@ async def test_read_only_directory_raises_typed_errors(tmpfs: Path, tmp_path: Pa
             assert failed.value.reason == "read_only"
             assert "read-only" in str(failed.value)
             with pytest.raises(StorageError) as failed:
-                await ctx.backend.append("raw", fence_append_input("session-x", "", 0))
+                await ctx.backend.append(StreamName("raw"), fence_append_input("session-x", "", 0))
             assert failed.value.reason == "read_only"
             assert not isinstance(failed.value, sqlite3.Error)
     finally:

@@ -24,6 +24,7 @@ from resumable_fast import (
     S2Error,
     SeqNumMismatchError,
     SqliteStore,
+    StreamName,
     create_resumable_stream_context,
 )
 from resumable_fast._core import fence_append_input
@@ -31,6 +32,8 @@ from resumable_fast._core import fence_append_input
 from support import from_list, read_chunks, read_text
 
 HERE = Path(__file__).parent
+# The stream most of these tests append to directly.
+S = StreamName("s")
 
 
 def fresh_backend(data_dir: Path | None = None, retention: float = 3600.0) -> EmbeddedBackend:
@@ -65,21 +68,21 @@ async def test_fencing_and_seq_num_checks_match_s2(
     new_backend: Callable[..., EmbeddedBackend],
 ) -> None:
     backend = new_backend()
-    await backend.append("s", fence_append_input("session-a", "", 0))
+    await backend.append(S, fence_append_input("session-a", "", 0))
     with pytest.raises(FencingTokenMismatchError) as fenced:
-        await backend.append("s", fence_append_input("session-b", "", 0))
+        await backend.append(S, fence_append_input("session-b", "", 0))
     assert fenced.value.current_token == "session-a"
     with pytest.raises(SeqNumMismatchError) as seq:
-        await backend.append("s", data_batch(["x"], "session-a", match=5))
+        await backend.append(S, data_batch(["x"], "session-a", match=5))
     assert seq.value.expected_seq_num == 1
-    await backend.append("s", data_batch(["x", "y"], "session-a", match=1))
-    last = await backend.last_record("s")
+    await backend.append(S, data_batch(["x", "y"], "session-a", match=1))
+    last = await backend.last_record(S)
     assert last is not None
     assert (last["seq_num"], last["body"]) == (2, "y")
     # A stop: a fence without a token check replaces the token.
-    await backend.append("s", fence_append_input("end-z", None))
+    await backend.append(S, fence_append_input("end-z", None))
     with pytest.raises(FencingTokenMismatchError):
-        await backend.append("s", data_batch(["late"], "session-a"))
+        await backend.append(S, data_batch(["late"], "session-a"))
 
 
 @pytest.mark.parametrize(
@@ -105,8 +108,8 @@ async def test_limits_and_bad_input_are_refused_atomically(
 ) -> None:
     backend = new_backend()
     with pytest.raises(S2Error):
-        await backend.append("s", append_input)
-    assert await backend.last_record("s") is None
+        await backend.append(S, append_input)
+    assert await backend.last_record(S) is None
 
 
 async def test_records_up_to_the_limit_are_accepted(
@@ -115,9 +118,9 @@ async def test_records_up_to_the_limit_are_accepted(
     backend = new_backend()
     largest_ascii = "x" * (1024 * 1024 - 8)
     largest_two_byte = "é" * (512 * 1024 - 4)
-    await backend.append("s", orjson.dumps({"records": [{"body": largest_ascii}]}))
-    await backend.append("s", orjson.dumps({"records": [{"body": largest_two_byte}]}))
-    last = await backend.last_record("s")
+    await backend.append(S, orjson.dumps({"records": [{"body": largest_ascii}]}))
+    await backend.append(S, orjson.dumps({"records": [{"body": largest_two_byte}]}))
+    last = await backend.last_record(S)
     assert last is not None
     assert last["seq_num"] == 1
     assert last["body"] == largest_two_byte
@@ -127,11 +130,11 @@ async def test_read_session_follows_the_live_tail(
     new_backend: Callable[..., EmbeddedBackend],
 ) -> None:
     backend = new_backend()
-    session = backend.read_session("s", 0)
+    session = backend.read_session(S, 0)
     first = asyncio.ensure_future(session.__anext__())
     await asyncio.sleep(0.01)
     assert not first.done()
-    await backend.append("s", fence_append_input("session-a", "", 0))
+    await backend.append(S, fence_append_input("session-a", "", 0))
     records = await asyncio.wait_for(first, 5)
     assert records[0]["body"] == "session-a"
     await session.aclose()
@@ -186,13 +189,13 @@ async def test_stream_killed_mid_reply_keeps_what_was_written(tmp_path: Path) ->
         for _ in range(500):
             await asyncio.sleep(0.02)
             backend = fresh_backend(tmp_path)
-            last = await backend.last_record(stream_id)
+            last = await backend.last_record(StreamName(stream_id))
             if last is not None and last["seq_num"] >= 20:
                 break
     finally:
         child.send_signal(signal.SIGKILL)
         await child.wait()
-    session = fresh_backend(tmp_path).read_session(stream_id, 0)
+    session = fresh_backend(tmp_path).read_session(StreamName(stream_id), 0)
     records = await asyncio.wait_for(session.__anext__(), 5)
     await session.aclose()
     bodies = [r["body"] for r in records[1:]]

@@ -58,7 +58,7 @@ from fastapi import FastAPI, Request
 from openai import AsyncOpenAI
 from starlette.responses import Response
 
-from resumable_fast import ResumableStreamContext, StreamFailedError
+from resumable_fast import ResumableStreamContext, StreamFailedError, StreamName
 from resumable_fast.asgi import resumable_sse, resume_sse
 
 from conftest import ContextFactory, free_port
@@ -347,7 +347,7 @@ def slow_closing_fence(
     append = ctx.backend.append
 
     async def slow_append(
-        stream: str,
+        name: StreamName,
         append_input: bytes,
         *,
         end_seq_num: int | None = None,
@@ -356,7 +356,7 @@ def slow_closing_fence(
         if new_fence is not None and new_fence.startswith(("end-", "error-")):
             started.set()
             await asyncio.sleep(delay)
-        await append(stream, append_input, end_seq_num=end_seq_num, new_fence=new_fence)
+        await append(name, append_input, end_seq_num=end_seq_num, new_fence=new_fence)
 
     monkeypatch.setattr(ctx.backend, "append", slow_append)
     return started

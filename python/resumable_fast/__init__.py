@@ -42,6 +42,7 @@ from resumable_fast.errors import (
     StreamNotFoundError,
     TLSVerificationError,
 )
+from resumable_fast.records import StreamName
 from resumable_fast.sqlite_store import SqliteStore
 from resumable_fast.streams import ResumableStream
 from resumable_fast.ui_messages import (
@@ -84,6 +85,7 @@ __all__ = [
     "StreamExistsError",
     "StreamFailedError",
     "StreamIncompleteError",
+    "StreamName",
     "StreamNotFoundError",
     "StreamState",
     "TLSVerificationError",

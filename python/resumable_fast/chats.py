@@ -24,6 +24,7 @@ import orjson
 from resumable_fast.backends import Backend
 from resumable_fast.context import MakeStream, ResumableStreamContext, new_stream_id
 from resumable_fast.errors import InvalidChatIdError
+from resumable_fast.records import StreamName
 from resumable_fast.streams import ResumableStream
 
 __all__ = [
@@ -72,7 +73,7 @@ def _reply_prefix(chat_id: str) -> str:
     return f"{CHAT_STREAM_PREFIX}{chat_id}/"
 
 
-def _pointer(context: ResumableStreamContext, chat_id: str) -> tuple[Backend, str]:
+def _pointer(context: ResumableStreamContext, chat_id: str) -> tuple[Backend, StreamName]:
     """The backend and the backend's name of the chat's pointer stream
     (:class:`ResumableStreamError` once the context is closed): the same
     backend, under the same key prefix, as the streams."""

@@ -23,6 +23,7 @@ from resumable_fast.records import (
     ERROR_FENCE_PREFIX,
     SESSION_FENCE_PREFIX,
     SequencedRecord,
+    StreamName,
     is_closing_fence,
     new_fence_token,
 )
@@ -35,13 +36,13 @@ logger = logging.getLogger("resumable_fast")
 STOP_ATTEMPTS = 5
 
 
-async def claim(backend: Backend, name: str) -> str | None:
+async def claim(backend: Backend, name: StreamName) -> str | None:
     """Append the session fence at seq 0: the new producer's token, or None
     if another producer got there first."""
     return await _fence_at(backend, name, 0, "")
 
 
-async def claim_tail(backend: Backend, name: str, seq_num: int) -> str | None:
+async def claim_tail(backend: Backend, name: StreamName, seq_num: int) -> str | None:
     """Append a new session fence at ``seq_num``, the tail of an abandoned
     stream (only if nothing was appended since): it fences the old producer
     out should it still be alive. The new token, or None if another writer
@@ -50,7 +51,7 @@ async def claim_tail(backend: Backend, name: str, seq_num: int) -> str | None:
 
 
 async def _fence_at(
-    backend: Backend, name: str, seq_num: int, fencing_token: str | None
+    backend: Backend, name: StreamName, seq_num: int, fencing_token: str | None
 ) -> str | None:
     """A new session fence at exactly ``seq_num``. A mismatch may be our own
     fence: an attempt that landed although its answer was lost, then retried.
@@ -61,7 +62,7 @@ async def _fence_at(
 
 
 async def _append_fence_at(
-    backend: Backend, name: str, seq_num: int, fence: str, fencing_token: str | None
+    backend: Backend, name: StreamName, seq_num: int, fence: str, fencing_token: str | None
 ) -> bool:
     """Whether the fence ``fence`` is now the record at ``seq_num``."""
     try:
@@ -75,7 +76,7 @@ async def _append_fence_at(
     return True
 
 
-async def _record_body(backend: Backend, name: str, seq_num: int) -> str | None:
+async def _record_body(backend: Backend, name: StreamName, seq_num: int) -> str | None:
     """The body of the record at ``seq_num``, or None if there is none."""
     if (last := await backend.last_record(name)) is None or last["seq_num"] < seq_num:
         return None
@@ -91,7 +92,7 @@ async def _record_body(backend: Backend, name: str, seq_num: int) -> str | None:
     return None
 
 
-async def stop(backend: Backend, name: str) -> None:
+async def stop(backend: Backend, name: StreamName) -> None:
     """End a stream now with an ``end-`` fence appended without a token check,
     which fences its producer out; readers end. The fence goes at the tail
     seen just before (``match_seq_num``), so a retry whose first attempt
@@ -111,7 +112,7 @@ async def stop(backend: Backend, name: str) -> None:
     await backend.append(name, _core.fence_append_input(fence, None), new_fence=fence)
 
 
-async def append_error_fence(backend: Backend, name: str, token: str) -> None:
+async def append_error_fence(backend: Backend, name: StreamName, token: str) -> None:
     """End a stream whose source could not be made with an ``error-`` fence,
     under the producer's token. A failure (S2 refusing it, or away past the
     retry deadline) is logged, not raised: the caller is already raising the
