@@ -69,7 +69,7 @@ from resumable_fast.errors import (
     StorageError,
     StoreUnavailableError,
 )
-from resumable_fast.records import SequencedRecord
+from resumable_fast.records import SequencedRecord, StreamName
 
 __all__ = ["DATABASE_FILE_NAME", "SqliteStore"]
 
@@ -140,7 +140,7 @@ _WORDS = {
 class _PendingAppend:
     """An append queued for the writer thread, and the future its caller awaits."""
 
-    name: str
+    name: StreamName
     batch: CheckedAppend
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[None]
@@ -375,7 +375,7 @@ class SqliteStore:
 
     # -- appends (on the writer thread) -------------------------------------------
 
-    async def append(self, name: str, append_input: bytes) -> None:
+    async def append(self, name: StreamName, append_input: bytes) -> None:
         """Apply one ``AppendInput`` whole or not at all; returns once committed."""
         batch = check_append_input(append_input)
         loop = asyncio.get_running_loop()
@@ -460,7 +460,7 @@ class SqliteStore:
         return outcomes
 
     def _apply(
-        self, connection: sqlite3.Connection, name: str, batch: CheckedAppend, now: float
+        self, connection: sqlite3.Connection, name: StreamName, batch: CheckedAppend, now: float
     ) -> int:
         """Check and apply one append in the open transaction; its stream's
         new tail."""
@@ -473,7 +473,7 @@ class SqliteStore:
             connection.execute("DELETE FROM batches WHERE stream = ?", (row[0],))
             connection.execute("DELETE FROM streams WHERE id = ?", (row[0],))
             row = None
-        stream_id, tail, token = (None, 0, "") if row is None else row[:3]
+        row_id, tail, token = (None, 0, "") if row is None else row[:3]
         if batch.fencing_token is not None and batch.fencing_token != token:
             raise FencingTokenMismatchError(token)
         if batch.match_seq_num is not None and batch.match_seq_num != tail:
@@ -482,8 +482,8 @@ class SqliteStore:
         end_seq_num = tail + len(records)
         new_token = token if batch.new_fencing_token is None else batch.new_fencing_token
         last = orjson.dumps(records[-1])
-        if stream_id is None:
-            stream_id = connection.execute(
+        if row_id is None:
+            row_id = connection.execute(
                 "INSERT INTO streams (name, next_seq_num, fencing_token, last_record,"
                 " active_at) VALUES (?, ?, ?, ?, ?)",
                 (name, end_seq_num, new_token, last, now),
@@ -492,11 +492,11 @@ class SqliteStore:
             connection.execute(
                 "UPDATE streams SET next_seq_num = ?, fencing_token = ?, last_record = ?,"
                 " active_at = ? WHERE id = ?",
-                (end_seq_num, new_token, last, now, stream_id),
+                (end_seq_num, new_token, last, now, row_id),
             )
         connection.execute(
             "INSERT INTO batches (stream, end_seq_num, records) VALUES (?, ?, ?)",
-            (stream_id, end_seq_num, orjson.dumps(records)),
+            (row_id, end_seq_num, orjson.dumps(records)),
         )
         return end_seq_num
 
@@ -534,7 +534,7 @@ class SqliteStore:
     def _horizon(self) -> float:
         return time.time() - self.retention_seconds
 
-    def last_record(self, name: str) -> SequencedRecord | None:
+    def last_record(self, name: StreamName) -> SequencedRecord | None:
         with self._reading(f"reading stream {name!r}") as connection:
             row = connection.execute(
                 "SELECT last_record FROM streams WHERE name = ? AND active_at >= ?",
@@ -545,7 +545,7 @@ class SqliteStore:
         record: SequencedRecord = orjson.loads(row[0])
         return record
 
-    def records_from(self, name: str, seq_num: int) -> list[SequencedRecord]:
+    def records_from(self, name: StreamName, seq_num: int) -> list[SequencedRecord]:
         records: list[SequencedRecord] = []
         size = 0
         with self._reading(f"reading stream {name!r}") as connection:
@@ -568,7 +568,7 @@ class SqliteStore:
                 rows.close()
         return records[:READ_BATCH_RECORDS]
 
-    def _next_seq_num(self, name: str) -> int:
+    def _next_seq_num(self, name: StreamName) -> int:
         with self._reading(f"reading stream {name!r}") as connection:
             row = connection.execute(
                 "SELECT next_seq_num FROM streams WHERE name = ? AND active_at >= ?",
@@ -578,7 +578,7 @@ class SqliteStore:
 
     # -- the live tail ------------------------------------------------------------------
 
-    def wait_for_records(self, name: str, seq_num: int) -> asyncio.Future[None] | None:
+    def wait_for_records(self, name: StreamName, seq_num: int) -> asyncio.Future[None] | None:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         with self._waiters_lock:
             self._waiters.setdefault(name, []).append((seq_num, waiter))
@@ -594,7 +594,7 @@ class SqliteStore:
             return None
         return waiter
 
-    def _forget(self, name: str, waiter: asyncio.Future[None]) -> None:
+    def _forget(self, name: StreamName, waiter: asyncio.Future[None]) -> None:
         with self._waiters_lock:
             entries = self._waiters.get(name)
             if entries is not None:
@@ -602,7 +602,7 @@ class SqliteStore:
                 if not entries:
                     del self._waiters[name]
 
-    def _wake(self, name: str, end_seq_num: int) -> None:
+    def _wake(self, name: StreamName, end_seq_num: int) -> None:
         """Wake this process's readers of ``name`` waiting for a record before
         ``end_seq_num`` (the stream now has it)."""
         with self._waiters_lock:
