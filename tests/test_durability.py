@@ -79,7 +79,7 @@ def store_of(ctx: ResumableStreamContext) -> SqliteStore:
 def stored_records(store: SqliteStore, name: str) -> list[SequencedRecord]:
     """Every record of a stream, from the database (nobody writes it now)."""
     records: list[SequencedRecord] = []
-    while batch := store.records_from(name, len(records)):
+    while batch := store.records_from(StreamName(name), len(records)):
         assert batch[0]["seq_num"] == len(records), f"{name}: a gap before {batch[0]}"
         records.extend(batch)
     return records
@@ -721,7 +721,7 @@ def trashed_schema_page(database: Path) -> None:
     async def make() -> None:
         store = SqliteStore(database.parent)
         for index in range(20):
-            await store.append(f"s{index}", fence_append_input("session-a", "", 0))
+            await store.append(StreamName(f"s{index}"), fence_append_input("session-a", "", 0))
         await store.release()
 
     asyncio.run(make())

@@ -1,5 +1,6 @@
 """Resumable LLM token streams, persisted to S2 in batches by a Rust core."""
 
+from resumable_fast import errors
 from resumable_fast.backends import Backend, EmbeddedBackend, EmbeddedStore
 from resumable_fast.chats import (
     active_chat_stream,
@@ -15,33 +16,7 @@ from resumable_fast.context import (
     create_resumable_stream_context,
     new_stream_id,
 )
-from resumable_fast.errors import (
-    BackendError,
-    BasinMisconfiguredError,
-    ConfigurationError,
-    EventStreamError,
-    FencingTokenMismatchError,
-    InvalidArgumentError,
-    InvalidChatIdError,
-    InvalidChatRequestError,
-    InvalidChunkError,
-    InvalidResumePosition,
-    InvalidStreamIdError,
-    RangeNotSatisfiableError,
-    ResponseTooLargeError,
-    ResumableStreamError,
-    S2AuthError,
-    S2ConnectionError,
-    S2Error,
-    SeqNumMismatchError,
-    StorageError,
-    StoreUnavailableError,
-    StreamExistsError,
-    StreamFailedError,
-    StreamIncompleteError,
-    StreamNotFoundError,
-    TLSVerificationError,
-)
+from resumable_fast.errors import *  # noqa: F403 (every error is public: errors.__all__)
 from resumable_fast.records import StreamName
 from resumable_fast.sqlite_store import SqliteStore
 from resumable_fast.streams import ResumableStream
@@ -54,41 +29,16 @@ from resumable_fast.ui_messages import (
 __all__ = [
     "UI_MESSAGE_STREAM_HEADERS",
     "Backend",
-    "BackendError",
-    "BasinMisconfiguredError",
     "BatchSettings",
-    "ConfigurationError",
     "EmbeddedBackend",
     "EmbeddedStore",
-    "EventStreamError",
-    "FencingTokenMismatchError",
-    "InvalidArgumentError",
-    "InvalidChatIdError",
-    "InvalidChatRequestError",
-    "InvalidChunkError",
-    "InvalidResumePosition",
-    "InvalidStreamIdError",
     "MakeStream",
-    "RangeNotSatisfiableError",
-    "ResponseTooLargeError",
     "ResumableStream",
     "ResumableStreamContext",
-    "ResumableStreamError",
-    "S2AuthError",
     "S2Config",
-    "S2ConnectionError",
-    "S2Error",
-    "SeqNumMismatchError",
     "SqliteStore",
-    "StorageError",
-    "StoreUnavailableError",
-    "StreamExistsError",
-    "StreamFailedError",
-    "StreamIncompleteError",
     "StreamName",
-    "StreamNotFoundError",
     "StreamState",
-    "TLSVerificationError",
     "active_chat_stream",
     "create_resumable_stream_context",
     "encode_ui_message_part",
@@ -97,4 +47,5 @@ __all__ = [
     "start_chat_stream",
     "stop_chat_stream",
     "to_ui_message_stream",
+    *errors.__all__,
 ]
