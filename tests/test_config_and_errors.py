@@ -10,16 +10,28 @@ import uuid
 import pytest
 
 from resumable_fast import (
+    BackendError,
     BasinMisconfiguredError,
     BatchSettings,
     ConfigurationError,
+    FencingTokenMismatchError,
+    InvalidResumePosition,
     InvalidStreamIdError,
+    ResponseTooLargeError,
+    ResumableStreamError,
     S2Config,
     S2ConnectionError,
+    S2Error,
+    StorageError,
+    StoreUnavailableError,
+    StreamIncompleteError,
+    StreamName,
     StreamNotFoundError,
     create_resumable_stream_context,
+    errors,
     new_stream_id,
 )
+from resumable_fast.records import StreamStatus, prefixed_stream_name
 from resumable_fast.s2 import S2Client
 
 from conftest import ContextFactory, S2Lite, free_port, make_context
@@ -296,3 +308,68 @@ async def test_dot_segments_are_refused_on_every_backend(
         # rule is one for every context.
         with pytest.raises(InvalidStreamIdError):
             await prefixed.has_existing_stream(stream_id)
+
+
+def test_every_backend_failure_shares_one_base() -> None:
+    """One ``except BackendError`` catches S2's answers, S2 being away and the
+    data_dir store failing; nothing else of the library is one."""
+    backend_errors = [
+        S2Error(500, "internal", "boom"),
+        S2ConnectionError("refused"),
+        ResponseTooLargeError("too large"),
+        StorageError("disk_full", "the disk is full"),
+        StoreUnavailableError("old_format", "old streams"),
+        FencingTokenMismatchError("session-a"),
+    ]
+    for error in backend_errors:
+        assert isinstance(error, BackendError), error
+        assert isinstance(error, ResumableStreamError)
+    assert isinstance(S2ConnectionError("refused"), ConnectionError)
+    for error in (InvalidResumePosition("x"), StreamIncompleteError("s", 1.0)):
+        assert not isinstance(error, BackendError)
+        assert isinstance(error, ResumableStreamError)
+    assert isinstance(InvalidResumePosition("x"), ValueError)
+
+
+def test_the_error_tree_in_the_docstring_is_the_real_one() -> None:
+    """errors.py draws its class tree; each drawn parent is the class's real base."""
+    drawn: list[tuple[int, str]] = []
+    for line in (errors.__doc__ or "").splitlines():
+        match = re.match(r"^( *)(?:[│ ]*[├└]── )?([A-Z]\w+)", line)
+        if match and hasattr(errors, match.group(2)):
+            depth = len(line) - len(line.lstrip(" │├└─"))
+            drawn.append((depth, match.group(2)))
+    assert len(drawn) == len(errors.__all__), "every public error is drawn once"
+    parents: list[tuple[int, str]] = []
+    for depth, name in drawn:
+        while parents and parents[-1][0] >= depth:
+            parents.pop()
+        if parents:
+            cls, parent = getattr(errors, name), getattr(errors, parents[-1][1])
+            assert parent in cls.__bases__, f"{name} is drawn under {parent.__name__}"
+        parents.append((depth, name))
+
+
+async def test_has_existing_stream_speaks_vercels_values(
+    new_context: ContextFactory, stream_id: str
+) -> None:
+    """Inside, a stream's status is an enum; the public answer stays None,
+    True or "DONE", as in Vercel's package."""
+    assert [status.public for status in StreamStatus] == [None, True, "DONE"]
+    async with new_context() as ctx:
+        assert await ctx.has_existing_stream(stream_id) is None
+        source = TestingStream()
+        stream = await ctx.resumable_stream(stream_id, source.readable)
+        assert stream is not None
+        assert await ctx.has_existing_stream(stream_id) is True
+        assert ctx.producer(stream_id) is not None
+        source.write("x")
+        source.close()
+        assert await read_text(stream) == "x"
+        assert await ctx.has_existing_stream(stream_id) == "DONE"
+        assert ctx.producer(stream_id) is None
+
+
+def test_stream_names_are_typed_and_prefixed() -> None:
+    assert prefixed_stream_name("", "a") == StreamName("a")
+    assert prefixed_stream_name("t:1", "a") == "t%3A1:a"
