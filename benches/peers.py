@@ -28,9 +28,10 @@ Peers (``PEERS``):
   ``resumable_fast_s2_unshared``: on S2 with a read session per reader
   (``share_read_sessions=False``). Each context is made on a backend that
   counts its appends (``ResumableStreamContext(backend, ...)``).
-* ``pure_python``: this library with its native core swapped for the
-  pure-Python twin (``benches/pure_python_core.py``); same layout, same S2
-  client, so the only difference from ``resumable_fast_s2`` is the core.
+* ``pure_python``: this library with its native accumulator swapped for the
+  pure-Python twin (``benches/pure_python_core.py``), given through the
+  context's ``accumulator`` seam; same layout, same S2 client, so the only
+  difference from ``resumable_fast_s2`` is the core.
 * ``s2sdk_naive``, ``s2sdk_producer``: S2's official Python SDK (``s2-sdk``)
   doing the same tee and fence layout, with one unary append per token, or
   with the SDK's ``Producer`` (batching over an append session) at the same
@@ -79,7 +80,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -88,12 +89,12 @@ from resumable_fast import (
     EmbeddedStore,
     ResumableStreamContext,
     SqliteStore,
-    _core,
 )
 from resumable_fast.backends import Backend
 from resumable_fast.config import BatchSettings, S2Config
-from resumable_fast.records import SequencedRecord
+from resumable_fast.records import SequencedRecord, StreamName
 from resumable_fast.s2 import S2Client
+from resumable_fast.scheduling import BatchAccumulator, native_accumulator
 from resumable_fast.streams import ChunkChannel, ProducerStream
 
 import pure_python_core
@@ -188,22 +189,22 @@ class CountingBackend:
 
     async def append(
         self,
-        stream: str,
+        name: StreamName,
         append_input: bytes,
         *,
         end_seq_num: int | None = None,
         new_fence: str | None = None,
     ) -> None:
         self.counters.appends += 1
-        await self.inner.append(stream, append_input, end_seq_num=end_seq_num, new_fence=new_fence)
+        await self.inner.append(name, append_input, end_seq_num=end_seq_num, new_fence=new_fence)
 
-    async def last_record(self, stream: str) -> SequencedRecord | None:
-        return await self.inner.last_record(stream)
+    async def last_record(self, name: StreamName) -> SequencedRecord | None:
+        return await self.inner.last_record(name)
 
     def read_session(
-        self, stream: str, seq_num: int
+        self, name: StreamName, seq_num: int
     ) -> AsyncGenerator[list[SequencedRecord], None]:
-        return self.inner.read_session(stream, seq_num)
+        return self.inner.read_session(name, seq_num)
 
     async def aclose(self) -> None:
         await self.inner.aclose()
@@ -221,6 +222,7 @@ class LibraryPeer(Peer):
         *,
         share_read_sessions: bool | None = None,
         data_dir: Path | None = None,
+        accumulator: Callable[[BatchSettings], BatchAccumulator] = native_accumulator,
     ) -> None:
         super().__init__(versions)
         if isinstance(backend, S2Client):
@@ -245,10 +247,14 @@ class LibraryPeer(Peer):
             # The context's default, which it can no longer see through the
             # counting wrapper: shared sessions where a read is a query.
             share_read_sessions = backend.store.shares_read_sessions
+        batching = BatchSettings.from_options(
+            batch_size=options.batch_size, linger_ms=options.linger_ms
+        )
         self.context = ResumableStreamContext(
             CountingBackend(backend, self.counters),
-            BatchSettings.from_options(batch_size=options.batch_size, linger_ms=options.linger_ms),
+            batching,
             share_read_sessions=share_read_sessions,
+            accumulator=accumulator(batching),
         )
         # A directory of this run's alone, removed when the peer closes.
         self.data_dir = data_dir
@@ -314,22 +320,24 @@ async def resumable_fast_embedded_dir(options: Options) -> Peer:
     )
 
 
+def _pure_python_accumulator(batching: BatchSettings) -> pure_python_core.Accumulator:
+    return pure_python_core.Accumulator(
+        batching.batch_size, batching.max_batch_bytes, float(batching.linger_ms)
+    )
+
+
 async def pure_python(options: Options) -> Peer:
-    peer = LibraryPeer(
-        _s2_backend(), options, {**_library_versions(), "core": "benches/pure_python_core.py"}
+    """This library on S2 with the pure-Python twin of its native accumulator,
+    which has the same API and frames byte-identically, given to the context
+    through its ``accumulator`` seam. The fences, and the merging of batches
+    queued behind an append, are still the native core's
+    (``_core.fence_append_input``, ``_core.merge_append_inputs``)."""
+    return LibraryPeer(
+        _s2_backend(),
+        options,
+        {**_library_versions(), "core": "benches/pure_python_core.py"},
+        accumulator=_pure_python_accumulator,
     )
-    batching = peer.context.batching
-    # The pure-Python twin has the native Accumulator's API (open, arm, drain,
-    # seal_due, next_deadline_in, close, discard) and frames byte-identically.
-    # The session and closing fences are still framed by _core.fence_append_input
-    # (two calls per stream).
-    peer.context._scheduler.accumulator = cast(
-        "_core.Accumulator",
-        pure_python_core.Accumulator(
-            batching.batch_size, batching.max_batch_bytes, float(batching.linger_ms)
-        ),
-    )
-    return peer
 
 
 # -- S2's Python SDK ------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 A stdlib-only twin of ``resumable_fast._core.Accumulator`` (rust/batcher.rs,
 rust/framing.rs, rust/binding.rs) with the same public surface and byte-identical
-frames, kept as the baseline of ``benches/bench_core.py``.
+frames, kept as the baseline of ``benches/bench_core.py``. Only S2's limits come
+from the library (``resumable_fast.records``), so they are defined once.
 
 The design is the same batch-at-a-time one: each stream's pending chunks live in
 a list owned by the caller, who appends to it and hands it over with ``drain``
@@ -22,9 +23,19 @@ import time
 from collections import deque
 from json.encoder import encode_basestring
 
-MAX_METERED_BYTES = 1024 * 1024
-MAX_BATCH_RECORDS = 1000
-MAX_FENCING_TOKEN_BYTES = 36
+from resumable_fast.records import MAX_BATCH_BYTES, MAX_BATCH_RECORDS, MAX_FENCING_TOKEN_BYTES
+
+__all__ = [
+    "MAX_BATCH_RECORDS",
+    "MAX_DATA_BODY_BYTES",
+    "MAX_FENCING_TOKEN_BYTES",
+    "MAX_METERED_BYTES",
+    "Accumulator",
+    "Frame",
+    "split_for_records",
+]
+
+MAX_METERED_BYTES = MAX_BATCH_BYTES
 
 RECORD_OVERHEAD = 8
 MAX_DATA_BODY_BYTES = MAX_METERED_BYTES - RECORD_OVERHEAD

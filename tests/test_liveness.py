@@ -25,7 +25,7 @@ LIVENESS = 0.6  # seconds: heartbeats every 0.2 s
 async def stored_records(ctx: ResumableStreamContext, stream_id: str) -> list[SequencedRecord]:
     """Every record of a finished stream, fences included."""
     records: list[SequencedRecord] = []
-    session = ctx.backend.read_session(stream_id, 0)
+    session = ctx.backend.read_session(ctx.stream_name(stream_id), 0)
     try:
         async for batch in session:
             records += batch
@@ -41,12 +41,13 @@ async def abandoned_stream(ctx: ResumableStreamContext, stream_id: str, text: li
     """What a producer that died mid-reply leaves: its session fence and some
     data, no end."""
     backend = ctx.backend
-    await backend.append(stream_id, _core.fence_append_input("session-dead", "", 0))
+    name = ctx.stream_name(stream_id)
+    await backend.append(name, _core.fence_append_input("session-dead", "", 0))
     accumulator = _core.Accumulator(10, _core.MAX_METERED_BYTES, 5.0)
     pending = list(text)
     slot = accumulator.open("session-dead", 1, pending)
     for body, end_seq_num in accumulator.drain(slot):
-        await backend.append(stream_id, body, end_seq_num=end_seq_num)
+        await backend.append(name, body, end_seq_num=end_seq_num)
 
 
 async def test_idle_producer_heartbeats_and_readers_keep_waiting(

@@ -223,14 +223,15 @@ async def test_the_producer_goes_through_its_states(
 ) -> None:
     source = TestingStream()
     stream = await ctx.resumable_stream(stream_id, source.readable)
-    producer = ctx._producers[stream_id]
+    producer = ctx.producer(stream_id)
+    assert producer is not None
     states = [producer.state]
     source.write("x")
     source.close()
     assert await read_text(stream) == "x"
     states.append(producer.state)
     assert states == [ProducerState.STREAMING, ProducerState.DONE]
-    assert stream_id not in ctx._producers
+    assert ctx.producer(stream_id) is None
 
 
 async def test_chunks_reach_the_client_before_they_are_persisted_its_end_after(

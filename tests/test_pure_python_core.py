@@ -10,11 +10,13 @@ from typing import Any, Protocol
 
 import pytest
 
-from resumable_fast import _core
+from resumable_fast import EmbeddedBackend, EmbeddedStore, ResumableStreamContext, _core
+from resumable_fast.config import BatchSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benches"))
 
 import pure_python_core
+from support import from_list
 
 Frame = tuple[bytes, int]
 
@@ -292,3 +294,22 @@ def test_errors_agree(factory: Factory) -> None:
             call(slot)
     assert accumulator.open_streams == 0
     assert accumulator.open("t", 2**64 - 1, []) == slot, "a closed slot is reused"
+
+
+async def test_a_context_frames_through_the_twin_given_as_its_accumulator() -> None:
+    """The context's ``accumulator`` seam, as the ``pure_python`` bench peer
+    uses it: the twin frames the context's streams, which read back whole."""
+    batching = BatchSettings(batch_size=3, linger_ms=1)
+    twin = pure_python_core.Accumulator(
+        batching.batch_size, batching.max_batch_bytes, float(batching.linger_ms)
+    )
+    chunks = list(TRICKY)
+    backend = EmbeddedBackend(EmbeddedStore())
+    async with ResumableStreamContext(backend, batching, accumulator=twin) as ctx:
+        stream = await ctx.resumable_stream("twin", lambda: from_list(chunks))
+        assert stream is not None
+        assert twin.open_streams == 1
+        produced = "".join([chunk async for chunk in stream])
+        resumed = "".join([chunk async for chunk in await ctx.resume_stream("twin")])
+    assert produced == resumed == "".join(chunks)
+    assert twin.open_streams == 0

@@ -43,7 +43,12 @@ from resumable_fast.records import (
     validate_stream_id,
 )
 from resumable_fast.s2 import S2Client
-from resumable_fast.scheduling import HEARTBEATS_PER_TIMEOUT, Scheduler
+from resumable_fast.scheduling import (
+    HEARTBEATS_PER_TIMEOUT,
+    BatchAccumulator,
+    Scheduler,
+    native_accumulator,
+)
 from resumable_fast.sqlite_store import SqliteStore
 from resumable_fast.streams import (
     GeneratorStream,
@@ -102,6 +107,12 @@ class ResumableStreamContext:
 
     Use it as an async context manager, or call :meth:`aclose` at shutdown: it
     waits for producers to finish and drains their pending batches.
+
+    ``accumulator`` is a seam: what frames every producing stream's chunks
+    into S2 batches (:class:`~resumable_fast.scheduling.BatchAccumulator`).
+    By default the native core's, built from ``batching``; a stand-in must
+    frame the same bytes, sealing batches as ``batching`` says (the
+    benchmarks pass their pure-Python twin of the core).
     """
 
     def __init__(
@@ -113,6 +124,7 @@ class ResumableStreamContext:
         key_prefix: str = "",
         liveness_timeout: float | None = DEFAULT_LIVENESS_TIMEOUT,
         share_read_sessions: bool | None = None,
+        accumulator: BatchAccumulator | None = None,
     ) -> None:
         if liveness_timeout is not None and (
             isinstance(liveness_timeout, bool)
@@ -137,7 +149,10 @@ class ResumableStreamContext:
         heartbeat_interval = (
             None if liveness_timeout is None else liveness_timeout / HEARTBEATS_PER_TIMEOUT
         )
-        self._scheduler = Scheduler(self.batching, heartbeat_interval)
+        self._scheduler = Scheduler(
+            accumulator if accumulator is not None else native_accumulator(self.batching),
+            heartbeat_interval,
+        )
         # Readers of one stream share one read session where a session costs
         # requests (S2); the embedded backend's sessions are already local.
         if share_read_sessions is None:
@@ -423,8 +438,8 @@ class ResumableStreamContext:
         return ProducerStream(stream_id, producer.channel, skip_characters, from_backend)
 
     def _forget(self, producer: Producer) -> None:
-        if self._producers.get(producer.stream_id) is producer:
-            del self._producers[producer.stream_id]
+        if self._producers.get(producer.name) is producer:
+            del self._producers[producer.name]
 
     def _resumed(self, stream_id: str, name: StreamName, skip_characters: int) -> ResumedStream:
         return ResumedStream(

@@ -20,6 +20,7 @@ import enum
 import secrets
 from typing import Literal, NewType, TypedDict
 
+from resumable_fast._core import MAX_BATCH_RECORDS, MAX_FENCING_TOKEN_BYTES, MAX_METERED_BYTES
 from resumable_fast.errors import InvalidStreamIdError
 
 __all__ = [
@@ -44,11 +45,11 @@ __all__ = [
     "validate_stream_id",
 ]
 
-# S2's limits.
+# S2's limits. Those of appends are defined once, in the native core
+# (rust/framing.rs), which frames batches within them; the Python side takes
+# them from there.
 MAX_STREAM_ID_BYTES = 512
-MAX_BATCH_RECORDS = 1000
-MAX_BATCH_BYTES = 1024 * 1024  # metered bytes of one append
-MAX_FENCING_TOKEN_BYTES = 36
+MAX_BATCH_BYTES = MAX_METERED_BYTES  # metered bytes of one append (and of a record)
 
 # A command record: one header whose name is empty.
 FENCE_HEADER = ["", "fence"]

@@ -1,11 +1,14 @@
 """The background work of a context: source tasks, append workers, the linger
 timer and heartbeats, all tracked so that closing the context drains them.
 
-One native :class:`~resumable_fast._core.Accumulator` batches every producing
-stream's chunks; each stream has a slot in it. The linger loop seals the
-batches whose linger time is up; append workers write the queued batches of
-one stream at a time; the heartbeat loop asks idle streams to show they are
-alive. Each loop runs only while there is work for it.
+One accumulator (the native :class:`~resumable_fast._core.Accumulator`, or
+what the context was given: :class:`BatchAccumulator`) batches every
+producing stream's chunks; each stream's writer
+(:class:`~resumable_fast.writing.StreamWriter`) has a slot in it. The linger
+loop seals the batches whose linger time is up and hands them to their
+writers; append workers run one writer's appends at a time; the heartbeat
+loop asks idle writers to show their stream is alive. Each loop runs only
+while there is work for it.
 """
 
 from __future__ import annotations
@@ -14,12 +17,21 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Coroutine
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from resumable_fast import _core
 from resumable_fast.config import BatchSettings
 
-__all__ = ["HEARTBEATS_PER_TIMEOUT", "MAX_APPEND_WORKERS", "Scheduler", "Writer"]
+if TYPE_CHECKING:
+    from resumable_fast.writing import StreamWriter
+
+__all__ = [
+    "HEARTBEATS_PER_TIMEOUT",
+    "MAX_APPEND_WORKERS",
+    "BatchAccumulator",
+    "Scheduler",
+    "native_accumulator",
+]
 
 logger = logging.getLogger("resumable_fast")
 
@@ -32,34 +44,44 @@ MAX_APPEND_WORKERS = 256
 T = TypeVar("T")
 
 
-class Writer(Protocol):
-    """A producing stream, as the scheduler sees it."""
+class BatchAccumulator(Protocol):
+    """What the scheduler, the producers and their writers use of an
+    accumulator: the native core's :class:`~resumable_fast._core.Accumulator`
+    (see it for what each method does), or a stand-in that frames the same
+    bytes (the benchmarks' pure-Python twin, ``benches/pure_python_core.py``)."""
 
-    stream_id: str
+    def open(self, fencing_token: str, next_seq_num: int, pending: list[str]) -> int: ...
+    def arm(self, slot: int) -> bool: ...
+    def drain(self, slot: int) -> list[_core.Frame]: ...
+    def seal_due(self) -> list[tuple[int, list[_core.Frame]]]: ...
+    def next_deadline_in(self) -> float | None: ...
+    def close(self, slot: int) -> list[_core.Frame]: ...
+    def reserve(self, slot: int, records: int) -> int: ...
+    def discard(self, slot: int) -> None: ...
 
-    def enqueue(self, frames: list[_core.Frame]) -> None:
-        """Queue sealed batches for appending."""
 
-    def heartbeat_if_idle(self, now: float, interval: float) -> None:
-        """Append a heartbeat if nothing was appended for ``interval`` seconds."""
-
-    async def write(self) -> None:
-        """Append what is queued; run by one append worker at a time."""
+def native_accumulator(batching: BatchSettings) -> _core.Accumulator:
+    """The native core's accumulator, sealing batches as ``batching`` says."""
+    return _core.Accumulator(
+        batching.batch_size, batching.max_batch_bytes, float(batching.linger_ms)
+    )
 
 
 class Scheduler:
-    """Runs a context's background work on the event loop it was made on."""
+    """Runs a context's background work on the event loop it was made on;
+    ``accumulator`` frames every producing stream's chunks (the native core's
+    from :func:`native_accumulator`, unless a caller brings its own), and
+    writers idle for ``heartbeat_interval`` seconds append a heartbeat (None:
+    never)."""
 
-    def __init__(self, batching: BatchSettings, heartbeat_interval: float | None) -> None:
-        self.accumulator = _core.Accumulator(
-            batching.batch_size, batching.max_batch_bytes, float(batching.linger_ms)
-        )
+    def __init__(self, accumulator: BatchAccumulator, heartbeat_interval: float | None) -> None:
+        self.accumulator = accumulator
         self._heartbeat_interval = heartbeat_interval
-        # Streams by their accumulator slot, while they have one.
-        self._by_slot: dict[int, Writer] = {}
+        # Writers by their accumulator slot, while they have one.
+        self._by_slot: dict[int, StreamWriter] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        # Streams waiting for an append worker, and the workers waiting for one.
-        self._write_queue: deque[Writer] = deque()
+        # Writers waiting for an append worker, and the workers waiting for one.
+        self._write_queue: deque[StreamWriter] = deque()
         self._idle_append_workers: list[asyncio.Future[None]] = []
         self._append_workers = 0
         self._linger_wake = asyncio.Event()
@@ -76,10 +98,11 @@ class Scheduler:
     # -- streams with a slot -------------------------------------------------
 
     def open_slot(
-        self, writer: Writer, fencing_token: str, first_seq_num: int, pending: list[str]
+        self, writer: StreamWriter, fencing_token: str, first_seq_num: int, pending: list[str]
     ) -> int:
-        """Give a stream a slot in the accumulator, which frames the chunks put
-        in ``pending``; the linger and heartbeat loops start if not running."""
+        """Give a stream's writer a slot in the accumulator, which frames the
+        chunks put in ``pending``; the linger and heartbeat loops start if not
+        running."""
         slot = self.accumulator.open(fencing_token, first_seq_num, pending)
         self._by_slot[slot] = writer
         if self._linger_task is None or self._linger_task.done():
@@ -123,7 +146,7 @@ class Scheduler:
                     writer.enqueue(frames)
 
     async def _heartbeat_loop(self, interval: float) -> None:
-        """While streams have slots, each one idle for ``interval`` appends a
+        """While writers have slots, each one idle for ``interval`` appends a
         heartbeat; the loop ends when none is left."""
         loop = asyncio.get_running_loop()
         while self._by_slot:
@@ -134,9 +157,9 @@ class Scheduler:
 
     # -- appends -------------------------------------------------------------
 
-    def schedule_write(self, writer: Writer) -> None:
-        """Queue a stream's appends for a worker. Workers are kept once
-        started: waking one costs less than starting a task, and a stream
+    def schedule_write(self, writer: StreamWriter) -> None:
+        """Queue a writer's appends for a worker. Workers are kept once
+        started: waking one costs less than starting a task, and a writer
         waiting for its turn holds no task of its own."""
         self._write_queue.append(writer)
         while self._idle_append_workers:
@@ -162,7 +185,7 @@ class Scheduler:
                     except Exception:
                         # write() handles S2's errors; anything else is a bug,
                         # which must not take the other streams' appends down.
-                        logger.exception("stream %r: appending failed", writer.stream_id)
+                        logger.exception("stream %r: appending failed", writer.name)
                 idle: asyncio.Future[None] = loop.create_future()
                 self._idle_append_workers.append(idle)
                 await idle
