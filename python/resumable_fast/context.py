@@ -159,7 +159,9 @@ class ResumableStreamContext:
             share_read_sessions = (
                 backend.store.shares_read_sessions if isinstance(backend, EmbeddedBackend) else True
             )
-        self._shared_reads = SharedReads(backend, self._scheduler.spawn) if share_read_sessions else None
+        self._shared_reads = (
+            SharedReads(backend, self._scheduler.spawn) if share_read_sessions else None
+        )
         self._read_session: Callable[
             [StreamName, int], AsyncGenerator[list[SequencedRecord], None]
         ] = (
