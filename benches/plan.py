@@ -1,0 +1,158 @@
+"""What a harness run measures: the peers, side by side, and the scenarios
+each runs in.
+
+Peers speak one protocol: ``<driver> --streams N --tokens T --rate R
+--batch-size B --linger-ms L [--reader]`` prints one JSON line (see
+``benches/peers.py``).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+OURS = "resumable_fast_s2"
+# Peers that persist nothing: what the others are measured against, not ranked.
+BASELINES = ("raw", "raw_task")
+EMBEDDED, EMBEDDED_DIR = "resumable_fast_embedded", "resumable_fast_embedded_dir"
+# This library's other rows (on the embedded backend, in memory or in a
+# data_dir, with its pure-Python core): not peers a user would pick instead of it.
+OUR_VARIANTS = (EMBEDDED, EMBEDDED_DIR, "pure_python")
+
+
+@dataclass(frozen=True)
+class Peer:
+    name: str
+    command: tuple[str, ...]
+    needs: str  # "s2", "redis" or "none"
+    # Takes --live-readers (the Python peers that can resume a live stream).
+    live_readers: bool = False
+    # Runs in the live-readers scenario only.
+    live_readers_only: bool = False
+    # For peers 30-100x slower than ours per token: fewer runs, and a phase
+    # that takes longer than this many seconds is reported as failed.
+    max_runs: int | None = None
+    timeout_s: float | None = None
+
+    def runs_in(self, scenario: Scenario) -> bool:
+        if scenario.live_readers:
+            return self.live_readers
+        return not self.live_readers_only
+
+
+# The Python packages that poll Redis (0.4-1 ms of CPU per token): one run
+# per scenario ranks them, and a run that hangs (fastapi-resumable-stream's
+# defaults at 100 streams) fails in two minutes rather than in ten.
+SLOW_PEER: dict[str, Any] = {"max_runs": 1, "timeout_s": 120.0}
+
+PEERS = (
+    Peer("raw", (sys.executable, str(HERE / "peers.py"), "raw"), "none"),
+    # The floor of a task-to-task handoff: a source in a task of its own, as
+    # the library keeps it, nothing persisted.
+    Peer("raw_task", (sys.executable, str(HERE / "peers.py"), "raw_task"), "none"),
+    Peer(OURS, (sys.executable, str(HERE / "peers.py"), OURS), "s2", live_readers=True),
+    # Ours with a read session per reader: what sharing one saves.
+    Peer(
+        "resumable_fast_s2_unshared",
+        (sys.executable, str(HERE / "peers.py"), "resumable_fast_s2_unshared"),
+        "s2",
+        live_readers=True,
+        live_readers_only=True,
+    ),
+    Peer(EMBEDDED, (sys.executable, str(HERE / "peers.py"), EMBEDDED), "none", live_readers=True),
+    # The same in a data_dir (SQLite; a fresh directory each run, made and
+    # removed by the peer process, whose CPU includes the store's writer thread).
+    Peer(
+        EMBEDDED_DIR,
+        (sys.executable, str(HERE / "peers.py"), EMBEDDED_DIR),
+        "none",
+        live_readers=True,
+    ),
+    Peer("pure_python", (sys.executable, str(HERE / "peers.py"), "pure_python"), "s2"),
+    Peer("s2sdk_naive", (sys.executable, str(HERE / "peers.py"), "s2sdk_naive"), "s2"),
+    Peer("s2sdk_producer", (sys.executable, str(HERE / "peers.py"), "s2sdk_producer"), "s2"),
+    Peer("node_s2", ("node", str(HERE / "node/s2_peer.mjs")), "s2"),
+    Peer("vercel_redis", ("node", str(HERE / "node/redis_peer.mjs")), "redis"),
+    Peer(
+        "redis_streams",
+        (sys.executable, str(HERE / "peers.py"), "redis_streams"),
+        "redis",
+        live_readers=True,
+    ),
+    Peer(
+        "py_resumable_stream",
+        (sys.executable, str(HERE / "peers.py"), "py_resumable_stream"),
+        "redis",
+        live_readers=True,
+    ),
+    Peer(
+        "fastapi_resumable_stream",
+        (sys.executable, str(HERE / "peers.py"), "fastapi_resumable_stream"),
+        "redis",
+        live_readers=True,
+        **SLOW_PEER,
+    ),
+    # The same with settings that let it finish where its defaults fail.
+    Peer(
+        "fastapi_resumable_stream_tuned",
+        (sys.executable, str(HERE / "peers.py"), "fastapi_resumable_stream_tuned"),
+        "redis",
+        live_readers=True,
+        **SLOW_PEER,
+    ),
+    Peer(
+        "assistant_stream",
+        (sys.executable, str(HERE / "peers.py"), "assistant_stream"),
+        "redis",
+        live_readers=True,
+        **SLOW_PEER,
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    streams: int
+    tokens: int
+    rate: float
+    reader: bool = False
+    hold: bool = False  # every stream held mid-reply while RSS is sampled
+    live_readers: int = 0  # readers of each stream following it live
+
+
+MEMORY = "memory"
+PACED = "paced"
+THROUGHPUT_MANY = "throughput, many streams"
+RESUME = "resume"
+LIVE_READERS = "live readers"
+
+
+def scenarios(quick: bool) -> list[Scenario]:
+    """Each scenario's name starts with its kind (the targets look them up)."""
+    if quick:
+        return [
+            Scenario("throughput, 1 stream", 1, 500, 0),
+            Scenario("throughput, many streams: 100", 100, 50, 0),
+            Scenario("paced 50 tok/s, 20 streams", 20, 50, 50),
+            Scenario("resume, 2,000-token stream", 2, 2000, 0, reader=True),
+            Scenario("memory, 1,000 streams in flight", 1000, 8, 0, hold=True),
+            Scenario("live readers, 100 of one stream", 1, 200, 100, live_readers=100),
+        ]
+    return [
+        Scenario("throughput, 1 stream", 1, 10_000, 0),
+        Scenario("throughput, 100 streams", 100, 500, 0),
+        Scenario("throughput, many streams: 1,000", 1000, 100, 0),
+        Scenario("paced 50 tok/s, 100 streams", 100, 200, 50),
+        Scenario("resume, 10,000-token stream", 10, 10_000, 0, reader=True),
+        Scenario("memory, 10,000 streams in flight", 10_000, 8, 0, hold=True),
+        Scenario("live readers, 1,000 of one stream", 1, 500, 100, live_readers=1000),
+    ]
+
+
+def scenario_of(plan: Sequence[Scenario], kind: str) -> Scenario | None:
+    return next((scenario for scenario in plan if scenario.name.startswith(kind)), None)
