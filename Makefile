@@ -117,10 +117,15 @@ bench-deps: develop s2-lite redis-server $(VENV)/.bench-deps-installed $(BENCH_N
 
 # Every peer side by side; writes benches/results/<date>.md and .png.
 bench: bench-deps
-	$(BIN)/python benches/harness.py
+	$(BIN)/python benches/harness.py $(BASELINE_OPTION)
+
+# BASELINE=<revision> runs that revision of the library beside this tree in
+# the same run (benches/baseline.py), e.g. make bench-quick BASELINE=main.
+BASELINE ?=
+BASELINE_OPTION := $(if $(BASELINE),--baseline $(BASELINE))
 
 bench-quick: bench-deps
-	$(BIN)/python benches/harness.py --quick
+	$(BIN)/python benches/harness.py --quick $(BASELINE_OPTION)
 
 # Issue 17: the wheel users install. abi3 (one wheel for CPython 3.10 and later),
 # manylinux2014 (glibc 2.17, so Debian 11, Ubuntu 20.04, RHEL 8 and Amazon Linux 2

@@ -10,7 +10,11 @@ Its parts: ``plan.py`` (the peers and the scenarios), ``servers.py``,
 ``runs.py`` (one run of a peer), ``metrics.py``, ``targets.py`` (the goals
 checked) and ``report.py``.
 
-Usage: python benches/harness.py [--quick] [--runs N] [--out DIR]
+With ``--baseline REV`` the revision REV of this library runs beside the
+working tree, scenario by scenario, and the report ends with each of our
+figures' ratio to its (``baseline.py``).
+
+Usage: python benches/harness.py [--quick] [--runs N] [--out DIR] [--baseline REV]
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import baseline
 from plan import PEERS, scenarios
 from report import plot, render
 from runs import run_core_benchmark, run_peer
@@ -38,11 +43,17 @@ def main() -> None:
     parser.add_argument("--linger-ms", type=float, default=100.0)
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--peers", default=",".join(peer.name for peer in PEERS))
+    parser.add_argument(
+        "--baseline", metavar="REV", help="a revision of this library to run beside this tree"
+    )
     options = parser.parse_args()
     # Three runs give a median; the full plan takes about an hour with them.
     runs = options.runs or (1 if options.quick else 3)
     wanted = set(options.peers.split(","))
     peers = [peer for peer in PEERS if peer.name in wanted]
+    base = baseline.prepare(options.baseline) if options.baseline else None
+    if base is not None:
+        peers += base.peers(peers)
     plan = scenarios(options.quick)
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     print("core microbenchmark (benches/bench_core.py) ...", file=sys.stderr, flush=True)
@@ -71,6 +82,8 @@ def main() -> None:
     stamp = dt.date.today().isoformat() + ("-quick" if options.quick else "")
     plot(plan, peers, results, options.out / f"{stamp}.png")
     report = render(plan, peers, results, runs, options, f"{stamp}.png", core)
+    if base is not None:
+        report += "\n" + baseline.comparison(plan, results, base)
     (options.out / f"{stamp}.md").write_text(report)
     print(report)
     never_ran = [

@@ -313,7 +313,7 @@ async def test_dot_segments_are_refused_on_every_backend(
 def test_every_backend_failure_shares_one_base() -> None:
     """One ``except BackendError`` catches S2's answers, S2 being away and the
     data_dir store failing; nothing else of the library is one."""
-    backend_errors = [
+    backend_errors: list[ResumableStreamError] = [
         S2Error(500, "internal", "boom"),
         S2ConnectionError("refused"),
         ResponseTooLargeError("too large"),
@@ -325,7 +325,11 @@ def test_every_backend_failure_shares_one_base() -> None:
         assert isinstance(error, BackendError), error
         assert isinstance(error, ResumableStreamError)
     assert isinstance(S2ConnectionError("refused"), ConnectionError)
-    for error in (InvalidResumePosition("x"), StreamIncompleteError("s", 1.0)):
+    others: list[ResumableStreamError] = [
+        InvalidResumePosition("x"),
+        StreamIncompleteError("s", 1.0),
+    ]
+    for error in others:
         assert not isinstance(error, BackendError)
         assert isinstance(error, ResumableStreamError)
     assert isinstance(InvalidResumePosition("x"), ValueError)
