@@ -1,14 +1,19 @@
-"""Helpers shared by the tests: a writable source stream and bounded readers."""
+"""Helpers shared by the tests: a writable source stream, bounded readers,
+and an S2 context whose requests are recorded."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager
 from typing import Any
 
-from resumable_fast import ResumableStream, ResumableStreamContext
-from resumable_fast.s2 import S2Client
+from resumable_fast import BatchSettings, ResumableStream, ResumableStreamContext, S2Config
+from resumable_fast.endpoints import Origin, Redactor
+from resumable_fast.http11 import ConnectFailed, HttpClient, Request, Response, StreamingResponse
+from resumable_fast.s2 import S2Client, http_settings
+
+from conftest import S2Lite
 
 READ_TIMEOUT = 15.0
 
@@ -97,31 +102,85 @@ async def read_until_error(
     return chunks, error
 
 
-@contextmanager
-def sent_requests(ctx: ResumableStreamContext) -> Iterator[list[bytes]]:
-    """What the context's S2 client sends meanwhile: ``b"METHOD target"`` for
-    each unary request (one per attempt), ``b"SESSION target"`` for each read
-    session it opens."""
-    backend = ctx.backend
-    assert isinstance(backend, S2Client)
-    send, open_stream = backend._send, backend._http.stream
-    sent: list[bytes] = []
+class RecordingHttp:
+    """An :class:`HttpClient` for an S2Client's ``http=``: notes what is sent
+    while :meth:`recording` (``b"METHOD target"`` for each unary request, one
+    per attempt, ``b"SESSION target"`` for each read session it opens), and
+    loses an answer on its way back when told to (:meth:`lose_first_answer`)."""
 
-    async def recording_send(method: str, endpoint: Any, path: str, *rest: Any) -> Any:
-        sent.append(f"{method} {path}".encode())
-        return await send(method, endpoint, path, *rest)
+    def __init__(self, inner: HttpClient) -> None:
+        self.inner = inner
+        self._sent: list[bytes] | None = None
+        # (marker, without, where the lost request's body goes)
+        self._losing: tuple[bytes, bytes, list[bytes]] | None = None
 
-    def recording_stream(origin: Any, request: Any, **options: Any) -> Any:
-        sent.append(b"SESSION " + request.target)
-        return open_stream(origin, request, **options)
+    @property
+    def redactor(self) -> Redactor:
+        return self.inner.redactor
 
-    backend._send = recording_send  # type: ignore[method-assign,assignment]
-    backend._http.stream = recording_stream  # type: ignore[method-assign]
-    try:
-        yield sent
-    finally:
-        backend._send = send  # type: ignore[method-assign]
-        backend._http.stream = open_stream  # type: ignore[method-assign]
+    async def request(
+        self, origin: Origin, request: Request, *, idempotent: bool, timeout: float
+    ) -> Response:
+        if self._sent is not None:
+            self._sent.append(request.method + b" " + request.target)
+        answer = await self.inner.request(origin, request, idempotent=idempotent, timeout=timeout)
+        body, losing = request.body, self._losing
+        if losing is not None and body is not None:
+            marker, without, lost = losing
+            if marker in body and without not in body:
+                self._losing = None
+                lost.append(body)
+                raise ConnectFailed("the answer was lost (test)")
+        return answer
+
+    def stream(
+        self, origin: Origin, request: Request, *, timeout: float
+    ) -> AbstractAsyncContextManager[StreamingResponse]:
+        if self._sent is not None:
+            self._sent.append(b"SESSION " + request.target)
+        return self.inner.stream(origin, request, timeout=timeout)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    @contextmanager
+    def recording(self) -> Iterator[list[bytes]]:
+        """What is sent meanwhile."""
+        sent: list[bytes] = []
+        self._sent = sent
+        try:
+            yield sent
+        finally:
+            self._sent = None
+
+    def lose_first_answer(self, marker: bytes, without: bytes = b"\0") -> list[bytes]:
+        """The first request whose body holds ``marker`` (and not ``without``)
+        lands, but its answer is lost on the way back: S2Client retries it.
+        The list returned gets that request's body."""
+        lost: list[bytes] = []
+        self._losing = (marker, without, lost)
+        return lost
+
+
+def recorded_context(
+    server: S2Lite, **options: Any
+) -> tuple[ResumableStreamContext, RecordingHttp]:
+    """A context on ``server`` as conftest's ``make_context`` makes one, with
+    its options (``retry_deadline``, ``batch_size``, ``linger_ms`` and the
+    context's own), and the :class:`RecordingHttp` its S2 client sends
+    through."""
+    config = S2Config.from_options(
+        basin=server.basin,
+        access_token="test-token-not-checked",
+        account_endpoint=server.endpoint,
+        basin_endpoint=server.endpoint,
+        retry_deadline=options.pop("retry_deadline", None),
+    )
+    batching = BatchSettings.from_options(
+        batch_size=options.pop("batch_size", None), linger_ms=options.pop("linger_ms", 5)
+    )
+    http = RecordingHttp(HttpClient(http_settings(config)))
+    return ResumableStreamContext(S2Client(config, http=http), batching, **options), http
 
 
 async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:

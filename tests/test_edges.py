@@ -27,14 +27,13 @@ from resumable_fast import (
 )
 from resumable_fast import producer as producer_module
 from resumable_fast.config import BatchSettings
-from resumable_fast.http11 import ConnectFailed
-from resumable_fast.records import is_fence
+from resumable_fast.records import StreamName, is_fence
 from resumable_fast.s2 import S2Client
 from resumable_fast.sqlite_store import DATABASE_FILE_NAME
 from test_liveness import abandoned_stream, stored_records
 
-from conftest import S2Lite, make_context
-from support import TestingStream, from_list, read_text
+from conftest import S2Lite
+from support import TestingStream, from_list, read_text, recorded_context
 
 
 @pytest.mark.parametrize("skip", [-1, "3", 1.5, True])
@@ -59,7 +58,7 @@ async def test_a_source_that_cannot_be_made_keeps_its_own_error_when_s2_is_away(
     backend = ctx.backend
     append = backend.append
 
-    async def away_for_error_fences(name: str, body: bytes, **options: Any) -> None:
+    async def away_for_error_fences(name: StreamName, body: bytes, **options: Any) -> None:
         if b'"error-' in body:
             raise S2ConnectionError("S2 unreachable (test)")
         await append(name, body, **options)
@@ -77,27 +76,15 @@ async def test_a_source_that_cannot_be_made_keeps_its_own_error_when_s2_is_away(
 
 
 async def test_stop_retried_after_a_lost_answer_appends_one_fence(
-    s2lite: S2Lite, stream_id: str, monkeypatch: pytest.MonkeyPatch
+    s2lite: S2Lite, stream_id: str
 ) -> None:
     """The stop fence lands but its answer is lost: the retry is recognised,
     and the stream holds one end fence."""
-    async with make_context(s2lite, retry_deadline=10) as ctx:
+    ctx, http = recorded_context(s2lite, retry_deadline=10)
+    async with ctx:
         producer = await ctx.resumable_stream(stream_id, TestingStream().readable)
         assert producer is not None
-        backend = ctx.backend
-        assert isinstance(backend, S2Client)
-        send = backend._send
-        lost: list[bytes] = []
-
-        async def lose_the_first_stop_answer(*args: Any) -> tuple[int, bytes, float | None]:
-            answer = await send(*args)
-            content = args[-1]
-            if content is not None and b'"end-' in content and not lost:
-                lost.append(content)
-                raise ConnectFailed("the answer was lost (test)")
-            return answer
-
-        monkeypatch.setattr(backend, "_send", lose_the_first_stop_answer)
+        lost = http.lose_first_answer(b'"end-')
         await ctx.stop_stream(stream_id)
         assert lost
         assert await read_text(producer) == ""
@@ -190,7 +177,7 @@ async def test_read_sessions_back_off_on_error_events_and_sessions_ending_at_onc
     began = loop.time()
 
     async def follow() -> None:
-        async for _ in client.read_session("s", 0):
+        async for _ in client.read_session(StreamName("s"), 0):
             pass
 
     try:
@@ -226,9 +213,9 @@ async def test_malformed_answers_from_s2_are_typed_errors(body: bytes) -> None:
     client = S2Client(S2Config(basin="edges-test-basin", account_endpoint=url, basin_endpoint=url))
     try:
         with pytest.raises(S2Error, match="not as its API specifies"):
-            await client.read("s", seq_num=0)
+            await client.read(StreamName("s"), seq_num=0)
         with pytest.raises(S2Error, match="not as its API specifies"):
-            await client.check_tail("s")
+            await client.check_tail(StreamName("s"))
     finally:
         await client.aclose()
         server.close()
@@ -257,33 +244,12 @@ async def test_streams_read_after_their_context_closed_raise_a_typed_error(
             await read_text(resumed)
 
 
-def lose_first_answer(
-    monkeypatch: pytest.MonkeyPatch, backend: S2Client, marker: bytes, without: bytes = b"\0"
-) -> list[bytes]:
-    """The first append whose body holds ``marker`` (and not ``without``)
-    lands, but its answer is lost on the way back: S2Client retries it."""
-    send = backend._send
-    lost: list[bytes] = []
-
-    async def losing_send(*args: Any) -> tuple[int, bytes, float | None]:
-        answer = await send(*args)
-        content = args[-1]
-        if content is not None and marker in content and without not in content and not lost:
-            lost.append(content)
-            raise ConnectFailed("the answer was lost (test)")
-        return answer
-
-    monkeypatch.setattr(backend, "_send", losing_send)
-    return lost
-
-
 async def test_a_claim_retried_after_a_lost_answer_is_still_ours(
-    s2lite: S2Lite, stream_id: str, monkeypatch: pytest.MonkeyPatch
+    s2lite: S2Lite, stream_id: str
 ) -> None:
-    async with make_context(s2lite, retry_deadline=10) as ctx:
-        backend = ctx.backend
-        assert isinstance(backend, S2Client)
-        lost = lose_first_answer(monkeypatch, backend, b'"session-')
+    ctx, http = recorded_context(s2lite, retry_deadline=10)
+    async with ctx:
+        lost = http.lose_first_answer(b'"session-')
         producer = await ctx.create_new_resumable_stream(
             stream_id, lambda: from_list(["claimed ", "once"])
         )
@@ -293,17 +259,16 @@ async def test_a_claim_retried_after_a_lost_answer_is_still_ours(
 
 
 async def test_a_takeover_retried_after_a_lost_answer_is_still_ours(
-    s2lite: S2Lite, stream_id: str, monkeypatch: pytest.MonkeyPatch
+    s2lite: S2Lite, stream_id: str
 ) -> None:
     liveness = 0.6
-    async with make_context(s2lite, retry_deadline=10, liveness_timeout=liveness) as ctx:
+    ctx, http = recorded_context(s2lite, retry_deadline=10, liveness_timeout=liveness)
+    async with ctx:
         await abandoned_stream(ctx, stream_id, ["half ", "a ", "reply"])
         await asyncio.sleep(liveness * 1.5)
-        backend = ctx.backend
-        assert isinstance(backend, S2Client)
         # The takeover's fence, not the claim at seq 0 (with token "") that
         # resumable_stream tries first and S2 refuses.
-        lost = lose_first_answer(monkeypatch, backend, b'"session-', without=b'"fencing_token":""')
+        lost = http.lose_first_answer(b'"session-', without=b'"fencing_token":""')
         taken = await ctx.resumable_stream(stream_id, lambda: from_list([", continued"]))
         assert lost
         assert await read_text(taken) == "half a reply, continued"
@@ -330,7 +295,7 @@ async def test_asking_about_streams_that_do_not_exist_stores_nothing(tmp_path: P
             grown, _ = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
-        assert len(store._streams) == 0
+        assert len(store.stream_names()) == 0
         assert grown < 256 * 1024
     async with ResumableStreamContext(EmbeddedBackend(SqliteStore(tmp_path))) as ctx:
         for _ in range(2_000):
@@ -354,7 +319,7 @@ async def test_a_stream_a_reader_waited_on_is_dropped_once_the_reader_is_gone() 
     async with ResumableStreamContext(EmbeddedBackend(store)) as ctx:
         producer = await ctx.resumable_stream("finished", lambda: from_list(["done"]))
         assert await read_text(producer) == "done"
-        waiter = store.wait_for_records("finished", 10**6)  # a reader past the end
+        waiter = store.wait_for_records(ctx.stream_name("finished"), 10**6)  # a reader past the end
         assert waiter is not None
         await asyncio.sleep(0.3)
         assert await ctx.has_existing_stream("finished") == "DONE"  # kept for its reader
@@ -379,13 +344,15 @@ async def test_a_client_that_falls_behind_goes_on_from_the_backend(
 
     stream = await ctx.resumable_stream(stream_id, source, skip_characters=skip)
     assert stream is not None
-    channel = ctx._producers[stream_id].channel
+    producer = ctx.producer(stream_id)
+    assert producer is not None
+    channel = producer.channel
     first = await read_text(stream, 1)
     for _ in range(500):  # the client reads nothing while the source runs on
         if await ctx.has_existing_stream(stream_id) == "DONE":
             break
         await asyncio.sleep(0.01)
-    assert channel._items is None  # what it had buffered was let go
+    assert not channel.holds_chunks  # what it had buffered was let go
     assert channel.overflowed
     rest = await read_text(stream)
     assert first + rest == "".join(chunks)[skip:]

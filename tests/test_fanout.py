@@ -14,7 +14,7 @@ from resumable_fast import ResumableStreamContext, ResumableStreamError
 from resumable_fast import fanout as fanout_module
 
 from conftest import S2Lite, make_context, start_s2lite, stop_s2lite
-from support import TestingStream, read_text, sent_requests
+from support import TestingStream, read_text, recorded_context
 
 
 def words(count: int) -> list[str]:
@@ -54,8 +54,9 @@ async def test_readers_of_one_live_stream_share_one_session(
     s2lite: S2Lite, stream_id: str, shared: bool
 ) -> None:
     text = words(300)
-    async with make_context(s2lite, share_read_sessions=shared) as ctx:
-        with sent_requests(ctx) as sent:
+    ctx, http = recorded_context(s2lite, share_read_sessions=shared)
+    async with ctx:
+        with http.recording() as sent:
             texts = await follow_live(ctx, stream_id, 200, text)
     assert texts == ["".join(text)] * 200
     sessions = sum(request.startswith(b"SESSION ") for request in sent)

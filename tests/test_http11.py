@@ -47,7 +47,7 @@ class ScriptedServer:
         assert self.server is not None
         return Origin("http", "127.0.0.1", self.server.sockets[0].getsockname()[1])
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self.handlers.add(task)
@@ -98,7 +98,7 @@ async def client() -> AsyncIterator[HttpClient]:
 
 
 async def serve(server: ScriptedServer) -> ScriptedServer:
-    server.server = await asyncio.start_server(server._handle, "127.0.0.1", 0)
+    server.server = await asyncio.start_server(server.handle, "127.0.0.1", 0)
     return server
 
 
@@ -265,7 +265,7 @@ async def test_no_answer_within_the_timeout_is_a_read_timeout(
         assert response.content == b"late"
     finally:
         await client.aclose()
-    assert client._sweeper is None
+    assert not client.sweeping
 
 
 async def test_refused_connection_is_a_connect_error(client: HttpClient) -> None:
@@ -338,7 +338,7 @@ async def test_a_body_over_the_cap_is_a_typed_error_with_bounded_memory(
         _, peak = tracemalloc.get_traced_memory()
         # The server had 40 MB to send; the client held about its cap.
         assert peak < 1024 * 1024
-        assert not client._idle._stacks.get((server.origin, None))
+        assert client.idle_connections(server.origin) == 0
         response = await client.request(server.origin, request(), idempotent=False, timeout=5)
         assert response.content == b"next"
     finally:

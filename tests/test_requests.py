@@ -11,17 +11,15 @@ import pytest
 
 from resumable_fast import ResumableStreamContext
 from resumable_fast.records import END_FENCE_PREFIX, is_fence
-from resumable_fast.s2 import S2Client
-from test_edges import lose_first_answer
 from test_liveness import stored_records
 
-from conftest import S2Lite, make_context
-from support import TestingStream, from_list, read_text, sent_requests
+from conftest import S2Lite
+from support import TestingStream, from_list, read_text, recorded_context
 
 
 async def tail_reaches(ctx: ResumableStreamContext, stream_id: str, records: int) -> None:
     for _ in range(500):
-        last = await ctx.backend.last_record(stream_id)
+        last = await ctx.backend.last_record(ctx.stream_name(stream_id))
         if last is not None and last["seq_num"] + 1 >= records:
             return
         await asyncio.sleep(0.01)
@@ -29,9 +27,10 @@ async def tail_reaches(ctx: ResumableStreamContext, stream_id: str, records: int
 
 
 async def test_a_new_stream_is_claimed_in_one_request(s2lite: S2Lite, stream_id: str) -> None:
-    async with make_context(s2lite) as ctx:
+    ctx, http = recorded_context(s2lite)
+    async with ctx:
         source = TestingStream()
-        with sent_requests(ctx) as sent:
+        with http.recording() as sent:
             producer = await ctx.resumable_stream(stream_id, source.readable)
         assert len(sent) == 1
         assert sent[0].startswith(b"POST ")
@@ -43,14 +42,15 @@ async def test_a_new_stream_is_claimed_in_one_request(s2lite: S2Lite, stream_id:
 async def test_a_finished_stream_costs_a_refused_claim_and_a_tail_read(
     s2lite: S2Lite, stream_id: str
 ) -> None:
-    async with make_context(s2lite) as ctx:
+    ctx, http = recorded_context(s2lite)
+    async with ctx:
         assert (
             await read_text(
                 await ctx.create_new_resumable_stream(stream_id, lambda: from_list(["done"]))
             )
             == "done"
         )
-        with sent_requests(ctx) as sent:
+        with http.recording() as sent:
             assert await ctx.resumable_stream(stream_id, lambda: from_list(["never"])) is None
         # A claim refused at its only attempt is not read back to check.
         assert [request.split(b" ")[0] for request in sent] == [b"POST", b"GET"]
@@ -60,9 +60,10 @@ async def test_the_last_data_append_carries_the_end_fence(s2lite: S2Lite, stream
     """15 chunks in batches of 10: the claim, 10 chunks, then 5 chunks and
     the end fence in one append, as S2's own package writes it."""
     chunks = [f"c{index} " for index in range(15)]
-    async with make_context(s2lite, batch_size=10, linger_ms=60_000) as ctx:
+    ctx, http = recorded_context(s2lite, batch_size=10, linger_ms=60_000)
+    async with ctx:
         source = TestingStream()
-        with sent_requests(ctx) as sent:
+        with http.recording() as sent:
             producer = await ctx.create_new_resumable_stream(stream_id, source.readable)
             for chunk in chunks[:10]:
                 source.write(chunk)
@@ -82,7 +83,7 @@ async def test_the_last_data_append_carries_the_end_fence(s2lite: S2Lite, stream
 
 @pytest.mark.parametrize("chunks", [3, 25])
 async def test_a_merged_end_retried_after_a_lost_answer_lands_once(
-    s2lite: S2Lite, stream_id: str, monkeypatch: pytest.MonkeyPatch, chunks: int
+    s2lite: S2Lite, stream_id: str, chunks: int
 ) -> None:
     """The append with the last data and the end fence lands, its answer is
     lost, the retry is refused by S2 and recognised as ours: the client sees a
@@ -93,10 +94,9 @@ async def test_a_merged_end_retried_after_a_lost_answer_lands_once(
         for chunk in text:
             yield chunk
 
-    async with make_context(s2lite, retry_deadline=10, batch_size=10, linger_ms=60_000) as ctx:
-        backend = ctx.backend
-        assert isinstance(backend, S2Client)
-        lost = lose_first_answer(monkeypatch, backend, b'"end-')
+    ctx, http = recorded_context(s2lite, retry_deadline=10, batch_size=10, linger_ms=60_000)
+    async with ctx:
+        lost = http.lose_first_answer(b'"end-')
         producer = await ctx.create_new_resumable_stream(stream_id, source)
         assert await read_text(producer) == "".join(text)
         assert lost

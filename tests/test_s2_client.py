@@ -15,7 +15,7 @@ from resumable_fast import (
     StreamNotFoundError,
 )
 from resumable_fast._core import fence_append_input
-from resumable_fast.records import is_fence
+from resumable_fast.records import StreamName, is_fence
 from resumable_fast.s2 import S2Client
 
 from conftest import S2Lite
@@ -34,20 +34,19 @@ def client_for(server: S2Lite, basin: str | None = None) -> S2Client:
 
 async def test_append_read_and_tail(s2lite: S2Lite, stream_id: str) -> None:
     client = client_for(s2lite)
+    name = StreamName(stream_id)
     try:
-        assert await client.last_record(stream_id) is None
-        await client.append(
-            stream_id, fence_append_input("session-a", "", 0), new_fence="session-a"
-        )
+        assert await client.last_record(name) is None
+        await client.append(name, fence_append_input("session-a", "", 0), new_fence="session-a")
         body = b'{"records":[{"body":"h\\u00e9"},{"body":"llo"}],"fencing_token":"session-a"}'
-        await client.append(stream_id, body)
-        assert await client.check_tail(stream_id) == 3
-        records = await client.read(stream_id, seq_num=0)
+        await client.append(name, body)
+        assert await client.check_tail(name) == 3
+        records = await client.read(name, seq_num=0)
         assert [r["seq_num"] for r in records] == [0, 1, 2]
         assert is_fence(records[0])
         assert records[0]["body"] == "session-a"
         assert [r["body"] for r in records[1:]] == ["hé", "llo"]
-        last = await client.last_record(stream_id)
+        last = await client.last_record(name)
         assert last is not None
         assert last["body"] == "llo"
     finally:
@@ -56,13 +55,14 @@ async def test_append_read_and_tail(s2lite: S2Lite, stream_id: str) -> None:
 
 async def test_fencing_and_seq_num_conditions_are_typed(s2lite: S2Lite, stream_id: str) -> None:
     client = client_for(s2lite)
+    name = StreamName(stream_id)
     try:
-        await client.append(stream_id, fence_append_input("session-a", "", 0))
+        await client.append(name, fence_append_input("session-a", "", 0))
         with pytest.raises(FencingTokenMismatchError) as fenced:
-            await client.append(stream_id, fence_append_input("session-b", "", None))
+            await client.append(name, fence_append_input("session-b", "", None))
         assert fenced.value.current_token == "session-a"
         with pytest.raises(SeqNumMismatchError) as seq:
-            await client.append(stream_id, fence_append_input("session-c", "session-a", 5))
+            await client.append(name, fence_append_input("session-c", "session-a", 5))
         assert seq.value.expected_seq_num == 1
     finally:
         await client.aclose()
@@ -76,12 +76,13 @@ async def test_basin_without_create_on_append_gives_typed_error(s2lite: S2Lite) 
     finally:
         await admin.aclose()
     client = client_for(s2lite, basin)
+    missing = StreamName("missing")
     try:
         with pytest.raises(BasinMisconfiguredError, match="create_stream_on_append") as error:
-            await client.append("missing", fence_append_input("session-a", "", 0))
+            await client.append(missing, fence_append_input("session-a", "", 0))
         assert isinstance(error.value, StreamNotFoundError)
         assert isinstance(error.value, ConfigurationError)
         with pytest.raises(BasinMisconfiguredError, match="create_stream_on_read"):
-            await client.last_record("missing")
+            await client.last_record(missing)
     finally:
         await client.aclose()

@@ -1,9 +1,10 @@
-"""HTTP/1.1 to S2: whole answers for unary calls, streamed bodies for read sessions.
+"""HTTP/1.1 requests: whole answers for unary calls, streamed bodies for long
+answers read as they come.
 
-Every request the library sends goes through :class:`HttpClient`. Response
-framing is parsed by httptools (llhttp, the parser uvicorn uses), fed on an
-:class:`asyncio.Protocol` as bytes arrive: strict chunked framing, interim 1xx
-answers skipped, no parser of ours. Around it:
+Every request goes through :class:`HttpClient`. Response framing is parsed by
+httptools (llhttp, the parser uvicorn uses) as bytes arrive on an
+:class:`asyncio.Protocol`: strict chunked framing, interim 1xx answers
+skipped, no parser of ours. Around it:
 
 * kept-alive connections per origin, in an O(1) stack;
 * TLS set up as httpx does it (``verify=``: True, False, a CA bundle or
@@ -17,14 +18,31 @@ answers skipped, no parser of ours. Around it:
   :class:`~resumable_fast.errors.ResponseTooLargeError` and the connection is
   dropped; a streamed body is read only as fast as it is consumed;
 * a :class:`~resumable_fast.endpoints.Redactor` that learns the proxy
-  credentials the client sends, for its owner to clean what answers say
-  (:mod:`resumable_fast.s2` passes its own, which also knows the token);
+  credentials the client sends, for its owner (who adds its own) to clean
+  what answers say;
 * deadlines for whole exchanges kept by one sweeper per client rather than a
   timer per request, and an idle timeout for streamed bodies.
 
+One request and its answer are an *exchange*, an object of its own on the
+connection it was sent on (the connection holds only its transport and the
+exchange in progress). An exchange goes through these phases, driven by the
+parser's callbacks and the connection's end::
+
+    HEAD ──1xx head──> INTERIM ──its end──> HEAD      (100 Continue, 103 Early Hints)
+    HEAD ──final head──> BODY ──message end──> DONE   (the connection may be kept)
+      │                    └──connection end──> DONE  (a body delimited by it: not kept)
+      └──(any phase but DONE) a fault, a cap, the deadline──> FAILED (connection dropped)
+
+A whole answer (:meth:`HttpClient.request`) settles at DONE; a streamed one
+(:meth:`HttpClient.stream`) settles at BODY, its body read on from the same
+exchange. Both get their connection the same way: a kept-alive one from the
+idle stack, else a new one; a kept-alive connection that the server had closed
+(it ends before any byte of the answer) is replaced by a new one once, when
+the request may be sent twice.
+
 Failures that the same request may get past later (a refused or dropped
 connection, a timeout, a malformed answer) are :class:`TransportError`; the
-caller retries those.
+caller decides whether to retry, and maps them to its own errors.
 """
 
 from __future__ import annotations
@@ -35,7 +53,8 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import NamedTuple, TypeVar
+from enum import IntEnum
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import httptools
 
@@ -57,6 +76,7 @@ from resumable_fast.timeouts import timeout_after
 T = TypeVar("T")
 
 __all__ = [
+    "ClientClosed",
     "ConnectFailed",
     "HttpClient",
     "HttpSettings",
@@ -69,7 +89,7 @@ __all__ = [
 ]
 
 MAX_HEAD_BYTES = 64 * 1024
-# S2 answers a read with at most 1 MiB of records, which JSON makes larger.
+# A whole answer is held in memory until it is complete.
 MAX_BODY_BYTES = 16 * 1024 * 1024
 # A streamed body stops being read from the socket past this much unconsumed.
 STREAM_HIGH_WATER = 1024 * 1024
@@ -98,6 +118,10 @@ class ProtocolViolation(TransportError):
 
 class _StaleConnection(TransportError):
     """A kept-alive connection failed before any part of an answer arrived."""
+
+
+class ClientClosed(ResumableStreamError):
+    """A request to a client that was closed: no request will succeed."""
 
 
 @dataclass(frozen=True)
@@ -143,9 +167,11 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
 
 
 class StreamingResponse:
-    """An answer whose body is read as it arrives (a read session)."""
+    """An answer whose body is read as it arrives."""
 
-    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: _BodyStream) -> None:
+    def __init__(
+        self, status: int, headers: list[tuple[bytes, bytes]], body: _StreamedAnswer
+    ) -> None:
         self.status = status
         self.headers = headers
         self._body = body
@@ -170,26 +196,195 @@ class StreamingResponse:
         return b"".join(parts)
 
 
-class _BodyStream:
-    """Body chunks from a connection to the consumer, with flow control."""
+# -- exchanges ------------------------------------------------------------------------
 
-    def __init__(self, connection: _Connection) -> None:
-        self._connection = connection
+
+class _Phase(IntEnum):
+    """Where an exchange is (see the module docstring); ordered, so that
+    ``< BODY`` is "the head is not in" and ``>= DONE`` is "over"."""
+
+    HEAD = 0
+    INTERIM = 1
+    BODY = 2
+    DONE = 3
+    FAILED = 4
+
+
+# Module names for the phases: looking a member up on its enum class costs
+# more than a global, on every callback of every exchange.
+_HEAD, _INTERIM, _BODY, _DONE, _FAILED = _Phase
+
+
+class _Exchange(Generic[T]):
+    """One request's answer on a connection, parsed by httptools as bytes
+    arrive (the parser calls the ``on_*`` methods). ``settled`` gets what the
+    sender waits for: a whole answer, or the head of a streamed one."""
+
+    def __init__(self, connection: _Connection, deadline: float, timeout: float) -> None:
+        self.connection = connection
+        self.deadline = deadline
+        self.timeout = timeout
+        self.settled: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self.phase = _HEAD
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.keep_alive = False
+        self._head_bytes = 0
+        # Let go of when the exchange ends: the parser holds the exchange
+        # (its callbacks), and the cycle would wait for the garbage collector.
+        self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
+
+    # what the connection passes on
+
+    def feed(self, data: bytes) -> None:
+        parser = self._parser
+        assert parser is not None  # the connection feeds only an exchange in progress
+        if self.phase < _BODY:
+            self._head_bytes += len(data)
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            # A callback's own exception comes back as the context of the
+            # parser's callback error.
+            overrun = exc.__context__
+            if isinstance(overrun, _Overrun):
+                self.fail(overrun.error)
+            else:
+                redact = self.connection.redact
+                self.fail(ProtocolViolation(redact(f"malformed answer: {exc}", 500)))
+            return
+        if self.phase < _BODY and self._head_bytes > self.connection.max_head_bytes:
+            self.fail(ResponseTooLargeError(f"a response head over {self._head_bytes} bytes"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        phase = self.phase
+        if phase >= _DONE:
+            return
+        if phase is _BODY:
+            if (
+                _header(self.headers, b"content-length") is None
+                and _header(self.headers, b"transfer-encoding") is None
+            ):
+                self._finish(keep_alive=False)  # a body delimited by the end of the connection
+            else:
+                self.fail(ProtocolViolation(f"the connection closed mid-body: {exc!r}"))
+        elif self._head_bytes == 0:
+            stale = _StaleConnection("the connection closed before any answer")
+            stale.__cause__ = exc
+            self.fail(stale)
+        else:
+            self.fail(ProtocolViolation("the connection closed mid-head"))
+
+    def fail(self, error: BaseException) -> None:
+        """End the exchange with ``error`` (unless it is over) and drop its
+        connection, on which an answer may still be on its way."""
+        self.connection.close()
+        if self.phase < _DONE:
+            self.phase = _FAILED
+            self._parser = None
+            self._failed(error)
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        if self.phase >= _DONE:
+            raise _Overrun(ProtocolViolation("bytes after the answer"))
+        self.headers = []
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        assert self._parser is not None  # callbacks come only while it parses
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:
+            self.phase = _INTERIM  # 100 Continue, 103 Early Hints: the answer follows
+            return
+        self.status = status
+        self.phase = _BODY
+        self._head_in()
+
+    def on_body(self, body: bytes) -> None:
+        if self.phase is _BODY:
+            self._body(body)
+
+    def on_message_complete(self) -> None:
+        if self.phase is _INTERIM:
+            self.phase = _HEAD
+        else:
+            assert self._parser is not None  # callbacks come only while it parses
+            self._finish(self._parser.should_keep_alive())
+
+    def _finish(self, keep_alive: bool) -> None:
+        self.keep_alive = keep_alive
+        self.phase = _DONE
+        self._parser = None
+        self._done()
+
+    # what each kind of exchange does
+
+    def _head_in(self) -> None:
+        """The final head is in (``status`` and ``headers``)."""
+
+    def _body(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _done(self) -> None:
+        raise NotImplementedError
+
+    def _failed(self, error: BaseException) -> None:
+        if not self.settled.done():
+            self.settled.set_exception(error)
+
+
+class _WholeAnswer(_Exchange[Response]):
+    """An exchange whose answer is read whole, its body capped."""
+
+    def __init__(self, connection: _Connection, deadline: float, timeout: float) -> None:
+        super().__init__(connection, deadline, timeout)
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def _body(self, data: bytes) -> None:
+        self._size += len(data)
+        cap = self.connection.max_body_bytes
+        if self._size > cap:
+            raise _Overrun(ResponseTooLargeError(f"an answer's body over {cap} bytes"))
+        self._parts.append(data)
+
+    def _done(self) -> None:
+        if not self.settled.done():
+            self.settled.set_result(Response(self.status, self.headers, b"".join(self._parts)))
+
+
+class _StreamedAnswer(_Exchange[StreamingResponse]):
+    """An exchange settled by its head, whose body chunks go to the consumer
+    as it reads them, with flow control: the connection stops reading while
+    more than :data:`STREAM_HIGH_WATER` bytes wait."""
+
+    def __init__(self, connection: _Connection, deadline: float, timeout: float) -> None:
+        super().__init__(connection, deadline, timeout)
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
-        self._done = False
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
 
-    def push(self, data: bytes) -> None:
+    def _head_in(self) -> None:
+        if not self.settled.done():
+            self.settled.set_result(StreamingResponse(self.status, self.headers, self))
+
+    def _body(self, data: bytes) -> None:
         self._chunks.append(data)
         self._buffered += len(data)
         if self._buffered > STREAM_HIGH_WATER:
-            self._connection.pause_reading()
+            self.connection.pause_reading()
         self._wake()
 
-    def finish(self, error: BaseException | None = None) -> None:
-        self._done = True
+    def _done(self) -> None:
+        self._wake()
+
+    def _failed(self, error: BaseException) -> None:
+        super()._failed(error)
         self._error = error
         self._wake()
 
@@ -205,13 +400,13 @@ class _BodyStream:
                 data = self._chunks.popleft()
                 self._buffered -= len(data)
                 if self._buffered <= STREAM_HIGH_WATER // 2:
-                    self._connection.resume_reading()
+                    self.connection.resume_reading()
                 yield data
                 continue
-            if self._done:
-                if self._error is not None:
-                    raise self._error
+            if self.phase is _DONE:
                 return
+            if self._error is not None:
+                raise self._error
             self._waiter = loop.create_future()
             timer = loop.call_later(idle_timeout, _resolve, self._waiter)
             try:
@@ -219,7 +414,7 @@ class _BodyStream:
             finally:
                 timer.cancel()
                 self._waiter = None
-            if not self._chunks and not self._done:
+            if not self._chunks and self.phase < _DONE:
                 raise RequestTimeout(f"no data for {idle_timeout:g} s")
 
 
@@ -228,40 +423,31 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
+class _Overrun(Exception):
+    """Raised from a parser callback to stop parsing with ``error``."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 # -- connections ------------------------------------------------------------------------
 
 
 class _Connection(asyncio.Protocol):
-    """One kept-alive connection, one exchange at a time, its answers parsed
-    by httptools as bytes arrive (the parser calls the ``on_*`` methods)."""
+    """One kept-alive connection: its transport and the exchange in progress
+    (one at a time), to which it passes what arrives."""
 
     def __init__(
-        self,
-        key: tuple[Origin, Proxy | None],
-        settings: HttpSettings,
-        redact: Redactor | None = None,
+        self, key: tuple[Origin, Proxy | None], settings: HttpSettings, redact: Redactor
     ) -> None:
         self.key = key
-        self._redact = redact or Redactor()
-        self.deadline = 0.0
-        self.timeout = 0.0
-        self._settings = settings
+        self.redact = redact
+        self.max_head_bytes = settings.max_head_bytes
+        self.max_body_bytes = settings.max_body_bytes
+        self.exchange: _Exchange[Any] | None = None
         self._transport: asyncio.Transport | None = None
-        self._parser = httptools.HttpResponseParser(self)
         self._closed = False
-        # The exchange in progress: a whole answer, or a streamed body.
-        self._answer: asyncio.Future[Response] | None = None
-        self._head: asyncio.Future[StreamingResponse] | None = None
-        self._body_stream: _BodyStream | None = None
-        self._status = 0
-        self._interim = False  # the message being parsed is a 1xx answer
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._head_bytes = 0
-        self._head_done = False
-        self._body: list[bytes] = []
-        self._body_bytes = 0
-        self._complete = False
-        self._reusable = False
 
     # asyncio.Protocol
 
@@ -270,50 +456,20 @@ class _Connection(asyncio.Protocol):
         self._transport = transport
 
     def data_received(self, data: bytes) -> None:
-        if self._answer is None and self._body_stream is None and self._head is None:
+        exchange = self.exchange
+        if exchange is None or exchange.phase >= _DONE:
             # Bytes nobody asked for: the connection cannot be trusted again.
             self.close()
             return
-        if not self._head_done:
-            self._head_bytes += len(data)
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            # A callback's own exception comes back as the context of the
-            # parser's callback error.
-            overrun = exc.__context__
-            if isinstance(overrun, _Overrun):
-                self._fail(overrun.error)
-            else:
-                self._fail(ProtocolViolation(self._redact(f"malformed answer: {exc}", 500)))
-            return
-        if not self._head_done and self._head_bytes > self._settings.max_head_bytes:
-            self._fail(ResponseTooLargeError(f"a response head over {self._head_bytes} bytes"))
+        exchange.feed(data)
 
     def eof_received(self) -> bool:
         return False  # the transport closes; connection_lost settles the exchange
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
-        if self._complete:
-            return
-        if (
-            self._head_done
-            and _header(self._headers, b"content-length") is None
-            and (_header(self._headers, b"transfer-encoding") is None)
-        ):
-            # A body delimited by the end of the connection.
-            self._reusable = False
-            self.on_message_complete()
-            return
-        if not self._head_done and self._head_bytes == 0:
-            stale = _StaleConnection("the connection closed before any answer")
-            stale.__cause__ = exc
-            self._fail(stale)
-        elif not self._head_done:
-            self._fail(ProtocolViolation("the connection closed mid-head"))
-        else:
-            self._fail(ProtocolViolation(f"the connection closed mid-body: {exc!r}"))
+        if self.exchange is not None:
+            self.exchange.connection_lost(exc)
 
     def pause_reading(self) -> None:
         if self._transport is not None and not self._closed:
@@ -323,130 +479,31 @@ class _Connection(asyncio.Protocol):
         if self._transport is not None and not self._closed:
             self._transport.resume_reading()
 
-    # httptools callbacks
-
-    def on_message_begin(self) -> None:
-        if self._complete:
-            raise _Overrun(ProtocolViolation("bytes after the answer"))
-        self._headers = []
-        self._head_done = False
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value))
-
-    def on_headers_complete(self) -> None:
-        status = self._parser.get_status_code()
-        if 100 <= status < 200:
-            self._interim = True  # 100 Continue, 103 Early Hints: the answer follows
-            return
-        self._interim = False
-        self._status = status
-        self._head_done = True
-        if self._head is not None:
-            stream = self._body_stream = _BodyStream(self)
-            head, self._head = self._head, None
-            if not head.done():
-                head.set_result(StreamingResponse(status, self._headers, stream))
-
-    def on_body(self, body: bytes) -> None:
-        if self._interim:
-            return
-        if self._body_stream is not None:
-            self._body_stream.push(body)
-            return
-        self._body_bytes += len(body)
-        if self._body_bytes > self._settings.max_body_bytes:
-            raise _Overrun(
-                ResponseTooLargeError(
-                    f"an answer's body over {self._settings.max_body_bytes} bytes"
-                )
-            )
-        self._body.append(body)
-
-    def on_message_complete(self) -> None:
-        if self._interim:
-            self._interim = False
-            return
-        self._complete = True
-        self._reusable = self._reusable and self._parser.should_keep_alive()
-        stream, self._body_stream = self._body_stream, None
-        if stream is not None:
-            stream.finish()
-            return
-        answer, self._answer = self._answer, None
-        if answer is not None and not answer.done():
-            answer.set_result(Response(self._status, self._headers, b"".join(self._body)))
-
     # exchanges
+
+    def send(self, exchange: _Exchange[Any], payload: bytes) -> None:
+        assert self._transport is not None
+        self.exchange = exchange
+        self._transport.write(payload)
 
     def is_usable(self) -> bool:
         return not self._closed and self._transport is not None and not self._transport.is_closing()
 
     @property
     def reusable(self) -> bool:
-        return self._complete and self._reusable and self.is_usable()
+        """Its last exchange ended whole, and both sides keep it alive."""
+        exchange = self.exchange
+        return (
+            exchange is not None
+            and exchange.phase is _DONE
+            and exchange.keep_alive
+            and self.is_usable()
+        )
 
     def close(self) -> None:
         self._closed = True
         if self._transport is not None:
             self._transport.abort()
-
-    def _start(self, payload: bytes, deadline: float, timeout: float) -> None:
-        assert self._transport is not None
-        self.deadline = deadline
-        self.timeout = timeout
-        self._parser = httptools.HttpResponseParser(self)
-        self._status = 0
-        self._interim = False
-        self._headers = []
-        self._head_bytes = 0
-        self._head_done = False
-        self._body = []
-        self._body_bytes = 0
-        self._complete = False
-        self._reusable = True
-        self._transport.write(payload)
-
-    def exchange(self, payload: bytes, deadline: float, timeout: float) -> asyncio.Future[Response]:
-        """Send one request; the future gets its whole answer."""
-        answer: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-        self._answer = answer
-        self._start(payload, deadline, timeout)
-        return answer
-
-    def open_stream(
-        self, payload: bytes, deadline: float, timeout: float
-    ) -> asyncio.Future[StreamingResponse]:
-        """Send one request; the future gets the answer's head, its body follows."""
-        head: asyncio.Future[StreamingResponse] = asyncio.get_running_loop().create_future()
-        self._head = head
-        self._start(payload, deadline, timeout)
-        return head
-
-    def time_out(self, message: str) -> None:
-        self._fail(RequestTimeout(message))
-
-    def _fail(self, error: BaseException) -> None:
-        self.close()
-        self._complete = True
-        self._reusable = False
-        answer, self._answer = self._answer, None
-        if answer is not None and not answer.done():
-            answer.set_exception(error)
-        head, self._head = self._head, None
-        if head is not None and not head.done():
-            head.set_exception(error)
-        stream, self._body_stream = self._body_stream, None
-        if stream is not None:
-            stream.finish(error)
-
-
-class _Overrun(Exception):
-    """Raised from a parser callback to stop parsing with ``error``."""
-
-    def __init__(self, error: BaseException) -> None:
-        super().__init__(str(error))
-        self.error = error
 
 
 class _TunnelHandshake(asyncio.Protocol):
@@ -486,11 +543,11 @@ class _IdleConnections:
 
     def __init__(self, max_per_key: int) -> None:
         self._max_per_key = max_per_key
-        self._stacks: dict[tuple[Origin, Proxy | None], list[_Connection]] = {}
+        self.stacks: dict[tuple[Origin, Proxy | None], list[_Connection]] = {}
         self.closed = False
 
     def take(self, key: tuple[Origin, Proxy | None]) -> _Connection | None:
-        stack = self._stacks.get(key)
+        stack = self.stacks.get(key)
         while stack:
             connection = stack.pop()
             if connection.is_usable():
@@ -499,7 +556,7 @@ class _IdleConnections:
         return None
 
     def give_back(self, connection: _Connection) -> None:
-        stack = self._stacks.setdefault(connection.key, [])
+        stack = self.stacks.setdefault(connection.key, [])
         if self.closed or len(stack) >= self._max_per_key or not connection.reusable:
             connection.close()
         else:
@@ -507,10 +564,10 @@ class _IdleConnections:
 
     def close(self) -> None:
         self.closed = True
-        for stack in self._stacks.values():
+        for stack in self.stacks.values():
             for connection in stack:
                 connection.close()
-        self._stacks.clear()
+        self.stacks.clear()
 
 
 class HttpClient:
@@ -537,9 +594,19 @@ class HttpClient:
         # instead of opening one each.
         self._slots = asyncio.Semaphore(max_in_flight)
         self._idle = _IdleConnections(max_idle_per_origin)
-        self._busy: set[_Connection] = set()
+        self._busy: set[_Exchange[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._sweep_interval = _MAX_SWEEP_INTERVAL
+
+    @property
+    def sweeping(self) -> bool:
+        """Whether the task that fails exchanges past their deadline runs
+        (it does only while an exchange awaits its answer)."""
+        return self._sweeper is not None
+
+    def idle_connections(self, origin: Origin) -> int:
+        """How many kept-alive connections to ``origin`` wait for a request."""
+        return len(self._idle.stacks.get(self._key(origin), ()))
 
     def _ssl(self) -> ssl.SSLContext:
         if self._ssl_context is None:
@@ -587,89 +654,79 @@ class HttpClient:
         seconds. A request that fails on a kept-alive connection before any
         answer arrived is sent again on a new connection when ``idempotent``;
         otherwise the caller gets a :class:`ProtocolViolation` and decides."""
-        if self._idle.closed:
-            raise ResumableStreamError("the S2 client is closed (its context was closed)")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        self._sweep_interval = min(self._sweep_interval, max(timeout / 10, _MIN_SWEEP_INTERVAL))
-        key = self._key(origin)
-        payload = self._serialize(key, request)
         async with self._slots:
-            connection = self._idle.take(key)
-            if connection is not None:
-                try:
-                    return await self._exchange(connection, payload, deadline, timeout)
-                except _StaleConnection as stale:
-                    if not idempotent:
-                        raise ProtocolViolation(
-                            "the server closed a kept-alive connection"
-                        ) from stale.__cause__
-            connection = await self._connect(key, deadline - loop.time())
-            try:
-                return await self._exchange(connection, payload, deadline, timeout)
-            except _StaleConnection as stale:
-                raise ProtocolViolation(
-                    "the server closed the connection without answering"
-                ) from stale.__cause__
-
-    async def _exchange(
-        self, connection: _Connection, payload: bytes, deadline: float, timeout: float
-    ) -> Response:
-        response = await self._settled(connection, connection.exchange(payload, deadline, timeout))
-        self._idle.give_back(connection)
+            connection, response = await self._exchange(
+                _WholeAnswer, origin, request, timeout, resend_if_stale=idempotent
+            )
+            self._idle.give_back(connection)
         return response
-
-    async def _settled(self, connection: _Connection, waiting: asyncio.Future[T]) -> T:
-        """What ``waiting`` (an answer or a head on ``connection``) settles to,
-        with the connection's deadline watched meanwhile."""
-        self._busy.add(connection)
-        if self._sweeper is None:
-            self._sweeper = asyncio.ensure_future(self._sweep())
-        try:
-            return await waiting
-        except BaseException:
-            connection.close()  # an answer may still be on its way
-            raise
-        finally:
-            self._busy.discard(connection)
 
     @asynccontextmanager
     async def stream(
         self, origin: Origin, request: Request, *, timeout: float
     ) -> AsyncIterator[StreamingResponse]:
-        """Send one request; the answer's head within ``timeout`` seconds, its
-        body read as it comes (a read session). The connection is kept for
-        reuse only if the body was read to its end."""
-        if self._idle.closed:
-            raise ResumableStreamError("the S2 client is closed (its context was closed)")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        key = self._key(origin)
-        payload = self._serialize(key, request)
-        connection = self._idle.take(key)
-        response: StreamingResponse | None = None
-        if connection is not None:
-            try:
-                response = await self._open(connection, payload, deadline, timeout)
-            except _StaleConnection:
-                connection = None  # GETs only: open it again on a new connection
-        if response is None or connection is None:
-            connection = await self._connect(key, deadline - loop.time())
-            try:
-                response = await self._open(connection, payload, deadline, timeout)
-            except _StaleConnection as stale:
-                raise ProtocolViolation(
-                    "the server closed the connection without answering"
-                ) from stale.__cause__
+        """Send one request (a GET, sent again if its kept-alive connection
+        was stale); the answer's head within ``timeout`` seconds, its body
+        read as it comes. The connection is kept for reuse only if the body
+        was read to its end."""
+        connection, response = await self._exchange(
+            _StreamedAnswer, origin, request, timeout, resend_if_stale=True
+        )
         try:
             yield response
         finally:
             self._idle.give_back(connection)
 
-    async def _open(
-        self, connection: _Connection, payload: bytes, deadline: float, timeout: float
-    ) -> StreamingResponse:
-        return await self._settled(connection, connection.open_stream(payload, deadline, timeout))
+    async def _exchange(
+        self,
+        kind: type[_Exchange[T]],
+        origin: Origin,
+        request: Request,
+        timeout: float,
+        *,
+        resend_if_stale: bool,
+    ) -> tuple[_Connection, T]:
+        """Send ``request`` on a kept-alive connection if one is idle, else
+        on a new one, and wait for the exchange to settle; the connection it
+        went on comes back with what it settled to."""
+        if self._idle.closed:
+            raise ClientClosed("the HTTP client is closed")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self._sweep_interval = min(self._sweep_interval, max(timeout / 10, _MIN_SWEEP_INTERVAL))
+        key = self._key(origin)
+        payload = self._serialize(key, request)
+        connection = self._idle.take(key)
+        if connection is not None:
+            try:
+                return connection, await self._settle(kind(connection, deadline, timeout), payload)
+            except _StaleConnection as stale:
+                if not resend_if_stale:
+                    raise ProtocolViolation(
+                        "the server closed a kept-alive connection"
+                    ) from stale.__cause__
+        connection = await self._connect(key, deadline - loop.time())
+        try:
+            return connection, await self._settle(kind(connection, deadline, timeout), payload)
+        except _StaleConnection as stale:
+            raise ProtocolViolation(
+                "the server closed the connection without answering"
+            ) from stale.__cause__
+
+    async def _settle(self, exchange: _Exchange[T], payload: bytes) -> T:
+        """Send ``payload`` on the exchange's connection and wait for what
+        the exchange settles to, its deadline watched meanwhile."""
+        exchange.connection.send(exchange, payload)
+        self._busy.add(exchange)
+        if self._sweeper is None:
+            self._sweeper = asyncio.ensure_future(self._sweep())
+        try:
+            return await exchange.settled
+        except BaseException:
+            exchange.connection.close()  # an answer may still be on its way
+            raise
+        finally:
+            self._busy.discard(exchange)
 
     async def _sweep(self) -> None:
         """Fails the exchanges whose deadline has passed, while any is in flight."""
@@ -678,8 +735,8 @@ class HttpClient:
             while self._busy:
                 await asyncio.sleep(self._sweep_interval)
                 now = loop.time()
-                for connection in [c for c in self._busy if c.deadline <= now]:
-                    connection.time_out(f"no answer within {connection.timeout:g} s")
+                for exchange in [e for e in self._busy if e.deadline <= now]:
+                    exchange.fail(RequestTimeout(f"no answer within {exchange.timeout:g} s"))
         finally:
             self._sweeper = None
 
@@ -740,8 +797,8 @@ class HttpClient:
 
     async def aclose(self) -> None:
         self._idle.close()
-        for connection in list(self._busy):
-            connection.close()
+        for exchange in list(self._busy):
+            exchange.connection.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)

@@ -1,9 +1,14 @@
 """A small async client for the parts of S2's REST API that resumable_fast uses.
 
 Every request, unary calls (appends, reads, tail checks) and read sessions
-(SSE) alike, goes through :class:`~resumable_fast.http11.HttpClient`.
+(SSE) alike, goes through the client's HTTP collaborator: an
+:class:`~resumable_fast.http11.HttpClient` of its own, or whatever is passed as
+``S2Client(config, http=...)`` (an :class:`HttpTransport`; tests and benches
+pass a wrapper around an HttpClient that records or counts what is sent).
 Every error S2 answers with becomes a typed exception from
-:mod:`resumable_fast.errors`; transport failures become
+:mod:`resumable_fast.errors`; the HTTP layer's errors become ours at one
+boundary (:data:`_transport_errors`, as httpx's ``map_httpcore_exceptions``),
+and a transport fault that outlasts the retries is a
 :class:`~resumable_fast.errors.S2ConnectionError`. The access token is only
 ever placed in the ``Authorization`` header, never in a message; and what an
 answer says (its message, code or body) goes through a
@@ -20,9 +25,10 @@ import ipaddress
 import logging
 import random
 from collections.abc import AsyncGenerator
-from contextlib import aclosing
+from contextlib import AbstractAsyncContextManager, aclosing
 from dataclasses import dataclass
-from typing import Any
+from types import TracebackType
+from typing import Any, Protocol
 from urllib.parse import quote, urlencode, urlsplit
 
 import orjson
@@ -34,6 +40,7 @@ from resumable_fast.errors import (
     ConfigurationError,
     FencingTokenMismatchError,
     RangeNotSatisfiableError,
+    ResumableStreamError,
     S2AuthError,
     S2ConnectionError,
     S2Error,
@@ -41,15 +48,18 @@ from resumable_fast.errors import (
     StreamNotFoundError,
 )
 from resumable_fast.http11 import (
+    ClientClosed,
     HttpClient,
     HttpSettings,
     Request,
+    Response,
+    StreamingResponse,
     TransportError,
 )
-from resumable_fast.records import SequencedRecord
+from resumable_fast.records import SequencedRecord, StreamName
 from resumable_fast.sse import EventStreamParser
 
-__all__ = ["S2Client"]
+__all__ = ["HttpTransport", "S2Client", "http_settings"]
 
 logger = logging.getLogger("resumable_fast")
 
@@ -67,6 +77,71 @@ MAX_BACKOFF_SECONDS = 2.0
 ERROR_EXCERPT_CHARS = 200
 ERROR_MESSAGE_CHARS = 1000
 ERROR_CODE_CHARS = 100
+# S2 answers a read with at most 1 MiB of records, which JSON makes larger.
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
+
+
+class HttpTransport(Protocol):
+    """What :class:`S2Client` needs of its HTTP client: an
+    :class:`~resumable_fast.http11.HttpClient`, or an object around one."""
+
+    @property
+    def redactor(self) -> Redactor:
+        """Cleans what answers say of the credentials sent (it learns the
+        proxy's as they are resolved; S2Client adds its token)."""
+        ...
+
+    async def request(
+        self, origin: Origin, request: Request, *, idempotent: bool, timeout: float
+    ) -> Response: ...
+
+    def stream(
+        self, origin: Origin, request: Request, *, timeout: float
+    ) -> AbstractAsyncContextManager[StreamingResponse]: ...
+
+    async def aclose(self) -> None: ...
+
+
+def http_settings(config: S2Config) -> HttpSettings:
+    """The HTTP settings ``config`` asks for (an S2Client's own HttpClient
+    uses them; so should one passed as ``http=``)."""
+    return HttpSettings(
+        verify=config.verify,
+        trust_env=config.trust_env,
+        proxy=config.proxy,
+        max_body_bytes=MAX_ANSWER_BYTES,
+    )
+
+
+class _TransportFault(S2ConnectionError):
+    """A transport fault on one attempt, as ours: the same request may get
+    past it. Its message is the fault's repr."""
+
+
+class _MappedTransportErrors:
+    """The one boundary where the HTTP layer's errors become ours: a
+    :class:`~resumable_fast.http11.TransportError` a :class:`_TransportFault`
+    (which the retries handle), a closed HTTP client this client's closed
+    error. What the HTTP layer raises as ours already (an answer over its cap,
+    a certificate that does not verify) passes. Stateless, so one instance
+    serves every request without an allocation."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if isinstance(error, TransportError):
+            raise _TransportFault(repr(error)) from error
+        if isinstance(error, ClientClosed):
+            raise ResumableStreamError("the S2 client is closed (its context was closed)") from None
+
+
+_transport_errors = _MappedTransportErrors()
 
 
 def _is_transient(error: S2Error) -> bool:
@@ -216,7 +291,10 @@ def _header_lines(fields: dict[str, str]) -> bytes:
 class S2Client:
     """Append, read, follow and inspect the streams of one basin."""
 
-    def __init__(self, config: S2Config) -> None:
+    def __init__(self, config: S2Config, *, http: HttpTransport | None = None) -> None:
+        """``http``: what the requests go through (default: an
+        :class:`~resumable_fast.http11.HttpClient` with
+        :func:`http_settings`), for a caller that wraps or shares one."""
         self.config = config
         endpoint = config.basin_endpoint.replace("{basin}", config.basin)
         self.description = f"s2 (basin {config.basin} at {endpoint})"
@@ -224,9 +302,11 @@ class S2Client:
         headers = {"User-Agent": "resumable_fast"}
         if config.access_token:
             headers["Authorization"] = f"Bearer {config.access_token}"
-        # Every credential sent: the token here, the proxy's once the HTTP
-        # client resolves it (see _error_from_response).
-        self._redact = Redactor(config.access_token)
+        self._http = http if http is not None else HttpClient(http_settings(config))
+        # Every credential sent: the proxy's once the HTTP client resolves
+        # it, the token here (see _error_from_response).
+        self._redact = self._http.redactor
+        self._redact.add(config.access_token)
         basin_headers = dict(headers)
         if config.shared_basin_endpoint:
             basin_headers["s2-basin"] = config.basin
@@ -242,10 +322,6 @@ class S2Client:
         self._append_headers = _header_lines({**basin_headers, "Content-Type": "application/json"})
         self._read_headers = _header_lines({**basin_headers, "Accept": "application/json"})
         self._create_basin_headers = _header_lines({**headers, "Content-Type": "application/json"})
-        self._http = HttpClient(
-            HttpSettings(verify=config.verify, trust_env=config.trust_env, proxy=config.proxy),
-            redactor=self._redact,
-        )
 
     def __repr__(self) -> str:
         return f"S2Client({self.config!r})"
@@ -255,27 +331,9 @@ class S2Client:
 
     @staticmethod
     @functools.lru_cache(maxsize=4096)
-    def _records_path(stream: str) -> str:
+    def _records_path(name: StreamName) -> str:
         # Cached: a producing stream sends one request per batch.
-        return f"/streams/{quote(stream, safe='')}/records"
-
-    async def _send(
-        self,
-        method: str,
-        endpoint: _Endpoint,
-        path: str,
-        headers: bytes,
-        content: bytes | None,
-    ) -> tuple[int, bytes, float | None]:
-        """One attempt: status, body and Retry-After (seconds)."""
-        answer = await self._http.request(
-            endpoint.origin,
-            Request(method.encode(), (endpoint.path + path).encode(), headers, content),
-            idempotent=method == "GET",
-            timeout=self.config.request_timeout,
-        )
-        retry_after = _retry_after(answer.header(b"retry-after")) if answer.status >= 400 else None
-        return answer.status, answer.content, retry_after
+        return f"/streams/{quote(name, safe='')}/records"
 
     async def _request(
         self,
@@ -299,22 +357,27 @@ class S2Client:
         while True:
             attempt += 1
             try:
-                status, body, retry_after = await self._send(
-                    method, endpoint, path, headers, content
-                )
-            except TransportError as exc:
+                with _transport_errors:
+                    answer = await self._http.request(
+                        endpoint.origin,
+                        Request(method.encode(), (endpoint.path + path).encode(), headers, content),
+                        idempotent=method == "GET",
+                        timeout=self.config.request_timeout,
+                    )
+            except _TransportFault as fault:
                 delay = _backoff(attempt)
                 if loop.time() + delay >= give_up_at:
                     raise S2ConnectionError(
                         f"S2 unreachable at {endpoint.display} after {attempt} attempts "
-                        f"({self.config.retry_deadline:g} s): {exc!r}"
+                        f"({self.config.retry_deadline:g} s): {fault}"
                     ) from None
-                logger.debug("%s %s: %r; retrying in %.3fs", method, endpoint.display, exc, delay)
+                logger.debug("%s %s: %s; retrying in %.3fs", method, endpoint.display, fault, delay)
             else:
+                status = answer.status
                 if status < 400:
-                    return body
-                error = _error_from_response(status, body, self._redact)
-                delay = retry_after or _backoff(attempt)
+                    return answer.content
+                error = _error_from_response(status, answer.content, self._redact)
+                delay = _retry_after(answer.header(b"retry-after")) or _backoff(attempt)
                 if not _is_transient(error) or loop.time() + delay >= give_up_at:
                     if attempt > 1:
                         error.attempts = attempt
@@ -325,7 +388,7 @@ class S2Client:
 
     async def append(
         self,
-        stream: str,
+        name: StreamName,
         append_input: bytes,
         *,
         end_seq_num: int | None = None,
@@ -341,7 +404,7 @@ class S2Client:
             await self._request(
                 "POST",
                 self._basin,
-                self._records_path(stream),
+                self._records_path(name),
                 headers=self._append_headers,
                 content=append_input,
             )
@@ -359,7 +422,7 @@ class S2Client:
 
     async def read(
         self,
-        stream: str,
+        name: StreamName,
         *,
         seq_num: int | None = None,
         tail_offset: int | None = None,
@@ -373,7 +436,7 @@ class S2Client:
             params["tail_offset"] = tail_offset
         if count is not None:
             params["count"] = count
-        path = self._records_path(stream)
+        path = self._records_path(name)
         if params:
             path += "?" + urlencode(params)
         try:
@@ -383,19 +446,19 @@ class S2Client:
         records = _records_of(content)
         return records
 
-    async def last_record(self, stream: str) -> SequencedRecord | None:
+    async def last_record(self, name: StreamName) -> SequencedRecord | None:
         """The stream's last record, or None when it has none (creating it on read)."""
         try:
-            records = await self.read(stream, tail_offset=1, count=1)
+            records = await self.read(name, tail_offset=1, count=1)
         except RangeNotSatisfiableError:
             return None
         return records[-1] if records else None
 
-    async def check_tail(self, stream: str) -> int:
+    async def check_tail(self, name: StreamName) -> int:
         """The sequence number the next record will get."""
         try:
             content = await self._request(
-                "GET", self._basin, self._records_path(stream) + "/tail", headers=self._read_headers
+                "GET", self._basin, self._records_path(name) + "/tail", headers=self._read_headers
             )
         except StreamNotFoundError as exc:
             raise _explain_not_found(exc, self.config.basin, "create_stream_on_read") from None
@@ -407,21 +470,23 @@ class S2Client:
             raise _invalid_answer("a tail")
         return tail
 
-    async def _read_or_empty(self, stream: str, seq_num: int, count: int) -> list[SequencedRecord]:
+    async def _read_or_empty(
+        self, name: StreamName, seq_num: int, count: int
+    ) -> list[SequencedRecord]:
         try:
-            return await self.read(stream, seq_num=seq_num, count=count)
+            return await self.read(name, seq_num=seq_num, count=count)
         except RangeNotSatisfiableError:
             return []
 
     async def _catch_up(
-        self, stream: str, seq_num: int
+        self, name: StreamName, seq_num: int
     ) -> AsyncGenerator[list[SequencedRecord], None]:
         """What the stream holds from ``seq_num`` up to its tail, in order: a
         small first read (with the tail check beside it), then reads of the
         remaining ranges a few at a time."""
         first, tail = await asyncio.gather(
-            self._read_or_empty(stream, seq_num, FIRST_CATCH_UP_RECORDS),
-            self.check_tail(stream),
+            self._read_or_empty(name, seq_num, FIRST_CATCH_UP_RECORDS),
+            self.check_tail(name),
         )
         if not first:
             return
@@ -434,7 +499,7 @@ class S2Client:
                 CATCH_UP_RECORDS,
             )
             batches = await asyncio.gather(
-                *(self._read_or_empty(stream, start, CATCH_UP_RECORDS) for start in starts)
+                *(self._read_or_empty(name, start, CATCH_UP_RECORDS) for start in starts)
             )
             progressed = False
             for batch in batches:
@@ -449,7 +514,7 @@ class S2Client:
                 return  # the session picks up from here
 
     async def read_session(
-        self, stream: str, seq_num: int
+        self, name: StreamName, seq_num: int
     ) -> AsyncGenerator[list[SequencedRecord], None]:
         """Follow a stream from ``seq_num`` on, batch by batch, without end.
 
@@ -461,7 +526,7 @@ class S2Client:
         nothing is repeated or skipped.
         """
         next_seq_num = seq_num
-        async with aclosing(self._catch_up(stream, seq_num)) as catch_up:
+        async with aclosing(self._catch_up(name, seq_num)) as catch_up:
             async for caught_up in catch_up:
                 next_seq_num = caught_up[-1]["seq_num"] + 1
                 yield caught_up
@@ -469,9 +534,9 @@ class S2Client:
         failing_since: float | None = None  # first failure since records last came
         loop = asyncio.get_running_loop()
         basin = self._basin
-        path = (basin.path + self._records_path(stream)).encode()
+        path = (basin.path + self._records_path(name)).encode()
 
-        def retry_in(delay: float, error: BaseException) -> float:
+        def retry_in(delay: float, error: S2Error | _TransportFault) -> float:
             """How long to wait before reopening, or raise once past the deadline."""
             nonlocal failures, failing_since
             failures += 1
@@ -483,8 +548,8 @@ class S2Client:
                     error.attempts = failures
                     raise error
                 raise S2ConnectionError(
-                    f"read session on {stream!r} failed {failures} times in "
-                    f"{self.config.retry_deadline:g} s: {error!r}"
+                    f"read session on {name!r} failed {failures} times in "
+                    f"{self.config.retry_deadline:g} s: {error}"
                 ) from None
             self.retries += 1
             return delay
@@ -495,40 +560,43 @@ class S2Client:
                 request = Request(
                     b"GET", path + b"?seq_num=%d" % next_seq_num, self._session_headers
                 )
-                async with self._http.stream(
-                    basin.origin, request, timeout=self.config.request_timeout
-                ) as response:
-                    if response.status >= 400:
-                        content = await response.read(self.config.request_timeout)
-                        error = _explain_not_found(
-                            _error_from_response(response.status, content, self._redact),
-                            self.config.basin,
-                            "create_stream_on_read",
-                        )
-                        if not _is_transient(error):
-                            raise error
-                        delay = _retry_after(response.header(b"retry-after"))
-                        await asyncio.sleep(retry_in(delay or _backoff(failures + 1), error))
-                        continue
-                    events = EventStreamParser()
-                    async for chunk in response.iter_bytes(READ_SESSION_IDLE_TIMEOUT):
-                        for event in events.feed(chunk):
-                            if event.type == "batch":
-                                records = _records_of(event.data)
-                                if records:
-                                    received = True
-                                    failures, failing_since = 0, None
-                                    next_seq_num = records[-1]["seq_num"] + 1
-                                    yield records
-                            elif event.type == "error":
-                                raise _error_from_response(500, event.data.encode(), self._redact)
-                            # "ping" heartbeats and the final "[DONE]" need no
-                            # action: the loop reopens the session after the
-                            # last record seen.
-                    events.close()
-            except TransportError as exc:
-                delay = retry_in(_backoff(failures + 1), exc)
-                logger.debug("read session on %r dropped (%r); reopening", stream, exc)
+                with _transport_errors:
+                    async with self._http.stream(
+                        basin.origin, request, timeout=self.config.request_timeout
+                    ) as response:
+                        if response.status >= 400:
+                            content = await response.read(self.config.request_timeout)
+                            error = _explain_not_found(
+                                _error_from_response(response.status, content, self._redact),
+                                self.config.basin,
+                                "create_stream_on_read",
+                            )
+                            if not _is_transient(error):
+                                raise error
+                            delay = _retry_after(response.header(b"retry-after"))
+                            await asyncio.sleep(retry_in(delay or _backoff(failures + 1), error))
+                            continue
+                        events = EventStreamParser()
+                        async for chunk in response.iter_bytes(READ_SESSION_IDLE_TIMEOUT):
+                            for event in events.feed(chunk):
+                                if event.type == "batch":
+                                    records = _records_of(event.data)
+                                    if records:
+                                        received = True
+                                        failures, failing_since = 0, None
+                                        next_seq_num = records[-1]["seq_num"] + 1
+                                        yield records
+                                elif event.type == "error":
+                                    raise _error_from_response(
+                                        500, event.data.encode(), self._redact
+                                    )
+                                # "ping" heartbeats and the final "[DONE]" need no
+                                # action: the loop reopens the session after the
+                                # last record seen.
+                        events.close()
+            except _TransportFault as fault:
+                delay = retry_in(_backoff(failures + 1), fault)
+                logger.debug("read session on %r dropped (%s); reopening", name, fault)
                 await asyncio.sleep(delay)
                 continue
             except S2Error as error:
@@ -541,7 +609,7 @@ class S2Client:
                 # The session ended without a record: back off before opening
                 # the next, so a server that ends sessions at once is not
                 # asked again and again in a hot loop.
-                ended = TransportError("the session ended without a record")
+                ended = _TransportFault("the session ended without a record")
                 await asyncio.sleep(retry_in(_backoff(failures + 1), ended))
 
     async def create_basin(
