@@ -77,6 +77,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -92,8 +93,10 @@ from resumable_fast import (
 )
 from resumable_fast.backends import Backend
 from resumable_fast.config import BatchSettings, S2Config
+from resumable_fast.endpoints import Origin, Redactor
+from resumable_fast.http11 import HttpClient, Request, Response, StreamingResponse
 from resumable_fast.records import SequencedRecord, StreamName
-from resumable_fast.s2 import S2Client
+from resumable_fast.s2 import S2Client, http_settings
 from resumable_fast.scheduling import BatchAccumulator, native_accumulator
 from resumable_fast.streams import ChunkChannel, ProducerStream
 
@@ -210,9 +213,40 @@ class CountingBackend:
         await self.inner.aclose()
 
 
+class CountingHttp:
+    """An :class:`HttpClient` for an S2Client's ``http=`` that counts the
+    requests sent through it: one per attempt of a unary call, one per read
+    session opened."""
+
+    def __init__(self, inner: HttpClient, counters: Counters) -> None:
+        self.inner = inner
+        self.counters = counters
+
+    @property
+    def redactor(self) -> Redactor:
+        return self.inner.redactor
+
+    async def request(
+        self, origin: Origin, request: Request, *, idempotent: bool, timeout: float
+    ) -> Response:
+        self.counters.requests += 1
+        return await self.inner.request(origin, request, idempotent=idempotent, timeout=timeout)
+
+    def stream(
+        self, origin: Origin, request: Request, *, timeout: float
+    ) -> AbstractAsyncContextManager[StreamingResponse]:
+        self.counters.requests += 1
+        return self.inner.stream(origin, request, timeout=timeout)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 class LibraryPeer(Peer):
     """This library on ``backend``: the context is made on a
-    :class:`CountingBackend` over it, so every append is counted."""
+    :class:`CountingBackend` over it, so every append is counted;
+    ``counters``, when given, are those the backend also counts its
+    requests in (see :func:`_s2_peer`)."""
 
     def __init__(
         self,
@@ -220,29 +254,14 @@ class LibraryPeer(Peer):
         options: Options,
         versions: dict[str, str],
         *,
+        counters: Counters | None = None,
         share_read_sessions: bool | None = None,
         data_dir: Path | None = None,
         accumulator: Callable[[BatchSettings], BatchAccumulator] = native_accumulator,
     ) -> None:
         super().__init__(versions)
-        if isinstance(backend, S2Client):
-            counters = self.counters
-            # S2Client has no public hook for its HTTP requests: unary calls
-            # go through S2Client._send (one call per attempt), read sessions
-            # through its HTTP client's stream().
-            send = backend._send
-            open_stream = backend._http.stream
-
-            async def counted_send(*args: Any, **kwargs: Any) -> tuple[int, bytes, float | None]:
-                counters.requests += 1
-                return await send(*args, **kwargs)
-
-            def counted_stream(*args: Any, **kwargs: Any) -> Any:
-                counters.requests += 1
-                return open_stream(*args, **kwargs)
-
-            backend._send = counted_send  # type: ignore[method-assign]
-            backend._http.stream = counted_stream  # type: ignore[method-assign]
+        if counters is not None:
+            self.counters = counters
         if share_read_sessions is None and isinstance(backend, EmbeddedBackend):
             # The context's default, which it can no longer see through the
             # counting wrapper: shared sessions where a read is a query.
@@ -285,20 +304,36 @@ def _library_versions() -> dict[str, str]:
     }
 
 
-def _s2_backend() -> S2Client:
-    """What ``create_resumable_stream_context(backend="s2")`` makes: S2 as the
-    environment names it."""
-    return S2Client(S2Config.from_options())
+def _s2_peer(
+    options: Options,
+    versions: dict[str, str],
+    *,
+    share_read_sessions: bool | None = None,
+    accumulator: Callable[[BatchSettings], BatchAccumulator] = native_accumulator,
+) -> LibraryPeer:
+    """This library on what ``create_resumable_stream_context(backend="s2")``
+    makes (S2 as the environment names it), its HTTP requests counted."""
+    config = S2Config.from_options()
+    counters = Counters()
+    http = CountingHttp(HttpClient(http_settings(config)), counters)
+    return LibraryPeer(
+        S2Client(config, http=http),
+        options,
+        versions,
+        counters=counters,
+        share_read_sessions=share_read_sessions,
+        accumulator=accumulator,
+    )
 
 
 async def resumable_fast_s2(options: Options) -> Peer:
-    return LibraryPeer(_s2_backend(), options, _library_versions())
+    return _s2_peer(options, _library_versions())
 
 
 async def resumable_fast_s2_unshared(options: Options) -> Peer:
     """Every reader with a read session of its own (the comparison for the
     live-readers scenario)."""
-    return LibraryPeer(_s2_backend(), options, _library_versions(), share_read_sessions=False)
+    return _s2_peer(options, _library_versions(), share_read_sessions=False)
 
 
 async def resumable_fast_embedded(options: Options) -> Peer:
@@ -332,8 +367,7 @@ async def pure_python(options: Options) -> Peer:
     through its ``accumulator`` seam. The fences, and the merging of batches
     queued behind an append, are still the native core's
     (``_core.fence_append_input``, ``_core.merge_append_inputs``)."""
-    return LibraryPeer(
-        _s2_backend(),
+    return _s2_peer(
         options,
         {**_library_versions(), "core": "benches/pure_python_core.py"},
         accumulator=_pure_python_accumulator,

@@ -16,6 +16,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import httpx
@@ -23,7 +24,10 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 from resumable_fast import S2Config
 from resumable_fast._core import fence_append_input
-from resumable_fast.s2 import S2Client, _Endpoint
+from resumable_fast.endpoints import Origin, Redactor
+from resumable_fast.http11 import Request, Response, StreamingResponse
+from resumable_fast.records import StreamName
+from resumable_fast.s2 import S2Client
 
 from conftest import S2Lite, start_s2lite, stop_s2lite
 
@@ -36,17 +40,36 @@ def httpx_default(http2: bool) -> Callable[[], httpx.AsyncClient]:
     return lambda: httpx.AsyncClient(http1=not http2, http2=http2, timeout=30)
 
 
-def _through_httpx(client: S2Client, http: httpx.AsyncClient) -> None:
-    """Send the client's unary calls through ``http`` instead of its own."""
+class ThroughHttpx:
+    """An S2Client's HTTP collaborator (its ``http=``) made of an httpx
+    client: its unary calls go through httpx's own stack. (The bench opens no
+    read session.)"""
 
-    async def send(
-        method: str, endpoint: _Endpoint, path: str, headers: bytes, content: bytes | None
-    ) -> tuple[int, bytes, float | None]:
-        fields = dict(line.split(": ", 1) for line in headers.decode().split("\r\n") if line)
-        response = await http.request(method, endpoint.url + path, headers=fields, content=content)
-        return response.status_code, response.content, None
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+        self.redactor = Redactor()
 
-    client._send = send  # type: ignore[method-assign]
+    async def request(
+        self, origin: Origin, request: Request, *, idempotent: bool, timeout: float
+    ) -> Response:
+        fields = dict(
+            line.split(": ", 1) for line in request.headers.decode().split("\r\n") if line
+        )
+        response = await self.http.request(
+            request.method.decode(),
+            f"{origin.scheme}://{origin.authority}{request.target.decode()}",
+            headers=fields,
+            content=request.body,
+        )
+        return Response(response.status_code, response.headers.raw, response.content)
+
+    def stream(
+        self, origin: Origin, request: Request, *, timeout: float
+    ) -> AbstractAsyncContextManager[StreamingResponse]:
+        raise NotImplementedError("the bench sends unary calls only")
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
 
 
 async def measure(
@@ -57,13 +80,11 @@ async def measure(
     client = S2Client(
         S2Config(
             basin=server.basin, account_endpoint=server.endpoint, basin_endpoint=server.endpoint
-        )
+        ),
+        http=ThroughHttpx(make_http()) if make_http is not None else None,
     )
-    http = make_http() if make_http is not None else None
-    if http is not None:
-        _through_httpx(client, http)
     try:
-        stream = f"bench-{uuid.uuid4().hex}"
+        stream = StreamName(f"bench-{uuid.uuid4().hex}")
         await client.append(stream, fence_append_input("session-b", "", 0))
         cpu, wall = time.process_time(), time.perf_counter()
         for _ in range(SEQUENTIAL):
@@ -71,7 +92,7 @@ async def measure(
         seq_cpu = (time.process_time() - cpu) / SEQUENTIAL
         seq_wall = (time.perf_counter() - wall) / SEQUENTIAL
         body = b'{"records":[{"body":"token"}]}'
-        names = [f"{stream}-{i}" for i in range(CONCURRENT)]
+        names = [StreamName(f"{stream}-{i}") for i in range(CONCURRENT)]
         await asyncio.gather(*(client.append(name, body) for name in names))
         cpu, wall = time.process_time(), time.perf_counter()
         await asyncio.gather(*(client.append(name, body) for name in names))
@@ -80,8 +101,6 @@ async def measure(
         return seq_cpu, seq_wall, conc_cpu, conc_wall
     finally:
         await client.aclose()
-        if http is not None:
-            await http.aclose()
 
 
 async def main(rounds: int) -> None:
