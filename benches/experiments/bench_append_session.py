@@ -9,7 +9,8 @@
   frames from the chunked response meanwhile. A minimal client of this file,
   an :class:`asyncio.Protocol` whose response is parsed by httptools.
 * C: ``S2Client.append`` with the same request path but a protobuf
-  ``AppendInput`` (``Content-Type``/``Accept: application/protobuf``).
+  ``AppendInput`` (``Content-Type``/``Accept: application/protobuf``, set by
+  the HTTP client it is given, :class:`ProtobufAppends`).
 
 s2-lite serves both over HTTP/1.1: its append handler takes an ``s2s/proto``
 body as a stream of frames whatever the HTTP version, answers 200 with its head
@@ -48,6 +49,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import quote, urlsplit
@@ -55,9 +57,11 @@ from urllib.parse import quote, urlsplit
 import httptools
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
-from resumable_fast import S2Config
+from resumable_fast import S2Config, StreamName
 from resumable_fast._core import Accumulator, fence_append_input
-from resumable_fast.s2 import S2Client
+from resumable_fast.endpoints import Origin, Redactor
+from resumable_fast.http11 import HttpClient, Request, Response, StreamingResponse
+from resumable_fast.s2 import S2Client, http_settings
 
 from conftest import S2Lite, start_s2lite, stop_s2lite
 
@@ -361,6 +365,40 @@ class Sample(NamedTuple):
     close_server: float
 
 
+JSON_APPENDS = b"Content-Type: application/json\r\n"
+PROTOBUF_APPENDS = b"Content-Type: application/protobuf\r\nAccept: application/protobuf\r\n"
+
+
+class ProtobufAppends:
+    """(C)'s HTTP client: an S2Client's appends, whose bodies are protobuf
+    here, sent as protobuf (S2Client labels them JSON; s2-lite refuses a body
+    its label does not fit, so a label left unchanged fails the run). The
+    extra call per request is counted against (C), not for it."""
+
+    def __init__(self, inner: HttpClient) -> None:
+        self.inner = inner
+
+    @property
+    def redactor(self) -> Redactor:
+        return self.inner.redactor
+
+    async def request(
+        self, origin: Origin, request: Request, *, idempotent: bool, timeout: float
+    ) -> Response:
+        relabelled = request._replace(
+            headers=request.headers.replace(JSON_APPENDS, PROTOBUF_APPENDS)
+        )
+        return await self.inner.request(origin, relabelled, idempotent=idempotent, timeout=timeout)
+
+    def stream(
+        self, origin: Origin, request: Request, *, timeout: float
+    ) -> AbstractAsyncContextManager[StreamingResponse]:
+        return self.inner.stream(origin, request, timeout=timeout)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 class Bench:
     def __init__(self, server: S2Lite) -> None:
         self.server = server
@@ -370,14 +408,9 @@ class Bench:
         )
         # Long-lived clients, as in a serving process: their pools stay warm.
         self.json_client = S2Client(config)
-        self.proto_client = S2Client(config)
-        headers = self.proto_client._append_headers
-        proto_headers = headers.replace(
-            b"Content-Type: application/json\r\n",
-            b"Content-Type: application/protobuf\r\nAccept: application/protobuf\r\n",
+        self.proto_client = S2Client(
+            config, http=ProtobufAppends(HttpClient(http_settings(config)))
         )
-        assert proto_headers != headers
-        self.proto_client._append_headers = proto_headers
         self.verifier = S2Client(config)
         endpoint = urlsplit(server.endpoint)
         assert endpoint.hostname is not None
@@ -394,7 +427,7 @@ class Bench:
 
     async def run(self, method: str, streams: int, batches: int) -> Sample:
         token = f"session-{uuid.uuid4().hex[:12]}"
-        names = [f"bench-{uuid.uuid4().hex}" for _ in range(streams)]
+        names = [StreamName(f"bench-{uuid.uuid4().hex}") for _ in range(streams)]
         if method == SESSION:
             sample = await self._run_sessions(names, token, batches)
         else:
@@ -402,7 +435,9 @@ class Bench:
         await self.verify(names, token, batches)
         return sample
 
-    async def _run_unary(self, method: str, names: list[str], token: str, batches: int) -> Sample:
+    async def _run_unary(
+        self, method: str, names: list[StreamName], token: str, batches: int
+    ) -> Sample:
         if method == UNARY_JSON:
             client, fence = self.json_client, fence_append_input(token, "", 0)
             frames = json_batches(token, batches)
@@ -410,7 +445,7 @@ class Bench:
             client, fence = self.proto_client, proto_fence(token, "", 0)
             frames = proto_batches(token, batches)
 
-        async def write(name: str) -> None:
+        async def write(name: StreamName) -> None:
             for body, end_seq_num in frames:
                 await client.append(name, body, end_seq_num=end_seq_num)
 
@@ -420,7 +455,7 @@ class Bench:
         timed = await measured(self.clock, asyncio.gather(*(write(name) for name in names)))
         return _sample(timed, len(names) * batches, len(names), start)
 
-    async def _run_sessions(self, names: list[str], token: str, batches: int) -> Sample:
+    async def _run_sessions(self, names: list[StreamName], token: str, batches: int) -> Sample:
         fence = proto_fence(token, "", 0)
         messages = [body for body, _ in proto_batches(token, batches)]
         opening = asyncio.Semaphore(OPENING_AT_ONCE)
@@ -458,12 +493,12 @@ class Bench:
                 session.abort()
         return _sample(timed, len(names) * batches, len(names), started, connected, closed)
 
-    async def verify(self, names: list[str], token: str, batches: int) -> None:
+    async def verify(self, names: list[StreamName], token: str, batches: int) -> None:
         """Every stream holds the fence, then every record in order, and nothing else."""
         records = 1 + batches * RECORDS_PER_BATCH
         reading = asyncio.Semaphore(64)
 
-        async def check(name: str) -> None:
+        async def check(name: StreamName) -> None:
             async with reading:
                 got: list[dict[str, object]] = []
                 while len(got) < records:
