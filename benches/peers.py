@@ -93,10 +93,10 @@ from resumable_fast import (
 )
 from resumable_fast.backends import Backend
 from resumable_fast.config import BatchSettings, S2Config
-from resumable_fast.endpoints import Origin, Redactor
+from resumable_fast.endpoints import Origin
 from resumable_fast.http11 import HttpClient, Request, Response, StreamingResponse
 from resumable_fast.records import SequencedRecord, StreamName
-from resumable_fast.s2 import S2Client, http_settings
+from resumable_fast.s2 import DelegatingHttp, S2Client, http_settings
 from resumable_fast.scheduling import BatchAccumulator, native_accumulator
 from resumable_fast.streams import ChunkChannel, ProducerStream
 
@@ -213,18 +213,14 @@ class CountingBackend:
         await self.inner.aclose()
 
 
-class CountingHttp:
+class CountingHttp(DelegatingHttp):
     """An :class:`HttpClient` for an S2Client's ``http=`` that counts the
     requests sent through it: one per attempt of a unary call, one per read
     session opened."""
 
     def __init__(self, inner: HttpClient, counters: Counters) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.counters = counters
-
-    @property
-    def redactor(self) -> Redactor:
-        return self.inner.redactor
 
     async def request(
         self, origin: Origin, request: Request, *, idempotent: bool, timeout: float
@@ -237,9 +233,6 @@ class CountingHttp:
     ) -> AbstractAsyncContextManager[StreamingResponse]:
         self.counters.requests += 1
         return self.inner.stream(origin, request, timeout=timeout)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 class LibraryPeer(Peer):

@@ -9,9 +9,9 @@ from contextlib import AbstractAsyncContextManager, contextmanager
 from typing import Any
 
 from resumable_fast import BatchSettings, ResumableStream, ResumableStreamContext, S2Config
-from resumable_fast.endpoints import Origin, Redactor
+from resumable_fast.endpoints import Origin
 from resumable_fast.http11 import ConnectFailed, HttpClient, Request, Response, StreamingResponse
-from resumable_fast.s2 import S2Client, http_settings
+from resumable_fast.s2 import DelegatingHttp, S2Client, http_settings
 
 from conftest import S2Lite
 
@@ -102,21 +102,17 @@ async def read_until_error(
     return chunks, error
 
 
-class RecordingHttp:
+class RecordingHttp(DelegatingHttp):
     """An :class:`HttpClient` for an S2Client's ``http=``: notes what is sent
     while :meth:`recording` (``b"METHOD target"`` for each unary request, one
     per attempt, ``b"SESSION target"`` for each read session it opens), and
     loses an answer on its way back when told to (:meth:`lose_first_answer`)."""
 
     def __init__(self, inner: HttpClient) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self._sent: list[bytes] | None = None
         # (marker, without, where the lost request's body goes)
         self._losing: tuple[bytes, bytes, list[bytes]] | None = None
-
-    @property
-    def redactor(self) -> Redactor:
-        return self.inner.redactor
 
     async def request(
         self, origin: Origin, request: Request, *, idempotent: bool, timeout: float
@@ -139,9 +135,6 @@ class RecordingHttp:
         if self._sent is not None:
             self._sent.append(b"SESSION " + request.target)
         return self.inner.stream(origin, request, timeout=timeout)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
     @contextmanager
     def recording(self) -> Iterator[list[bytes]]:

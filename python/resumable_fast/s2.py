@@ -59,7 +59,7 @@ from resumable_fast.http11 import (
 from resumable_fast.records import SequencedRecord, StreamName
 from resumable_fast.sse import EventStreamParser
 
-__all__ = ["HttpTransport", "S2Client", "http_settings"]
+__all__ = ["DelegatingHttp", "HttpTransport", "S2Client", "http_settings"]
 
 logger = logging.getLogger("resumable_fast")
 
@@ -100,6 +100,32 @@ class HttpTransport(Protocol):
     ) -> AbstractAsyncContextManager[StreamingResponse]: ...
 
     async def aclose(self) -> None: ...
+
+
+class DelegatingHttp:
+    """An :class:`HttpTransport` that passes every call to ``inner``:
+    subclass it to observe or change some (a test's recorder, a bench's
+    request counter) and pass it as ``S2Client(config, http=...)``."""
+
+    def __init__(self, inner: HttpTransport) -> None:
+        self.inner = inner
+
+    @property
+    def redactor(self) -> Redactor:
+        return self.inner.redactor
+
+    async def request(
+        self, origin: Origin, request: Request, *, idempotent: bool, timeout: float
+    ) -> Response:
+        return await self.inner.request(origin, request, idempotent=idempotent, timeout=timeout)
+
+    def stream(
+        self, origin: Origin, request: Request, *, timeout: float
+    ) -> AbstractAsyncContextManager[StreamingResponse]:
+        return self.inner.stream(origin, request, timeout=timeout)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 def http_settings(config: S2Config) -> HttpSettings:
