@@ -363,7 +363,7 @@ async def stream_names(context: ResumableStreamContext, s2lite: S2Lite, prefix: 
         return [name for (name,) in rows if name.startswith(prefix)]
     if isinstance(backend, EmbeddedBackend):
         assert isinstance(backend.store, EmbeddedStore)
-        return [name for name in backend.store._streams if name.startswith(prefix)]
+        return [name for name in backend.store.stream_names() if name.startswith(prefix)]
     async with httpx.AsyncClient() as client:
         answer = await client.get(
             f"{s2lite.endpoint}/v1/streams",

@@ -321,14 +321,14 @@ def test_over_cap_line_fed_in_pieces_is_refused_without_buffering_it() -> None:
 
     def feed_pieces() -> None:
         for _ in range(10 * cap // len(piece)):
-            assert parser._partial_size <= cap  # what it holds before this feed
+            assert parser.buffered_bytes <= cap  # what it holds before this feed
             parser.feed(piece)
             fed[0] += len(piece)
 
     with pytest.raises(EventStreamError, match="line is over the cap of 65536 bytes"):
         feed_pieces()
     assert cap < fed[0] + len(piece) <= cap + len(piece)  # refused by the feed that crossed it
-    assert parser._partial == []  # and dropped
+    assert parser.buffered_bytes == 0  # and dropped
 
 
 def test_line_cap_is_the_same_whatever_the_chunking() -> None:

@@ -17,7 +17,7 @@ when over ``max_body_bytes``) with ``{"error": "..."}``, and nothing is created.
 Every route answers 503 with ``Retry-After`` when the stream store cannot be
 reached, and 500 for any other error of the library (a ``make_stream`` that
 returns no async iterable), each logged as one line (see
-:mod:`resumable_fast.asgi`).
+:mod:`resumable_fast.responses`, which also writes the body).
 
 The GET answers the chat's reply in progress, replayed from its ``start``
 part (``DefaultChatTransport`` treats a resumed stream as a replay and
@@ -33,31 +33,27 @@ logged, never sent).
 
 from __future__ import annotations
 
-import asyncio
 import inspect
-import logging
-from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
 
-try:
-    import anyio
-    from starlette.requests import ClientDisconnect, Request
-    from starlette.responses import JSONResponse, Response, StreamingResponse
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "resumable_fast.ai_sdk needs Starlette: pip install 'resumable_fast[web]'"
-    ) from exc
-
-from resumable_fast.asgi import (
-    _aclose_quietly,
-    _ClosingStreamingResponse,
-    _failure_response,
-    _Pipe,
-    _utf8,
+# First: without Starlette it raises an ImportError that says how to install it.
+from resumable_fast.responses import (
+    FailureReason,
+    encode_utf8,
+    error_response,
+    failure_reason,
+    json_error,
+    streaming_response,
 )
+
+# isort: split
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
 from resumable_fast.chats import (
     active_chat_stream,
     resume_chat_stream,
@@ -67,17 +63,10 @@ from resumable_fast.chats import (
 )
 from resumable_fast.context import ResumableStreamContext
 from resumable_fast.errors import (
-    InvalidArgumentError,
     InvalidChatIdError,
     InvalidChatRequestError,
     InvalidChunkError,
-    InvalidStreamIdError,
     ResumableStreamError,
-    S2ConnectionError,
-    S2Error,
-    StorageError,
-    StreamFailedError,
-    StreamIncompleteError,
 )
 from resumable_fast.streams import ResumableStream
 from resumable_fast.ui_messages import (
@@ -106,8 +95,6 @@ __all__ = [
     "to_ui_message_stream",
     "ui_message_response",
 ]
-
-logger = logging.getLogger("resumable_fast")
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 _ROLES = ("system", "user", "assistant")
@@ -277,7 +264,7 @@ async def chat_response(
     try:
         chat = await read_chat_request(request, max_body_bytes=max_body_bytes)
     except InvalidChatRequestError as exc:
-        return _error(exc.status_code, str(exc))
+        return json_error(exc.status_code, str(exc))
 
     async def make() -> AsyncIterable[str]:
         source = make_stream(chat)
@@ -293,10 +280,9 @@ async def chat_response(
 
     try:
         stream = await start_chat_stream(context, chat.chat_id, make)
-    except InvalidStreamIdError as exc:  # the context's key prefix leaves no room
-        return _error(400, str(exc))
     except ResumableStreamError as exc:
-        return _failure_response(exc, f"chat {chat.chat_id!r}: starting a reply", _error)
+        # An InvalidStreamIdError (400): the context's key prefix leaves no room.
+        return error_response(exc, f"chat {chat.chat_id!r}: starting a reply", json_error)
     return ui_message_response(stream, heartbeat_interval=heartbeat_interval)
 
 
@@ -307,10 +293,8 @@ async def resume_chat_response(
     progress, replayed from its start, or 204 when there is none."""
     try:
         stream = await resume_chat_stream(context, chat_id)
-    except (InvalidChatIdError, InvalidStreamIdError) as exc:
-        return _error(400, str(exc))
     except ResumableStreamError as exc:
-        return _failure_response(exc, f"chat {chat_id!r}: resuming its reply", _error)
+        return error_response(exc, f"chat {chat_id!r}: resuming its reply", json_error)
     if stream is None:
         return Response(status_code=204)
     return ui_message_response(stream, heartbeat_interval=heartbeat_interval)
@@ -323,10 +307,8 @@ async def stop_chat_response(context: ResumableStreamContext, chat_id: str) -> R
     reader. Answers ``{"stopped": true}`` or ``false`` when none was running."""
     try:
         stopped = await stop_chat_stream(context, chat_id)
-    except (InvalidChatIdError, InvalidStreamIdError) as exc:
-        return _error(400, str(exc))
     except ResumableStreamError as exc:
-        return _failure_response(exc, f"chat {chat_id!r}: stopping its reply", _error)
+        return error_response(exc, f"chat {chat_id!r}: stopping its reply", json_error)
     return JSONResponse({"stopped": stopped})
 
 
@@ -336,25 +318,35 @@ def ui_message_response(
     heartbeat_interval: float = 15.0,
     headers: Mapping[str, str] | None = None,
 ) -> StreamingResponse:
-    """Serve a stream of UI message stream text with the AI SDK's headers.
-    Closing the response, including on a client disconnect, closes the stream
-    (never the reply's producer)."""
-    if not heartbeat_interval > 0:
-        raise InvalidArgumentError("heartbeat_interval must be > 0")
-    merged = {name: value for name, value in UI_MESSAGE_STREAM_HEADERS.items()}
-    media_type = merged.pop("content-type")
-    if headers:
-        merged.update((name.lower(), value) for name, value in headers.items())
-    return _ClosingStreamingResponse(
-        _ui_body(stream, heartbeat_interval), headers=merged, media_type=media_type
+    """Serve a stream of UI message stream text with the AI SDK's headers
+    (``headers`` over them). Closing the response, including on a client
+    disconnect, closes the stream (never the reply's producer).
+
+    Raises :class:`~resumable_fast.errors.InvalidArgumentError` unless
+    ``heartbeat_interval`` is a number > 0.
+    """
+    return streaming_response(
+        stream,
+        _UiMessageFormat(),
+        media_type=UI_MESSAGE_STREAM_HEADERS["content-type"],
+        heartbeat_interval=heartbeat_interval,
+        headers=headers,
+        default_headers=_UI_HEADERS,
     )
 
 
-def _error(status_code: int, message: str) -> Response:
-    return JSONResponse({"error": message}, status_code=status_code)
-
-
 # -- the body --------------------------------------------------------------------
+
+# The content type goes as the response's media type: a content-type among the
+# caller's headers still wins, as it would over any media type.
+_UI_HEADERS = {
+    name: value for name, value in UI_MESSAGE_STREAM_HEADERS.items() if name != "content-type"
+}
+_ERROR_TEXTS: dict[FailureReason, str] = {
+    "incomplete": "the reply is incomplete: its producer stopped without finishing",
+    "storage": "the reply could not be read from storage",
+    "source": "the reply failed",
+}
 
 
 def _to_event_boundary(tail: str) -> str:
@@ -364,50 +356,36 @@ def _to_event_boundary(tail: str) -> str:
     return "\n" if tail.endswith("\n") else "\n\n"
 
 
-def _error_text(error: BaseException) -> str:
-    if isinstance(error, StreamIncompleteError):
-        return "the reply is incomplete: its producer stopped without finishing"
-    if isinstance(error, (S2Error, S2ConnectionError, StorageError)):
-        return "the reply could not be read from storage"
-    return "the reply failed"
+class _UiMessageFormat:
+    """The stored UI message stream text as it is, keep-alive comments only
+    where they cannot split an event, and an ``error`` part if it failed
+    (its ``[DONE]`` is in the text already when it finished)."""
 
+    __slots__ = ("tail",)
 
-async def _ui_body(
-    stream: ResumableStream, heartbeat_interval: float
-) -> AsyncGenerator[bytes, None]:
-    # A reader task pulls the stream, so that waiting with a timeout (for
-    # keep-alives) never cancels the stream's own __anext__.
-    pipe = _Pipe()
-    reader = asyncio.ensure_future(pipe.fill(stream))
-    tail = ""  # the last characters sent: are we between two events?
-    try:
-        while True:
-            chunks = pipe.take()
-            if chunks:
-                text = "".join(chunks)
-                if text:
-                    tail = (tail + text)[-2:]
-                    yield _utf8(text)
-                continue
-            if pipe.finished:
-                if pipe.error is not None:
-                    level = (
-                        logging.INFO
-                        if isinstance(pipe.error, StreamFailedError)
-                        else logging.WARNING
-                    )
-                    logger.log(level, "reply %r failed: %r", stream.stream_id, pipe.error)
-                    part = {"type": "error", "errorText": _error_text(pipe.error)}
-                    yield _utf8(_to_event_boundary(tail) + encode_ui_message_part(part))
-                return
-            if not await pipe.wait(heartbeat_interval):
-                boundary = _to_event_boundary(tail)
-                if boundary == "":
-                    yield b": keep-alive\n\n"
-                elif boundary == "\n":
-                    yield b": keep-alive\n"  # a comment line inside an event
-    finally:
-        with anyio.CancelScope(shield=True):
-            reader.cancel()
-            await asyncio.wait({reader})
-            await _aclose_quietly(stream)
+    served_as = "a UI message stream"
+
+    def __init__(self) -> None:
+        self.tail = ""  # the last characters sent: are we between two events?
+
+    def chunks(self, chunks: list[str]) -> bytes:
+        text = "".join(chunks)
+        if not text:
+            return b""
+        self.tail = (self.tail + text)[-2:]
+        return encode_utf8(text)
+
+    def heartbeat(self) -> bytes:
+        boundary = _to_event_boundary(self.tail)
+        if boundary == "":
+            return b": keep-alive\n\n"
+        if boundary == "\n":
+            return b": keep-alive\n"  # a comment line inside an event
+        return b""  # inside a line: a comment would cut it
+
+    def end(self) -> bytes:
+        return b""
+
+    def failure(self, error: BaseException) -> bytes:
+        part = {"type": "error", "errorText": _ERROR_TEXTS[failure_reason(error)]}
+        return encode_utf8(_to_event_boundary(self.tail) + encode_ui_message_part(part))

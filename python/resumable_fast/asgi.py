@@ -42,39 +42,47 @@ they answer 503 with ``Retry-After`` (:data:`RETRY_AFTER_SECONDS`); any other
 error of the library (a ``make_stream`` that returns no async iterable, say)
 answers 500. Either is logged as one line naming the error, and nothing of
 its detail reaches the client.
+
+The body, its heartbeats and its clean-up, and these answers, are
+:mod:`resumable_fast.responses`' (shared with :mod:`resumable_fast.ai_sdk`);
+``store_unavailable`` and ``RETRY_AFTER_SECONDS`` are defined there and
+importable from here, as is :class:`~resumable_fast.errors.InvalidResumePosition`
+from :mod:`resumable_fast.errors`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
-import math
 import re
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Mapping
 
 import orjson
 
-try:
-    import anyio
-    from starlette.requests import Request
-    from starlette.responses import PlainTextResponse, Response, StreamingResponse
-    from starlette.types import Receive, Scope, Send
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "resumable_fast.asgi needs Starlette: pip install 'resumable_fast[web]'"
-    ) from exc
+# First: without Starlette it raises an ImportError that says how to install it.
+from resumable_fast.responses import (
+    RETRY_AFTER_SECONDS,
+    STREAMING_HEADERS,
+    ClosingStreamingResponse,
+    FailureReason,
+    aclose_quietly,
+    encode_utf8,
+    error_response,
+    failure_reason,
+    merge_headers,
+    plain_error,
+    store_unavailable,
+    streaming_response,
+)
+
+# isort: split
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
 
 from resumable_fast.context import MakeStream, ResumableStreamContext
 from resumable_fast.errors import (
+    InvalidArgumentError,
     InvalidResumePosition,
-    InvalidStreamIdError,
     ResumableStreamError,
-    S2ConnectionError,
-    S2Error,
-    StorageError,
-    StreamFailedError,
-    StreamIncompleteError,
 )
 from resumable_fast.streams import ResumableStream
 
@@ -91,8 +99,6 @@ __all__ = [
     "text_response",
 ]
 
-logger = logging.getLogger("resumable_fast")
-
 SSE_MEDIA_TYPE = "text/event-stream"
 TEXT_MEDIA_TYPE = "text/plain; charset=utf-8"
 
@@ -100,22 +106,6 @@ TEXT_MEDIA_TYPE = "text/plain; charset=utf-8"
 # page can hold every valid id as a number.
 MAX_RESUME_POSITION = 2**53 - 1
 _POSITION = re.compile(r"[0-9]{1,16}")
-
-# The Retry-After of a 503 answered while the stream store cannot be reached:
-# the backend already retried for retry_deadline, so the outage is not a blip.
-RETRY_AFTER_SECONDS = 5
-
-_HEARTBEAT = b": heartbeat\n\n"
-_END = b"event: end\ndata: {}\n\n"
-# The reader stops pulling once this many chunks wait for a slow client, so a
-# long replay to a stalled connection does not pile up in memory.
-_HIGH_WATER = 256
-
-_STREAMING_HEADERS = {
-    "cache-control": "no-cache",
-    # nginx buffers proxied responses unless told not to; SSE must not wait.
-    "x-accel-buffering": "no",
-}
 
 
 def last_event_position(request: Request) -> int:
@@ -145,40 +135,6 @@ def last_event_position(request: Request) -> int:
     return 0
 
 
-def store_unavailable(error: BaseException) -> bool:
-    """Whether ``error`` means the stream store cannot be reached now, so
-    that a route should answer 503 and the client try again later: S2 could
-    not be reached (:class:`~resumable_fast.errors.S2ConnectionError`, after
-    ``retry_deadline``), S2 answered 5xx or 429 past its retries, or the
-    embedded store's database failed (:class:`~resumable_fast.errors.StorageError`:
-    a full disk, a read-only ``data_dir``)."""
-    if isinstance(error, (S2ConnectionError, StorageError)):
-        return True
-    return isinstance(error, S2Error) and (error.status >= 500 or error.status == 429)
-
-
-def _failure_response(
-    error: ResumableStreamError,
-    doing: str,
-    respond: Callable[[int, str], Response],
-) -> Response:
-    """The answer of a route whose call into the library raised ``error``
-    while ``doing`` (for the log line): 503 with ``Retry-After`` when the
-    store is unavailable (:func:`store_unavailable`), else 500. Logs one line
-    naming the error (no traceback: the error is ours and says what failed);
-    ``respond(status, message)`` builds the response with a short message."""
-    name = type(error).__name__
-    if store_unavailable(error):
-        logger.error(
-            "%s: the stream store is unavailable, answered 503 (%s: %s)", doing, name, error
-        )
-        response = respond(503, "the stream store is unavailable; try again later")
-        response.headers["retry-after"] = str(RETRY_AFTER_SECONDS)
-        return response
-    logger.error("%s failed, answered 500 (%s: %s)", doing, name, error)
-    return respond(500, "internal error: see the server log")
-
-
 def sse_response(
     stream: ResumableStream,
     *,
@@ -190,18 +146,24 @@ def sse_response(
 
     ``start_position`` is the position of the stream's first character (the
     number of characters the client already has): event ids count from it.
-    Closing the response, including on a client disconnect, closes the stream.
+    ``headers`` are sent over the defaults (``cache-control: no-cache``,
+    ``x-accel-buffering: no``). Closing the response, including on a client
+    disconnect, closes the stream.
+
+    Raises :class:`~resumable_fast.errors.InvalidArgumentError` (a
+    ``TypeError`` and a ``ValueError``) unless ``start_position`` is an int
+    >= 0 and ``heartbeat_interval`` a number > 0.
     """
     if isinstance(start_position, bool) or not isinstance(start_position, int):
-        raise TypeError("start_position must be an int")
+        raise InvalidArgumentError("start_position must be an int")
     if start_position < 0:
-        raise ValueError("start_position must be >= 0")
-    if not heartbeat_interval > 0:
-        raise ValueError("heartbeat_interval must be > 0")
-    return _ClosingStreamingResponse(
-        _sse_body(stream, start_position, heartbeat_interval),
-        headers=_merge_headers(headers),
+        raise InvalidArgumentError("start_position must be >= 0")
+    return streaming_response(
+        stream,
+        _SseFormat(start_position),
         media_type=SSE_MEDIA_TYPE,
+        heartbeat_interval=heartbeat_interval,
+        headers=headers,
     )
 
 
@@ -212,10 +174,13 @@ def text_response(
 
     There is no in-band end or error marker: if the stream fails, the response
     is aborted, so the client sees a truncated body (an incomplete chunked
-    transfer), never a short one passed off as complete.
+    transfer), never a short one passed off as complete. Closing the
+    response, including on a client disconnect, closes the stream.
     """
-    return _ClosingStreamingResponse(
-        _text_body(stream), headers=_merge_headers(headers), media_type=TEXT_MEDIA_TYPE
+    return ClosingStreamingResponse(
+        _text_body(stream),
+        headers=merge_headers(STREAMING_HEADERS, headers),
+        media_type=TEXT_MEDIA_TYPE,
     )
 
 
@@ -236,10 +201,8 @@ async def resumable_sse(
     try:
         position = last_event_position(request)
         stream = await context.resumable_stream(stream_id, make_stream, skip_characters=position)
-    except (InvalidResumePosition, InvalidStreamIdError) as exc:
-        return _bad_request(exc)
     except ResumableStreamError as exc:
-        return _failure_response(exc, f"stream {stream_id!r}: starting or joining it", _plain)
+        return error_response(exc, f"stream {stream_id!r}: starting or joining it", plain_error)
     if stream is None:
         return _already_done()
     return sse_response(stream, start_position=position, heartbeat_interval=heartbeat_interval)
@@ -280,62 +243,17 @@ async def resume_sse(
                     )
                 if stream is None:
                     return _already_done()
-    except (InvalidResumePosition, InvalidStreamIdError) as exc:
-        return _bad_request(exc)
     except ResumableStreamError as exc:
-        return _failure_response(exc, f"stream {stream_id!r}: resuming it", _plain)
+        return error_response(exc, f"stream {stream_id!r}: resuming it", plain_error)
     return sse_response(stream, start_position=position, heartbeat_interval=heartbeat_interval)
 
 
-# -- responses -----------------------------------------------------------------
-
-
-def _merge_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
-    merged = dict(_STREAMING_HEADERS)
-    if headers:
-        merged.update((name.lower(), value) for name, value in headers.items())
-    return merged
-
-
-def _plain(status_code: int, message: str) -> Response:
-    return PlainTextResponse(message, status_code=status_code)
-
-
-def _bad_request(error: Exception) -> Response:
-    return PlainTextResponse(str(error), status_code=400)
-
-
 def _not_found() -> Response:
-    return PlainTextResponse("no such stream", status_code=404)
+    return plain_error(404, "no such stream")
 
 
 def _already_done() -> Response:
-    return PlainTextResponse("stream is already done", status_code=422)
-
-
-class _ClosingStreamingResponse(StreamingResponse):
-    """A StreamingResponse that always closes its body, hence the stream.
-
-    Starlette leaves the body iterator suspended when the client disconnects
-    (it cancels the sending task between two chunks); without this the stream,
-    and for a resumed stream its S2 read session, would linger until garbage
-    collection.
-    """
-
-    def __init__(
-        self, body: AsyncGenerator[bytes, None], *, headers: dict[str, str], media_type: str
-    ) -> None:
-        super().__init__(body, headers=headers, media_type=media_type)
-        self._body = body
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            # Shielded: after a disconnect Starlette's cancel scope would cancel
-            # every await here, and the stream would stay open.
-            with anyio.CancelScope(shield=True):
-                await self._body.aclose()
+    return plain_error(422, "stream is already done")
 
 
 # -- bodies --------------------------------------------------------------------
@@ -345,18 +263,9 @@ async def _text_body(stream: ResumableStream) -> AsyncGenerator[bytes, None]:
     try:
         async for chunk in stream:
             if chunk:
-                yield _utf8(chunk)
+                yield encode_utf8(chunk)
     finally:
-        with anyio.CancelScope(shield=True):
-            await _aclose_quietly(stream)
-
-
-def _utf8(text: str) -> bytes:
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        # A lone surrogate cannot be UTF-8; store it as S2 does, as U+FFFD.
-        return re.sub("[\ud800-\udfff]", "\ufffd", text).encode("utf-8")
+        await aclose_quietly(stream)
 
 
 def _json_string(text: str) -> bytes:
@@ -368,142 +277,41 @@ def _json_string(text: str) -> bytes:
         return json.dumps(text).encode("ascii")
 
 
-def _failed_event(error: BaseException) -> bytes:
-    if isinstance(error, StreamIncompleteError):
-        message = "the stream is incomplete: its producer stopped without finishing"
-    elif isinstance(error, (S2Error, S2ConnectionError, StorageError)):
-        message = "the stream could not be read from storage"
-    else:
-        # StreamFailedError for readers; the producer's client gets the source's
-        # own exception (or InvalidChunkError): the same failure either way.
-        message = "the stream failed: its source raised an error"
-    return b"event: failed\ndata: %s\n\n" % orjson.dumps({"message": message})
+_HEARTBEAT = b": heartbeat\n\n"
+_END = b"event: end\ndata: {}\n\n"
+_FAILURE_MESSAGES: dict[FailureReason, str] = {
+    "incomplete": "the stream is incomplete: its producer stopped without finishing",
+    "storage": "the stream could not be read from storage",
+    # StreamFailedError for readers; the producer's client gets the source's
+    # own exception (or InvalidChunkError): the same failure either way.
+    "source": "the stream failed: its source raised an error",
+}
 
 
-async def _sse_body(
-    stream: ResumableStream, position: int, heartbeat_interval: float
-) -> AsyncGenerator[bytes, None]:
-    # A separate reader task pulls the stream: waiting for the next chunk with a
-    # timeout (for heartbeats) must not cancel the stream's own __anext__. It
-    # also lets chunks that arrive together go out in one write.
-    pipe = _Pipe()
-    reader = asyncio.ensure_future(pipe.fill(stream))
-    try:
-        while True:
-            chunks = pipe.take()
-            if chunks:
-                events: list[bytes] = []
-                for chunk in chunks:
-                    if chunk:
-                        position += len(chunk)
-                        events.append(b"id: %d\ndata: %s\n\n" % (position, _json_string(chunk)))
-                if events:
-                    body = b"".join(events)
-                    # A stalled client keeps this generator at its yield:
-                    # hold one bytes object there, not one per event too.
-                    del events, chunks
-                    yield body
-                    del body
-                continue
-            if pipe.finished:
-                if pipe.error is None:
-                    yield _END
-                else:
-                    # The producer already logged its source's failure; each
-                    # reader of the error fence only notes it.
-                    level = (
-                        logging.INFO
-                        if isinstance(pipe.error, StreamFailedError)
-                        else logging.WARNING
-                    )
-                    logger.log(
-                        level,
-                        "stream %r failed while served as SSE: %r",
-                        stream.stream_id,
-                        pipe.error,
-                    )
-                    yield _failed_event(pipe.error)
-                return
-            if not await pipe.wait(heartbeat_interval):
-                yield _HEARTBEAT
-    finally:
-        with anyio.CancelScope(shield=True):
-            reader.cancel()
-            # The stream cannot be closed while the reader is inside __anext__.
-            await asyncio.wait({reader})
-            await _aclose_quietly(stream)
+class _SseFormat:
+    """The SSE events of one response (the format is in the module docstring)."""
 
+    __slots__ = ("position",)
 
-class _Pipe:
-    """Chunks from the reader task to the response, with a wake-up and a timeout."""
+    served_as = "SSE"
 
-    __slots__ = ("_room", "_waiter", "error", "finished", "items")
+    def __init__(self, position: int) -> None:
+        self.position = position  # of the last character sent
 
-    def __init__(self) -> None:
-        self.items: list[str] = []
-        self.finished = False
-        self.error: BaseException | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        self._room: asyncio.Future[None] | None = None
+    def chunks(self, chunks: list[str]) -> bytes:
+        events: list[bytes] = []
+        for chunk in chunks:
+            if chunk:
+                self.position += len(chunk)
+                events.append(b"id: %d\ndata: %s\n\n" % (self.position, _json_string(chunk)))
+        return b"".join(events)
 
-    async def fill(self, stream: ResumableStream) -> None:
-        try:
-            async for chunk in stream:
-                # self.items, not a local alias: take() swaps in a new list.
-                items = self.items
-                items.append(chunk)
-                if len(items) == 1:
-                    self._wake()
-                elif len(items) >= _HIGH_WATER:
-                    self._room = asyncio.get_running_loop().create_future()
-                    await self._room
-        except Exception as exc:
-            self.error = exc
-        except asyncio.CancelledError:
-            # Only the response cancels the reader, and it is gone by then; any
-            # other cancellation must not look like a complete stream.
-            self.error = ResumableStreamError("reading the stream was cancelled")
-            raise
-        finally:
-            self.finished = True
-            self._wake()
+    def heartbeat(self) -> bytes:
+        return _HEARTBEAT
 
-    def take(self) -> list[str]:
-        items = self.items
-        if items:
-            self.items = []
-            room = self._room
-            if room is not None and not room.done():
-                room.set_result(None)
-        return items
+    def end(self) -> bytes:
+        return _END
 
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def wait(self, patience: float) -> bool:
-        """Wait for chunks or the end; False if ``patience`` seconds passed first."""
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        self._waiter = waiter
-        timer = loop.call_later(patience, _resolve, waiter) if math.isfinite(patience) else None
-        try:
-            await waiter
-        finally:
-            self._waiter = None
-            if timer is not None:
-                timer.cancel()
-        return bool(self.items) or self.finished
-
-
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
-async def _aclose_quietly(stream: ResumableStream) -> None:
-    try:
-        await stream.aclose()
-    except Exception as exc:
-        logger.debug("closing stream %r raised %r", stream, exc)
+    def failure(self, error: BaseException) -> bytes:
+        message = _FAILURE_MESSAGES[failure_reason(error)]
+        return b"event: failed\ndata: %s\n\n" % orjson.dumps({"message": message})

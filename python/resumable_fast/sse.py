@@ -26,7 +26,7 @@ from __future__ import annotations
 from contextlib import suppress
 from typing import NamedTuple
 
-from .errors import EventStreamError
+from .errors import EventStreamError, InvalidArgumentError
 
 __all__ = ["DEFAULT_MAX_EVENT_BYTES", "Event", "EventStreamParser"]
 
@@ -57,7 +57,10 @@ class EventStreamParser:
     line is never buffered beyond it) and one event's data (its ``data:``
     values joined by LF): past either, :meth:`feed` raises
     :class:`~resumable_fast.errors.EventStreamError`. So the parser holds at
-    most about ``max_event_bytes`` plus one fed chunk.
+    most about ``max_event_bytes`` plus one fed chunk (:attr:`buffered_bytes`
+    says how much of an unterminated line it keeps between two feeds). A
+    ``max_event_bytes`` below 1 raises
+    :class:`~resumable_fast.errors.InvalidArgumentError`.
 
     After an error the parser is spent: further calls raise again.
     """
@@ -80,7 +83,7 @@ class EventStreamParser:
 
     def __init__(self, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         if max_event_bytes < 1:
-            raise ValueError("max_event_bytes must be positive")
+            raise InvalidArgumentError("max_event_bytes must be positive")
         self._max = max_event_bytes
         self._partial: list[bytes] = []  # an unterminated line, not decoded yet
         self._partial_size = 0
@@ -100,6 +103,13 @@ class EventStreamParser:
         """The last event ID as of the last blank line (what an ``EventSource``
         would send as ``Last-Event-ID`` when reconnecting); ``""`` if none."""
         return self._last_event_id
+
+    @property
+    def buffered_bytes(self) -> int:
+        """The bytes of an unterminated line the parser holds, undecoded, until
+        a later chunk ends it: at most ``max_event_bytes`` (past it,
+        :meth:`feed` raises); 0 after :meth:`close` or an error."""
+        return self._partial_size
 
     @property
     def retry_ms(self) -> int | None:
@@ -248,7 +258,8 @@ class EventStreamParser:
     def _fail(self, message: str) -> EventStreamError:
         """The error to raise; the parser is spent from then on."""
         self._spent = "already failed"
-        self._partial, self._data = [], []
+        self._partial, self._partial_size = [], 0
+        self._data, self._data_size = [], 0
         return EventStreamError(message)
 
     def _line_too_long(self, size: int) -> EventStreamError:

@@ -42,11 +42,12 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from resumable_fast.asgi import _failure_response, resume_sse
+from resumable_fast.asgi import resume_sse
 from resumable_fast.context import ResumableStreamContext, new_stream_id
 from resumable_fast.demo.llm import DEFAULT_TOKENS_PER_SECOND
 from resumable_fast.demo.model import ModelSource, SimulatedModel
 from resumable_fast.errors import ResumableStreamError
+from resumable_fast.responses import failure_response, json_error
 
 __all__ = [
     "MAX_PROMPT_CHARS",
@@ -79,10 +80,6 @@ SECURITY_HEADERS = {
 
 def new_chat_stream_id() -> str:
     return STREAM_ID_PREFIX + new_stream_id()
-
-
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
 
 
 def _is_json(request: Request) -> bool:
@@ -233,19 +230,19 @@ def create_app(
 
     async def start_chat(request: Request) -> Response:
         if not _is_json(request):
-            return _error(415, "send the message as application/json")
+            return json_error(415, "send the message as application/json")
         body = await _read_body(request)
         if body is None:
-            return _error(413, f"the body must be at most {MAX_BODY_BYTES} bytes")
+            return json_error(413, f"the body must be at most {MAX_BODY_BYTES} bytes")
         try:
             payload = json.loads(body)
         except (ValueError, RecursionError):
             # RecursionError: JSON nested deeper than the parser's recursion
             # limit, well within MAX_BODY_BYTES.
-            return _error(400, "the body is not valid JSON")
+            return json_error(400, "the body is not valid JSON")
         checked = _validate_chat(payload)
         if isinstance(checked, str):
-            return _error(400, checked)
+            return json_error(400, checked)
         prompt, chat_id = checked
         stream_id = new_chat_stream_id()
 
@@ -255,8 +252,8 @@ def create_app(
         try:
             stream = await context.resumable_stream(stream_id, make_stream)
         except ResumableStreamError as exc:
-            return _failure_response(
-                exc, f"resumable_fast demo: starting stream {stream_id}", _error
+            return failure_response(
+                exc, f"resumable_fast demo: starting stream {stream_id}", json_error
             )
         if stream is not None:
             # Nobody reads the producer's own stream: detaching it drops its
@@ -276,7 +273,7 @@ def create_app(
     async def events(request: Request) -> Response:
         stream_id = request.path_params["stream_id"]
         if not STREAM_ID.fullmatch(stream_id):
-            return _error(404, "no such stream")
+            return json_error(404, "no such stream")
         # resume_sse answers the store's failures itself (503, or 500).
         return await resume_sse(
             context,
@@ -289,19 +286,19 @@ def create_app(
     async def stop_chat(request: Request) -> Response:
         stream_id = request.path_params["stream_id"]
         if not STREAM_ID.fullmatch(stream_id):
-            return _error(404, "no such stream")
+            return json_error(404, "no such stream")
         if not _is_json(request):
-            return _error(415, "send the request as application/json")
+            return json_error(415, "send the request as application/json")
         try:
             state = await context.has_existing_stream(stream_id)
             if state is None:
-                return _error(404, "no such stream")
+                return json_error(404, "no such stream")
             if state == "DONE":
                 return JSONResponse({"stream_id": stream_id, "stopped": False, "state": "done"})
             await context.stop_stream(stream_id)
         except ResumableStreamError as exc:
-            return _failure_response(
-                exc, f"resumable_fast demo: stopping stream {stream_id}", _error
+            return failure_response(
+                exc, f"resumable_fast demo: stopping stream {stream_id}", json_error
             )
         logger.info("resumable_fast demo: stream %s stopped", stream_id)
         return JSONResponse({"stream_id": stream_id, "stopped": True, "state": "done"})
