@@ -31,6 +31,7 @@ from typing import ClassVar, Protocol
 from resumable_fast.append_checks import check_append_input
 from resumable_fast.errors import FencingTokenMismatchError, SeqNumMismatchError
 from resumable_fast.records import SequencedRecord, StreamName
+from resumable_fast.waiters import wake_threadsafe
 
 __all__ = ["Backend", "EmbeddedBackend", "EmbeddedStore", "Store"]
 
@@ -111,20 +112,6 @@ class _Stream:
     def has_readers(self) -> bool:
         self.waiters = [waiter for waiter in self.waiters if not waiter.done()]
         return bool(self.waiters)
-
-
-def wake_threadsafe(waiter: asyncio.Future[None]) -> None:
-    """Resolve a reader's wait, from any thread: live readers may wait on
-    another thread's event loop, and one that went away leaves a finished
-    future or a closed loop."""
-    loop = waiter.get_loop()
-    if not waiter.done() and not loop.is_closed():
-        loop.call_soon_threadsafe(_resolve, waiter)
-
-
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 class EmbeddedStore:

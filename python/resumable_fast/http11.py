@@ -72,6 +72,7 @@ from resumable_fast.errors import (
     TLSVerificationError,
 )
 from resumable_fast.timeouts import timeout_after
+from resumable_fast.waiters import resolve
 
 T = TypeVar("T")
 
@@ -408,7 +409,7 @@ class _StreamedAnswer(_Exchange[StreamingResponse]):
             if self._error is not None:
                 raise self._error
             self._waiter = loop.create_future()
-            timer = loop.call_later(idle_timeout, _resolve, self._waiter)
+            timer = loop.call_later(idle_timeout, resolve, self._waiter)
             try:
                 await self._waiter
             finally:
@@ -416,11 +417,6 @@ class _StreamedAnswer(_Exchange[StreamingResponse]):
                 self._waiter = None
             if not self._chunks and self.phase < _DONE:
                 raise RequestTimeout(f"no data for {idle_timeout:g} s")
-
-
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 class _Overrun(Exception):

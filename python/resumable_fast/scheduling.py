@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from resumable_fast import _core
 from resumable_fast.config import BatchSettings
+from resumable_fast.waiters import resolve
 
 if TYPE_CHECKING:
     from resumable_fast.writing import StreamWriter
@@ -167,7 +168,7 @@ class Scheduler:
             if not idle.done():  # else its worker was cancelled
                 # Woken one loop step later: producers' clients woken in this
                 # step (a chunk handed over) run before the append work.
-                asyncio.get_running_loop().call_soon(_resolve, idle)
+                asyncio.get_running_loop().call_soon(resolve, idle)
                 return
         if self._append_workers < MAX_APPEND_WORKERS:
             self._append_workers += 1
@@ -198,8 +199,3 @@ class Scheduler:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)

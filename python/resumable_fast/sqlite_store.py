@@ -62,7 +62,7 @@ from typing import ClassVar, TypeAlias
 import orjson
 
 from resumable_fast.append_checks import CheckedAppend, check_append_input
-from resumable_fast.backends import DEFAULT_RETENTION_SECONDS, READ_BATCH_RECORDS, wake_threadsafe
+from resumable_fast.backends import DEFAULT_RETENTION_SECONDS, READ_BATCH_RECORDS
 from resumable_fast.errors import (
     FencingTokenMismatchError,
     SeqNumMismatchError,
@@ -70,6 +70,7 @@ from resumable_fast.errors import (
     StoreUnavailableError,
 )
 from resumable_fast.records import SequencedRecord, StreamName
+from resumable_fast.waiters import wake_threadsafe
 
 __all__ = ["DATABASE_FILE_NAME", "SqliteStore"]
 
