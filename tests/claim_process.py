@@ -1,5 +1,5 @@
 """One of several processes racing ``resumable_stream`` for the same ids, for
-tests/test_workers.py.
+tests/backends/test_workers.py.
 
 Usage: python claim_process.py CLAIMS_FILE
 The backend is the embedded one in RESUMABLE_FAST_DATA_DIR. The process opens

@@ -1,7 +1,7 @@
 # mypy: disable-error-code="no-untyped-def"
 # (the README's handlers have no return annotations; they are copied unchanged)
 """The README's "Example (FastAPI / Starlette)", copied exactly (between the
-markers), for tests/test_workers.py to run under ``uvicorn --workers``:
+markers), for tests/backends/test_workers.py to run under ``uvicorn --workers``:
 
     python -m uvicorn readme_app:app --app-dir tests --workers 3
 

@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
 from typing import Any
 
-from resumable_fast import BatchSettings, ResumableStream, ResumableStreamContext, S2Config
+from resumable_fast import BatchSettings, ResumableStream, ResumableStreamContext, S2Config, _core
 from resumable_fast.endpoints import Origin
 from resumable_fast.http11 import ConnectFailed, HttpClient, Request, Response, StreamingResponse
+from resumable_fast.records import SequencedRecord, is_fence
 from resumable_fast.s2 import DelegatingHttp, S2Client, http_settings
 
 from conftest import S2Lite
@@ -186,3 +187,31 @@ async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
         if name.strip().lower() == b"content-length":
             length = int(value)
     return head, await reader.readexactly(length)
+
+
+async def stored_records(ctx: ResumableStreamContext, stream_id: str) -> list[SequencedRecord]:
+    """Every record of a finished stream, fences included."""
+    records: list[SequencedRecord] = []
+    session = ctx.backend.read_session(ctx.stream_name(stream_id), 0)
+    try:
+        async for batch in session:
+            records += batch
+            last = batch[-1]
+            if is_fence(last) and last.get("body", "").startswith(("end-", "error-")):
+                return records
+    finally:
+        await session.aclose()
+    return records
+
+
+async def abandoned_stream(ctx: ResumableStreamContext, stream_id: str, text: list[str]) -> None:
+    """What a producer that died mid-reply leaves: its session fence and some
+    data, no end."""
+    backend = ctx.backend
+    name = ctx.stream_name(stream_id)
+    await backend.append(name, _core.fence_append_input("session-dead", "", 0))
+    accumulator = _core.Accumulator(10, _core.MAX_METERED_BYTES, 5.0)
+    pending = list(text)
+    slot = accumulator.open("session-dead", 1, pending)
+    for body, end_seq_num in accumulator.drain(slot):
+        await backend.append(name, body, end_seq_num=end_seq_num)

@@ -24,7 +24,7 @@ import pytest
 
 from conftest import S2Lite
 
-HELPER = Path(__file__).with_name("stalled_readers_process.py")
+HELPER = Path(__file__).parent.parent / "stalled_readers_process.py"
 READERS = 2000
 CHARS = 150 * 1024
 LIMIT = 32 * 1000 * 1000

@@ -656,7 +656,7 @@ async def test_a_sources_own_timeout_still_fires_after_its_client_left(
 
 def test_fake_provider_runs_as_a_process() -> None:
     port = free_port()
-    script = Path(__file__).with_name("fake_provider.py")
+    script = Path(__file__).parent.parent / "fake_provider.py"
     process = subprocess.Popen(
         [sys.executable, str(script), "--port", str(port), "--pace", "0.001", "--tokens", "7"],
         stdout=subprocess.PIPE,

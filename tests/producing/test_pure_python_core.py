@@ -13,7 +13,7 @@ import pytest
 from resumable_fast import EmbeddedBackend, EmbeddedStore, ResumableStreamContext, _core
 from resumable_fast.config import BatchSettings
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benches"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent / "benches"))
 
 import pure_python_core
 from support import from_list

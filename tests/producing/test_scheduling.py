@@ -6,7 +6,7 @@ write.
 
 The scheduler's collaborator, a stream's writer, is a test double here
 (:class:`FakeWriter`): these tests are about when the scheduler calls it.
-The real writer over real backends is tested in ``tests/test_writing.py``
+The real writer over real backends is tested in ``tests/producing/test_writing.py``
 and through every context test.
 """
 

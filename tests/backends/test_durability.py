@@ -52,7 +52,7 @@ from writer_process import stream_token, tokens
 
 from support import TestingStream, from_list, read_text
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parent.parent
 LIVENESS = 0.5
 
 

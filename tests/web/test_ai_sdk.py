@@ -64,7 +64,7 @@ from support import read_text
 
 pytestmark = pytest.mark.timeout(120)
 
-INTEROP_DIR = Path(__file__).parent / "interop"
+INTEROP_DIR = Path(__file__).parent.parent / "interop"
 CLIENT = INTEROP_DIR / "ai_sdk_client.mjs"
 AI_PACKAGE = INTEROP_DIR / "node_modules" / "ai"
 NODE_TIMEOUT = 60.0

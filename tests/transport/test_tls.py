@@ -2,7 +2,7 @@
 ``verify=`` (a path or an ``ssl.SSLContext``) or ``SSL_CERT_FILE``; a
 certificate that does not verify is a typed error at once, not retried.
 
-(``tests/test_behaviour.py`` also runs its whole suite over TLS.)
+(``tests/api/test_behaviour.py`` also runs its whole suite over TLS.)
 """
 
 from __future__ import annotations

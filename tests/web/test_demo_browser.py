@@ -31,7 +31,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 STEP_MS = 20_000  # any single wait in the page
 REPLY_MS = 60_000  # a whole reply, at the slowest pace used here
 

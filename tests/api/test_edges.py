@@ -30,10 +30,16 @@ from resumable_fast.config import BatchSettings
 from resumable_fast.records import StreamName, is_fence
 from resumable_fast.s2 import S2Client
 from resumable_fast.sqlite_store import DATABASE_FILE_NAME
-from test_liveness import abandoned_stream, stored_records
 
 from conftest import S2Lite
-from support import TestingStream, from_list, read_text, recorded_context
+from support import (
+    TestingStream,
+    abandoned_stream,
+    from_list,
+    read_text,
+    recorded_context,
+    stored_records,
+)
 
 
 @pytest.mark.parametrize("skip", [-1, "3", 1.5, True])

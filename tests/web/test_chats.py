@@ -1,7 +1,7 @@
 """A chat's active reply (:mod:`resumable_fast.chats`), called directly: the
 chat id's checks, the pointer every replica reads, what a finished, failed
 or stopped reply leaves to resume, and a closed context. Every test runs on
-each backend (S2, in memory, data_dir); ``tests/test_ai_sdk.py`` drives the
+each backend (S2, in memory, data_dir); ``tests/web/test_ai_sdk.py`` drives the
 same functions through HTTP and the real AI SDK."""
 
 from __future__ import annotations
@@ -251,7 +251,7 @@ async def test_a_pointer_record_we_did_not_write_names_no_reply(
 # -- a closed context ------------------------------------------------------------
 
 
-# active_chat_stream's is in tests/test_ai_sdk.py.
+# active_chat_stream's is in tests/web/test_ai_sdk.py.
 @pytest.mark.parametrize("call", ["start", "resume", "stop"])
 async def test_a_closed_context_is_a_typed_error(
     new_context: ContextFactory, chat_id: str, call: str

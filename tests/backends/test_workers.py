@@ -38,7 +38,7 @@ from conftest import free_port
 
 pytestmark = pytest.mark.timeout(120)
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parent.parent
 WORKERS = 3
 REPLIES = 8
 # Mid-stream resumes each worker must have served.

@@ -31,7 +31,7 @@ from resumable_fast._core import fence_append_input
 
 from support import from_list, read_chunks, read_text
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parent.parent
 # The stream most of these tests append to directly.
 S = StreamName("s")
 

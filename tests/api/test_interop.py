@@ -28,7 +28,7 @@ from support import from_list, read_chunks
 
 pytestmark = pytest.mark.timeout(120)
 
-INTEROP_DIR = Path(__file__).parent / "interop"
+INTEROP_DIR = Path(__file__).parent.parent / "interop"
 SDK_DIR = INTEROP_DIR / "node_modules" / "@s2-dev" / "streamstore"
 NODE_TIMEOUT = 60.0
 READ_TIMEOUT = 30.0

@@ -11,10 +11,9 @@ import pytest
 
 from resumable_fast import ResumableStreamContext
 from resumable_fast.records import END_FENCE_PREFIX, is_fence
-from test_liveness import stored_records
 
 from conftest import S2Lite
-from support import TestingStream, from_list, read_text, recorded_context
+from support import TestingStream, from_list, read_text, recorded_context, stored_records
 
 
 async def tail_reaches(ctx: ResumableStreamContext, stream_id: str, records: int) -> None:

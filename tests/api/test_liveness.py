@@ -12,42 +12,21 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from resumable_fast import ResumableStreamContext, StreamIncompleteError, _core
-from resumable_fast.records import SequencedRecord, is_fence
+from resumable_fast import StreamIncompleteError
+from resumable_fast.records import is_fence
 
 from conftest import ContextFactory, S2Lite, make_context
-from support import from_list, read_chunks, read_text, read_until_error
+from support import (
+    abandoned_stream,
+    from_list,
+    read_chunks,
+    read_text,
+    read_until_error,
+    stored_records,
+)
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parent.parent
 LIVENESS = 0.6  # seconds: heartbeats every 0.2 s
-
-
-async def stored_records(ctx: ResumableStreamContext, stream_id: str) -> list[SequencedRecord]:
-    """Every record of a finished stream, fences included."""
-    records: list[SequencedRecord] = []
-    session = ctx.backend.read_session(ctx.stream_name(stream_id), 0)
-    try:
-        async for batch in session:
-            records += batch
-            last = batch[-1]
-            if is_fence(last) and last.get("body", "").startswith(("end-", "error-")):
-                return records
-    finally:
-        await session.aclose()
-    return records
-
-
-async def abandoned_stream(ctx: ResumableStreamContext, stream_id: str, text: list[str]) -> None:
-    """What a producer that died mid-reply leaves: its session fence and some
-    data, no end."""
-    backend = ctx.backend
-    name = ctx.stream_name(stream_id)
-    await backend.append(name, _core.fence_append_input("session-dead", "", 0))
-    accumulator = _core.Accumulator(10, _core.MAX_METERED_BYTES, 5.0)
-    pending = list(text)
-    slot = accumulator.open("session-dead", 1, pending)
-    for body, end_seq_num in accumulator.drain(slot):
-        await backend.append(name, body, end_seq_num=end_seq_num)
 
 
 async def test_idle_producer_heartbeats_and_readers_keep_waiting(

@@ -24,7 +24,7 @@ from resumable_fast import (
 from conftest import ContextFactory, S2Lite, make_context
 from support import TestingStream, from_list, read_chunks, read_text, read_until_error
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parent.parent
 
 
 @pytest.fixture(params=["s2", "embedded", "embedded-dir", "s2-tls"])

@@ -1,7 +1,7 @@
 """The producer drives its source in one task of its own: the producer's client
 is fed from that task, and nothing the client does reaches the source.
 
-These use plain asyncio sources; ``tests/test_sources.py`` runs the same
+These use plain asyncio sources; ``tests/api/test_sources.py`` runs the same
 promises with provider SDKs, httpx and anyio against a fake provider server.
 """
 
