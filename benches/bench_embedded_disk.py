@@ -67,7 +67,7 @@ from resumable_fast import (
     SqliteStore,
 )
 from resumable_fast.config import BatchSettings
-from resumable_fast.records import SequencedRecord, StreamName
+from resumable_fast.records import NO_LANDING, Landing, SequencedRecord, StreamName
 
 from workload import stream_offset, stream_tokens
 
@@ -119,14 +119,9 @@ class TimedBackend:
         self.description = inner.description
 
     async def append(
-        self,
-        name: StreamName,
-        append_input: bytes,
-        *,
-        end_seq_num: int | None = None,
-        new_fence: str | None = None,
+        self, name: StreamName, append_input: bytes, landing: Landing = NO_LANDING
     ) -> None:
-        await self.inner.append(name, append_input, end_seq_num=end_seq_num, new_fence=new_fence)
+        await self.inner.append(name, append_input, landing)
         acked = clock()
         # S2's AppendInput JSON: data records are the header-less ones.
         records = orjson.loads(append_input)["records"]

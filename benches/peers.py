@@ -95,7 +95,7 @@ from resumable_fast.backends import Backend
 from resumable_fast.config import BatchSettings, S2Config
 from resumable_fast.endpoints import Origin
 from resumable_fast.http11 import HttpClient, Request, Response, StreamingResponse
-from resumable_fast.records import SequencedRecord, StreamName
+from resumable_fast.records import NO_LANDING, Landing, SequencedRecord, StreamName
 from resumable_fast.s2 import DelegatingHttp, S2Client, http_settings
 from resumable_fast.scheduling import BatchAccumulator, native_accumulator
 from resumable_fast.streams import ChunkChannel, ProducerStream
@@ -191,15 +191,10 @@ class CountingBackend:
         self.description = inner.description
 
     async def append(
-        self,
-        name: StreamName,
-        append_input: bytes,
-        *,
-        end_seq_num: int | None = None,
-        new_fence: str | None = None,
+        self, name: StreamName, append_input: bytes, landing: Landing = NO_LANDING
     ) -> None:
         self.counters.appends += 1
-        await self.inner.append(name, append_input, end_seq_num=end_seq_num, new_fence=new_fence)
+        await self.inner.append(name, append_input, landing)
 
     async def last_record(self, name: StreamName) -> SequencedRecord | None:
         return await self.inner.last_record(name)

@@ -11,7 +11,7 @@ from typing import Any
 from resumable_fast import BatchSettings, ResumableStream, ResumableStreamContext, S2Config, _core
 from resumable_fast.endpoints import Origin
 from resumable_fast.http11 import ConnectFailed, HttpClient, Request, Response, StreamingResponse
-from resumable_fast.records import SequencedRecord, is_fence
+from resumable_fast.records import Landing, SequencedRecord, is_fence
 from resumable_fast.s2 import DelegatingHttp, S2Client, http_settings
 
 from conftest import S2Lite
@@ -214,4 +214,4 @@ async def abandoned_stream(ctx: ResumableStreamContext, stream_id: str, text: li
     pending = list(text)
     slot = accumulator.open("session-dead", 1, pending)
     for body, end_seq_num in accumulator.drain(slot):
-        await backend.append(name, body, end_seq_num=end_seq_num)
+        await backend.append(name, body, Landing(end_seq_num))

@@ -56,7 +56,7 @@ from urllib.parse import quote, urlsplit
 import httptools
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
-from resumable_fast import S2Config, StreamName
+from resumable_fast import Landing, S2Config, StreamName
 from resumable_fast._core import Accumulator, fence_append_input
 from resumable_fast.endpoints import Origin
 from resumable_fast.http11 import HttpClient, Request, Response
@@ -431,7 +431,7 @@ class Bench:
 
         async def write(name: StreamName) -> None:
             for body, end_seq_num in frames:
-                await client.append(name, body, end_seq_num=end_seq_num)
+                await client.append(name, body, Landing(end_seq_num))
 
         start = await measured(
             self.clock, asyncio.gather(*(client.append(name, fence) for name in names))

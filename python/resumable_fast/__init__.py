@@ -17,7 +17,7 @@ from resumable_fast.context import (
     new_stream_id,
 )
 from resumable_fast.errors import *  # noqa: F403 (every error is public: errors.__all__)
-from resumable_fast.records import StreamName
+from resumable_fast.records import NO_LANDING, Landing, StreamName
 from resumable_fast.sqlite_store import SqliteStore
 from resumable_fast.streams import ResumableStream
 from resumable_fast.ui_messages import (
@@ -27,11 +27,13 @@ from resumable_fast.ui_messages import (
 )
 
 __all__ = [
+    "NO_LANDING",
     "UI_MESSAGE_STREAM_HEADERS",
     "Backend",
     "BatchSettings",
     "EmbeddedBackend",
     "EmbeddedStore",
+    "Landing",
     "MakeStream",
     "ResumableStream",
     "ResumableStreamContext",

@@ -30,7 +30,7 @@ from typing import ClassVar, Protocol
 
 from resumable_fast.append_checks import check_append_input
 from resumable_fast.errors import FencingTokenMismatchError, SeqNumMismatchError
-from resumable_fast.records import SequencedRecord, StreamName
+from resumable_fast.records import NO_LANDING, Landing, SequencedRecord, StreamName
 from resumable_fast.waiters import wake_threadsafe
 
 __all__ = ["Backend", "EmbeddedBackend", "EmbeddedStore", "Store"]
@@ -47,17 +47,11 @@ class Backend(Protocol):
     description: str
 
     async def append(
-        self,
-        name: StreamName,
-        append_input: bytes,
-        *,
-        end_seq_num: int | None = None,
-        new_fence: str | None = None,
+        self, name: StreamName, append_input: bytes, landing: Landing = NO_LANDING
     ) -> None:
         """Append one framed ``AppendInput`` (its fencing token and
-        ``match_seq_num`` checked, applied whole or not at all).
-        ``end_seq_num`` is the tail once it has landed and ``new_fence`` the
-        token it sets: they tell a retry whether its first attempt landed."""
+        ``match_seq_num`` checked, applied whole or not at all); ``landing``
+        tells a retry whether its first attempt landed."""
         ...
 
     async def last_record(self, name: StreamName) -> SequencedRecord | None: ...
@@ -237,12 +231,7 @@ class EmbeddedBackend:
         return isinstance(self.store, EmbeddedStore)
 
     async def append(
-        self,
-        name: StreamName,
-        append_input: bytes,
-        *,
-        end_seq_num: int | None = None,
-        new_fence: str | None = None,
+        self, name: StreamName, append_input: bytes, landing: Landing = NO_LANDING
     ) -> None:
         await self.store.append(name, append_input)
 

@@ -58,6 +58,7 @@ from resumable_fast.streams import (
     skip_text,
     stored_then_new,
 )
+from resumable_fast.writing import StreamWriter
 
 __all__ = [
     "MakeStream",
@@ -418,16 +419,8 @@ class ResumableStreamContext:
         except BaseException:
             await fencing.append_error_fence(self._backend, name, token)
             raise
-        producer = Producer(
-            self._scheduler,
-            self._backend,
-            name,
-            token,
-            source,
-            self.batching.batch_size,
-            self._forget,
-            first_seq_num,
-        )
+        writer = StreamWriter(self._scheduler, self._backend, name, token, first_seq_num)
+        producer = Producer(self._scheduler, writer, source, self.batching.batch_size, self._forget)
         self._producers[name] = producer
         read_session, liveness_timeout = self._read_session, self.liveness_timeout
 

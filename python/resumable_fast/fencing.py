@@ -22,6 +22,7 @@ from resumable_fast.records import (
     END_FENCE_PREFIX,
     ERROR_FENCE_PREFIX,
     SESSION_FENCE_PREFIX,
+    Landing,
     SequencedRecord,
     StreamName,
     is_closing_fence,
@@ -67,7 +68,7 @@ async def _append_fence_at(
     """Whether the fence ``fence`` is now the record at ``seq_num``."""
     try:
         await backend.append(
-            name, _core.fence_append_input(fence, fencing_token, seq_num), new_fence=fence
+            name, _core.fence_append_input(fence, fencing_token, seq_num), Landing(new_fence=fence)
         )
     except (FencingTokenMismatchError, SeqNumMismatchError) as exc:
         if exc.attempts == 1:
@@ -109,7 +110,7 @@ async def stop(backend: Backend, name: StreamName) -> None:
             return
         # Appended to since we looked: look again.
     fence = new_fence_token(END_FENCE_PREFIX)
-    await backend.append(name, _core.fence_append_input(fence, None), new_fence=fence)
+    await backend.append(name, _core.fence_append_input(fence, None), Landing(new_fence=fence))
 
 
 async def append_error_fence(backend: Backend, name: StreamName, token: str) -> None:
@@ -119,7 +120,7 @@ async def append_error_fence(backend: Backend, name: StreamName, token: str) -> 
     source's own error, which must not be replaced."""
     fence = new_fence_token(ERROR_FENCE_PREFIX)
     try:
-        await backend.append(name, _core.fence_append_input(fence, token), new_fence=fence)
+        await backend.append(name, _core.fence_append_input(fence, token), Landing(new_fence=fence))
     except ResumableStreamError as exc:
         logger.error("stream %r: could not append error fence: %s", name, exc)
 

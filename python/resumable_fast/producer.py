@@ -36,7 +36,6 @@ import enum
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 
-from resumable_fast.backends import Backend
 from resumable_fast.errors import InvalidChunkError, ResumableStreamError
 from resumable_fast.records import (
     END_FENCE_PREFIX,
@@ -90,7 +89,6 @@ class Producer:
         "_batch_size",
         "_loop",
         "_on_released",
-        "_pending",
         "_pulling",
         "_release_waiter",
         "_scheduler",
@@ -107,17 +105,16 @@ class Producer:
     def __init__(
         self,
         scheduler: Scheduler,
-        backend: Backend,
-        name: StreamName,
-        token: str,
+        writer: StreamWriter,
         source: AsyncIterable[str],
         batch_size: int,
         on_released: Callable[[Producer], None],
-        first_seq_num: int = 1,
     ) -> None:
+        """Drive ``source`` in a task of its own; ``writer`` (the stream's,
+        with its slot open) persists what it yields."""
         # The stream's name in the backend (the caller's id under the key prefix).
-        self.name = name
-        self.token = token
+        self.name: StreamName = writer.name
+        self.token = writer.token
         self.state = ProducerState.STREAMING
         # The source's exception, which the producer's client gets at the end.
         self.failure: BaseException | None = None
@@ -127,16 +124,13 @@ class Producer:
         self._batch_size = batch_size
         self._on_released = on_released
         self._loop = asyncio.get_running_loop()
-        # Chunks not yet framed; the native core frames them once per batch.
-        self._pending: list[str] = []
-        self._writer = StreamWriter(
-            scheduler, backend, name, token, first_seq_num, self._pending, self._persisting_ended
-        )
+        self._writer = writer
+        writer.on_end = self._persisting_ended
         self._release_waiter: asyncio.Future[None] | None = None
         # The source's task is inside the source (not yet closing it): only
         # then does a stop or an abort cancel it.
         self._pulling = True
-        self._task = scheduler.spawn(self._drive(), f"resumable_fast source {name}")
+        self._task = scheduler.spawn(self._drive(), f"resumable_fast source {self.name}")
 
     # -- the source's task ----------------------------------------------------
 
@@ -150,7 +144,7 @@ class Producer:
         # pending list once per batch (or linger), with the GIL released, and
         # the writer takes the batches.
         put = self.channel.put
-        pending = self._pending
+        pending = self._writer.pending
         batch_size = self._batch_size
         slot = self._writer.slot
         enqueue = self._writer.enqueue

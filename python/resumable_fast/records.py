@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 import secrets
-from typing import Literal, NewType, TypedDict
+from typing import Literal, NamedTuple, NewType, TypedDict
 
 from resumable_fast._core import MAX_BATCH_RECORDS, MAX_FENCING_TOKEN_BYTES, MAX_METERED_BYTES
 from resumable_fast.errors import InvalidStreamIdError
@@ -32,7 +32,9 @@ __all__ = [
     "MAX_BATCH_RECORDS",
     "MAX_FENCING_TOKEN_BYTES",
     "MAX_STREAM_ID_BYTES",
+    "NO_LANDING",
     "SESSION_FENCE_PREFIX",
+    "Landing",
     "SequencedRecord",
     "StreamName",
     "StreamState",
@@ -66,6 +68,22 @@ answers, as Vercel's package does (:attr:`StreamStatus.public`)."""
 StreamName = NewType("StreamName", str)
 """A stream's name in the backend: the caller's stream id (``stream_id``)
 under the context's key prefix (:func:`prefixed_stream_name`)."""
+
+
+class Landing(NamedTuple):
+    """What a stream is once an append has landed. A retried append that S2's
+    checks refuse may be refused by its own first attempt, which landed
+    although its answer was lost: a tail at ``end_seq_num`` (a data batch) or
+    the token ``new_fence`` (a fence) tells so."""
+
+    end_seq_num: int | None = None
+    """The stream's tail once the append has landed."""
+    new_fence: str | None = None
+    """The fencing token the append sets."""
+
+
+NO_LANDING = Landing()
+"""An append whose retry cannot tell its own first attempt (tests, tools)."""
 
 
 class StreamStatus(enum.Enum):

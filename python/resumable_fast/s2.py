@@ -56,7 +56,7 @@ from resumable_fast.http11 import (
     StreamingResponse,
     TransportError,
 )
-from resumable_fast.records import SequencedRecord, StreamName
+from resumable_fast.records import NO_LANDING, Landing, SequencedRecord, StreamName
 from resumable_fast.sse import EventStreamParser
 
 __all__ = ["DelegatingHttp", "HttpTransport", "S2Client", "http_settings"]
@@ -413,18 +413,10 @@ class S2Client:
             await asyncio.sleep(delay)
 
     async def append(
-        self,
-        name: StreamName,
-        append_input: bytes,
-        *,
-        end_seq_num: int | None = None,
-        new_fence: str | None = None,
+        self, name: StreamName, append_input: bytes, landing: Landing = NO_LANDING
     ) -> None:
-        """POST one framed ``AppendInput``.
-
-        ``end_seq_num`` (the tail once a data batch has landed) and
-        ``new_fence`` (the token a fence sets) let a retry recognise that an
-        earlier attempt landed although its answer was lost.
+        """POST one framed ``AppendInput``; ``landing`` lets a retry
+        recognise that an earlier attempt landed although its answer was lost.
         """
         try:
             await self._request(
@@ -437,11 +429,13 @@ class S2Client:
         except StreamNotFoundError as exc:
             raise _explain_not_found(exc, self.config.basin, "create_stream_on_append") from None
         except SeqNumMismatchError as exc:
-            if exc.attempts > 1 and end_seq_num is not None and exc.expected_seq_num == end_seq_num:
+            landed = landing.end_seq_num
+            if exc.attempts > 1 and landed is not None and exc.expected_seq_num == landed:
                 return
             raise
         except FencingTokenMismatchError as exc:
-            if exc.attempts > 1 and new_fence is not None and exc.current_token == new_fence:
+            fence = landing.new_fence
+            if exc.attempts > 1 and fence is not None and exc.current_token == fence:
                 return
 
             raise

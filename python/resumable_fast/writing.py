@@ -22,7 +22,8 @@ Lifecycle (:class:`WriterState`)::
     OPEN, CLOSING --fenced out, or S2 refuses for good--> ENDED (FENCED_OUT, REFUSED)
     OPEN, CLOSING --drop()--> ENDED
 
-The owner is told how it ended (:class:`WriteEnd`) once, through ``on_end``;
+The owner is told how it ended (:class:`WriteEnd`) once, through ``on_end``
+(which it sets when it takes the writer);
 :meth:`StreamWriter.drop` is the owner's own doing, so it is not told.
 """
 
@@ -41,7 +42,7 @@ from resumable_fast.errors import (
     ResumableStreamError,
     SeqNumMismatchError,
 )
-from resumable_fast.records import MAX_BATCH_BYTES, MAX_BATCH_RECORDS, StreamName
+from resumable_fast.records import MAX_BATCH_BYTES, MAX_BATCH_RECORDS, Landing, StreamName
 
 if TYPE_CHECKING:
     from resumable_fast.scheduling import Scheduler
@@ -90,14 +91,14 @@ class StreamWriter:
         "_last_append_at",
         "_loop",
         "_match_seq_num",
-        "_on_end",
-        "_pending",
         "_scheduled",
         "_scheduler",
-        "_token",
         "name",
+        "on_end",
+        "pending",
         "slot",
         "state",
+        "token",
     )
 
     def __init__(
@@ -106,22 +107,22 @@ class StreamWriter:
         backend: Backend,
         name: StreamName,
         token: str,
-        first_seq_num: int,
-        pending: list[str],
-        on_end: Callable[[WriteEnd], None],
+        first_seq_num: int = 1,
     ) -> None:
         """Open the stream's slot in the scheduler's accumulator, which frames
-        the chunks its producer puts in ``pending``, the first at
+        the chunks its producer puts in :attr:`pending`, the first at
         ``first_seq_num`` under the session ``token``."""
         self.name = name
+        self.token = token
         self.state = WriterState.OPEN
         self._scheduler = scheduler
         self._backend = backend
-        self._token = token
-        self._pending = pending
-        self._on_end = on_end
+        # Chunks not yet framed; the native core frames them once per batch.
+        self.pending: list[str] = []
+        self.on_end: Callable[[WriteEnd], None] = _nobody_told
+        """Told once how the writer ended on its own account; set by its owner."""
         self._loop = asyncio.get_running_loop()
-        self.slot = scheduler.open_slot(self, token, first_seq_num, pending)
+        self.slot = scheduler.open_slot(self, token, first_seq_num, self.pending)
         # Framed data batches waiting for an append, oldest first.
         self._batches: list[_core.Frame] = []
         self._heartbeat: _core.Frame | None = None
@@ -150,7 +151,7 @@ class StreamWriter:
             return
         self._batches.extend(self._scheduler.close_slot(self.slot))
         self.state = WriterState.CLOSING
-        self._closing = _ClosingFence(fence, _core.fence_append_input(fence, self._token))
+        self._closing = _ClosingFence(fence, _core.fence_append_input(fence, self.token))
         self._schedule()
 
     def drop(self) -> None:
@@ -170,14 +171,14 @@ class StreamWriter:
         if (
             self.state is not WriterState.OPEN
             or self._scheduled
-            or self._pending
+            or self.pending
             or now - self._last_append_at < interval
         ):
             return
         seq_num = self._scheduler.accumulator.reserve(self.slot, 1)
         self._last_append_at = now
         self._heartbeat = (
-            _core.fence_append_input(self._token, self._token, seq_num),
+            _core.fence_append_input(self.token, self.token, seq_num),
             seq_num + 1,
         )
         self._schedule()
@@ -214,18 +215,19 @@ class StreamWriter:
                         await backend.append(
                             name,
                             _core.merge_append_inputs([body, closing.append_input]),
-                            end_seq_num=end_seq_num + 1,
-                            new_fence=closing.token,
+                            Landing(end_seq_num + 1, closing.token),
                         )
                         self._end(WriteEnd.LANDED)
                         return
                 elif closing is not None:
-                    await backend.append(name, closing.append_input, new_fence=closing.token)
+                    await backend.append(
+                        name, closing.append_input, Landing(new_fence=closing.token)
+                    )
                     self._end(WriteEnd.LANDED)
                     return
                 else:
                     return
-                await backend.append(name, body, end_seq_num=end_seq_num)
+                await backend.append(name, body, Landing(end_seq_num))
                 self._match_seq_num = end_seq_num
                 self._last_append_at = self._loop.time()
         except (FencingTokenMismatchError, SeqNumMismatchError):
@@ -281,7 +283,7 @@ class StreamWriter:
         """End on the writer's own account (not dropped), and tell the owner."""
         if self.state is not WriterState.ENDED:
             self.drop()
-            self._on_end(end)
+            self.on_end(end)
 
     async def idle(self) -> None:
         """Wait until no append of this stream is queued or running.
@@ -291,3 +293,7 @@ class StreamWriter:
             if waiter is None or waiter.done():
                 waiter = self._idle_waiter = self._loop.create_future()
             await asyncio.wait({waiter})
+
+
+def _nobody_told(end: WriteEnd) -> None:
+    """A writer's ``on_end`` until its owner sets its own."""

@@ -9,7 +9,6 @@ import random
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,6 +19,7 @@ from resumable_fast import (
     StreamFailedError,
     StreamName,
 )
+from resumable_fast.records import NO_LANDING, Landing
 
 from conftest import ContextFactory, S2Lite, make_context
 from support import TestingStream, from_list, read_chunks, read_text, read_until_error
@@ -301,10 +301,12 @@ async def test_batches_queued_behind_an_append_go_out_together(
         appends = 0
         append = ctx.backend.append
 
-        async def counting_append(name: StreamName, append_input: bytes, **kwargs: Any) -> None:
+        async def counting_append(
+            name: StreamName, append_input: bytes, landing: Landing = NO_LANDING
+        ) -> None:
             nonlocal appends
             appends += 1
-            await append(name, append_input, **kwargs)
+            await append(name, append_input, landing)
 
         ctx.backend.append = counting_append  # type: ignore[method-assign]
         producer = await ctx.resumable_stream(stream_id, lambda: from_list(chunks))

@@ -27,7 +27,7 @@ from resumable_fast import (
 )
 from resumable_fast import producer as producer_module
 from resumable_fast.config import BatchSettings
-from resumable_fast.records import StreamName, is_fence
+from resumable_fast.records import NO_LANDING, Landing, StreamName, is_fence
 from resumable_fast.s2 import S2Client
 from resumable_fast.sqlite_store import DATABASE_FILE_NAME
 
@@ -64,10 +64,12 @@ async def test_a_source_that_cannot_be_made_keeps_its_own_error_when_s2_is_away(
     backend = ctx.backend
     append = backend.append
 
-    async def away_for_error_fences(name: StreamName, body: bytes, **options: Any) -> None:
+    async def away_for_error_fences(
+        name: StreamName, body: bytes, landing: Landing = NO_LANDING
+    ) -> None:
         if b'"error-' in body:
             raise S2ConnectionError("S2 unreachable (test)")
-        await append(name, body, **options)
+        await append(name, body, landing)
 
     monkeypatch.setattr(backend, "append", away_for_error_fences)
 

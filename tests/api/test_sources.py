@@ -58,7 +58,13 @@ from fastapi import FastAPI, Request
 from openai import AsyncOpenAI
 from starlette.responses import Response
 
-from resumable_fast import ResumableStreamContext, StreamFailedError, StreamName
+from resumable_fast import (
+    NO_LANDING,
+    Landing,
+    ResumableStreamContext,
+    StreamFailedError,
+    StreamName,
+)
 from resumable_fast.asgi import resumable_sse, resume_sse
 
 from conftest import ContextFactory, free_port
@@ -347,16 +353,13 @@ def slow_closing_fence(
     append = ctx.backend.append
 
     async def slow_append(
-        name: StreamName,
-        append_input: bytes,
-        *,
-        end_seq_num: int | None = None,
-        new_fence: str | None = None,
+        name: StreamName, append_input: bytes, landing: Landing = NO_LANDING
     ) -> None:
-        if new_fence is not None and new_fence.startswith(("end-", "error-")):
+        fence = landing.new_fence
+        if fence is not None and fence.startswith(("end-", "error-")):
             started.set()
             await asyncio.sleep(delay)
-        await append(name, append_input, end_seq_num=end_seq_num, new_fence=new_fence)
+        await append(name, append_input, landing)
 
     monkeypatch.setattr(ctx.backend, "append", slow_append)
     return started

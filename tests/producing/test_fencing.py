@@ -9,7 +9,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import orjson
 import pytest
@@ -35,7 +34,9 @@ from resumable_fast.records import (
     END_FENCE_PREFIX,
     ERROR_FENCE_PREFIX,
     FENCE_HEADER,
+    NO_LANDING,
     SESSION_FENCE_PREFIX,
+    Landing,
     SequencedRecord,
     StreamStatus,
     is_closing_fence,
@@ -59,7 +60,7 @@ async def append_data(
             "match_seq_num": match_seq_num,
         }
     )
-    await backend.append(name, append_input, end_seq_num=match_seq_num + len(bodies))
+    await backend.append(name, append_input, Landing(end_seq_num=match_seq_num + len(bodies)))
 
 
 async def all_records(backend: Backend, name: StreamName) -> list[SequencedRecord]:
@@ -92,9 +93,11 @@ def count_appends(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> list[byt
     append: Append = backend.append
     sent: list[bytes] = []
 
-    async def counting_append(name: StreamName, append_input: bytes, **options: Any) -> None:
+    async def counting_append(
+        name: StreamName, append_input: bytes, landing: Landing = NO_LANDING
+    ) -> None:
         sent.append(append_input)
-        await append(name, append_input, **options)
+        await append(name, append_input, landing)
 
     monkeypatch.setattr(backend, "append", counting_append)
     return sent
@@ -110,15 +113,17 @@ def lose_answers_of_fences(
     append: Append = backend.append
     retried: list[bytes] = []
 
-    async def retried_append(name: StreamName, append_input: bytes, **options: Any) -> None:
+    async def retried_append(
+        name: StreamName, append_input: bytes, landing: Landing = NO_LANDING
+    ) -> None:
         if b'"' + prefix not in append_input:
-            await append(name, append_input, **options)
+            await append(name, append_input, landing)
             return
         retried.append(append_input)
         if lands:
-            await append(name, append_input, **options)  # landed; its answer is lost
+            await append(name, append_input, landing)  # landed; its answer is lost
         try:
-            await append(name, append_input, **options)  # the retry
+            await append(name, append_input, landing)  # the retry
         except S2Error as exc:
             exc.attempts = 2
             raise
@@ -426,7 +431,7 @@ async def test_a_heartbeat_keeps_the_token_and_readers_skip_it(
     token = await claim(backend, name)
     assert token is not None
     await append_data(backend, name, token, ["before "], 1)
-    await backend.append(name, _core.fence_append_input(token, token), new_fence=token)
+    await backend.append(name, _core.fence_append_input(token, token), Landing(new_fence=token))
     heartbeat = await backend.last_record(name)
     assert heartbeat is not None
     assert is_fence(heartbeat)

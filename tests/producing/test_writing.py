@@ -16,7 +16,9 @@ from resumable_fast.records import (
     END_FENCE_PREFIX,
     MAX_BATCH_BYTES,
     MAX_BATCH_RECORDS,
+    NO_LANDING,
     SESSION_FENCE_PREFIX,
+    Landing,
     SequencedRecord,
     StreamName,
     is_fence,
@@ -49,15 +51,11 @@ class RecordingBackend(EmbeddedBackend):
         self.appends: list[Append] = []
 
     async def append(
-        self,
-        name: StreamName,
-        append_input: bytes,
-        *,
-        end_seq_num: int | None = None,
-        new_fence: str | None = None,
+        self, name: StreamName, append_input: bytes, landing: Landing = NO_LANDING
     ) -> None:
-        await super().append(name, append_input, end_seq_num=end_seq_num, new_fence=new_fence)
-        self.appends.append(Append(json.loads(append_input)["records"], end_seq_num, new_fence))
+        await super().append(name, append_input, landing)
+        records = json.loads(append_input)["records"]
+        self.appends.append(Append(records, landing.end_seq_num, landing.new_fence))
 
 
 @dataclass
@@ -109,10 +107,10 @@ async def open_stream() -> AsyncIterator[OpenStream]:
         backend = RecordingBackend()
         token = new_fence_token(SESSION_FENCE_PREFIX)
         await backend.append(NAME, _core.fence_append_input(token, "", 0))
-        pending: list[str] = []
         ends: list[WriteEnd] = []
-        writer = StreamWriter(scheduler, backend, NAME, token, 1, pending, ends.append)
-        return Stream(scheduler, backend, writer, pending, token, ends)
+        writer = StreamWriter(scheduler, backend, NAME, token, 1)
+        writer.on_end = ends.append
+        return Stream(scheduler, backend, writer, writer.pending, token, ends)
 
     yield make
     for scheduler in schedulers:

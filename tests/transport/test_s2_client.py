@@ -15,7 +15,7 @@ from resumable_fast import (
     StreamNotFoundError,
 )
 from resumable_fast._core import fence_append_input
-from resumable_fast.records import StreamName, is_fence
+from resumable_fast.records import Landing, StreamName, is_fence
 from resumable_fast.s2 import S2Client
 
 from conftest import S2Lite
@@ -37,7 +37,9 @@ async def test_append_read_and_tail(s2lite: S2Lite, stream_id: str) -> None:
     name = StreamName(stream_id)
     try:
         assert await client.last_record(name) is None
-        await client.append(name, fence_append_input("session-a", "", 0), new_fence="session-a")
+        await client.append(
+            name, fence_append_input("session-a", "", 0), Landing(new_fence="session-a")
+        )
         body = b'{"records":[{"body":"h\\u00e9"},{"body":"llo"}],"fencing_token":"session-a"}'
         await client.append(name, body)
         assert await client.check_tail(name) == 3

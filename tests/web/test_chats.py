@@ -16,7 +16,9 @@ import orjson
 import pytest
 
 from resumable_fast import (
+    NO_LANDING,
     InvalidChatIdError,
+    Landing,
     ResumableStreamContext,
     ResumableStreamError,
     StreamName,
@@ -111,7 +113,9 @@ async def test_every_chat_function_refuses_a_bad_id_before_writing(
 ) -> None:
     appended: list[StreamName] = []
 
-    async def no_append(name: StreamName, append_input: bytes, **options: Any) -> None:
+    async def no_append(
+        name: StreamName, append_input: bytes, landing: Landing = NO_LANDING
+    ) -> None:
         appended.append(name)
 
     monkeypatch.setattr(ctx.backend, "append", no_append)
