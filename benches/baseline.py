@@ -49,10 +49,13 @@ class Baseline:
     def peers(self, ours: Sequence[Peer]) -> list[Peer]:
         """The revision's twin of each compared peer of ours."""
         driver = str(self.checkout / "benches" / "peers.py")
+        # The harness points PYTHONPATH at this tree's package; the twin
+        # imports the revision's own.
+        own_package = f"PYTHONPATH={self.checkout / 'python'}"
         return [
             Peer(
                 self.peer_name(peer.name),
-                (str(self.python), driver, peer.name),
+                ("env", own_package, str(self.python), driver, peer.name),
                 peer.needs,
                 live_readers=peer.live_readers,
                 live_readers_only=peer.live_readers_only,
