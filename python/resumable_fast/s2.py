@@ -24,7 +24,7 @@ import functools
 import ipaddress
 import logging
 import random
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import AbstractAsyncContextManager, aclosing
 from dataclasses import dataclass
 from types import TracebackType
@@ -347,7 +347,7 @@ class S2Client:
         self._session_headers = _header_lines({**basin_headers, "Accept": "text/event-stream"})
         self._append_headers = _header_lines({**basin_headers, "Content-Type": "application/json"})
         self._read_headers = _header_lines({**basin_headers, "Accept": "application/json"})
-        self._create_basin_headers = _header_lines({**headers, "Content-Type": "application/json"})
+        self._account_headers = _header_lines({**headers, "Content-Type": "application/json"})
 
     def __repr__(self) -> str:
         return f"S2Client({self.config!r})"
@@ -633,18 +633,55 @@ class S2Client:
                 await asyncio.sleep(retry_in(_backoff(failures + 1), ended))
 
     async def create_basin(
-        self, basin: str, *, create_stream_on_append: bool, create_stream_on_read: bool
+        self,
+        basin: str,
+        *,
+        create_stream_on_append: bool,
+        create_stream_on_read: bool,
+        default_stream_config: Mapping[str, object] | None = None,
     ) -> None:
-        """Create a basin (account-level call)."""
-        body = orjson.dumps(
-            {
-                "basin": basin,
-                "config": {
-                    "create_stream_on_append": create_stream_on_append,
-                    "create_stream_on_read": create_stream_on_read,
-                },
-            }
-        )
+        """Create a basin (account-level call); ``default_stream_config`` is
+        S2's config of the basin's new streams (retention, delete-on-empty)."""
+        config: dict[str, object] = {
+            "create_stream_on_append": create_stream_on_append,
+            "create_stream_on_read": create_stream_on_read,
+        }
+        if default_stream_config is not None:
+            config["default_stream_config"] = dict(default_stream_config)
+        body = orjson.dumps({"basin": basin, "config": config})
         await self._request(
-            "POST", self._account, "/basins", headers=self._create_basin_headers, content=body
+            "POST", self._account, "/basins", headers=self._account_headers, content=body
+        )
+
+    async def basin_config(self, basin: str) -> dict[str, Any] | None:
+        """A basin's configuration as S2 answers it, or None when the basin
+        does not exist (account-level call)."""
+        try:
+            content = await self._request(
+                "GET",
+                self._account,
+                f"/basins/{quote(basin, safe='')}",
+                headers=self._account_headers,
+            )
+        except StreamNotFoundError as exc:
+            if exc.code == "basin_not_found":
+                return None
+            raise
+        try:
+            config = orjson.loads(content)
+        except orjson.JSONDecodeError:
+            raise _invalid_answer("a basin configuration") from None
+        if not isinstance(config, dict):
+            raise _invalid_answer("a basin configuration")
+        return config
+
+    async def reconfigure_basin(self, basin: str, changes: Mapping[str, object]) -> None:
+        """Change the fields of a basin's configuration named in ``changes``
+        (S2's partial reconfiguration; account-level call)."""
+        await self._request(
+            "PATCH",
+            self._account,
+            f"/basins/{quote(basin, safe='')}",
+            headers=self._account_headers,
+            content=orjson.dumps(dict(changes)),
         )
