@@ -204,6 +204,9 @@ class CountingBackend:
     ) -> AsyncGenerator[list[SequencedRecord], None]:
         return self.inner.read_session(name, seq_num)
 
+    async def delete(self, name: StreamName) -> None:
+        await self.inner.delete(name)
+
     async def aclose(self) -> None:
         await self.inner.aclose()
 

@@ -314,6 +314,26 @@ class ResumableStreamContext:
         if producer is not None:
             producer.stop()
 
+    async def delete_stream(self, stream_id: str) -> None:
+        """Remove a stream for good (a chat deleted, an erasure request).
+
+        An unfinished stream is stopped first (:meth:`stop_stream`: producers
+        anywhere are fenced out, readers that reach the fence end normally),
+        and this context's producer is waited for until its source is closed
+        and none of its appends is in flight, so nothing it sends lands after
+        the delete. Then the backend deletes the stream; a reader still on it
+        ends with :class:`StreamDeletedError`, and :meth:`has_existing_stream`
+        answers None. Deleting a stream that does not exist does nothing."""
+        self._check_open()
+        name = self._name(stream_id)
+        if status_of(await self._backend.last_record(name)) is StreamStatus.LIVE:
+            await fencing.stop(self._backend, name)
+        producer = self._producers.get(name)
+        if producer is not None:
+            producer.stop()
+            await producer.drained()
+        await self._backend.delete(name)
+
     async def aclose(self) -> None:
         """Wait for producers to finish (up to ``drain_timeout``), flush what they
         accepted, and release connections. Idempotent."""

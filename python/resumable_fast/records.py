@@ -117,6 +117,13 @@ def is_fence(record: SequencedRecord) -> bool:
     return headers is not None and len(headers) == 1 and headers[0] == FENCE_HEADER
 
 
+def is_command(record: SequencedRecord) -> bool:
+    """True for any command record (a fence, or a trim S2 appends, e.g. when
+    it deletes the stream): never a chunk of text."""
+    headers = record.get("headers")
+    return headers is not None and len(headers) > 0 and headers[0][0] == ""
+
+
 def is_closing_fence(record: SequencedRecord) -> bool:
     """True for the ``end-`` or ``error-`` fence that finishes a stream."""
     return is_fence(record) and record.get("body", "").startswith(CLOSING_FENCE_PREFIXES)

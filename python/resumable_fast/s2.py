@@ -201,6 +201,11 @@ def _records_of(data: bytes | str) -> list[SequencedRecord]:
     return records
 
 
+# S2's answer to any call on a stream between its delete and the end of the
+# deletion, which it carries out in the background.
+_DELETION_PENDING = "stream_deletion_pending"
+
+
 def _backoff(attempt: int) -> float:
     """Exponential backoff with full jitter, capped."""
     return random.uniform(0, min(MAX_BACKOFF_SECONDS, 0.025 * 2**attempt))
@@ -490,6 +495,40 @@ class S2Client:
             raise _invalid_answer("a tail")
         return tail
 
+    async def delete(self, name: StreamName) -> None:
+        """Delete the stream, and return once S2 has: it answers 202 and
+        deletes in the background, answering every call on the stream with
+        409 ``stream_deletion_pending`` meanwhile, so the tail is asked (with
+        backoff, up to ``retry_deadline``) until it answers. A stream that
+        does not exist is left as it is."""
+        try:
+            await self._request(
+                "DELETE",
+                self._basin,
+                f"/streams/{quote(name, safe='')}",
+                headers=self._read_headers,
+            )
+        except StreamNotFoundError as exc:
+            if exc.code != "stream_not_found":
+                raise _explain_not_found(exc, self.config.basin, "create_stream_on_read") from None
+            return
+        except S2Error as exc:
+            if exc.code != _DELETION_PENDING:  # deleted already, by another caller
+                raise
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self.config.retry_deadline
+        attempt = 0
+        while True:
+            try:
+                await self.check_tail(name)
+                return
+            except S2Error as exc:
+                attempt += 1
+                delay = _backoff(attempt)
+                if exc.code != _DELETION_PENDING or loop.time() + delay >= give_up_at:
+                    raise
+            await asyncio.sleep(delay)
+
     async def _read_or_empty(
         self, name: StreamName, seq_num: int, count: int
     ) -> list[SequencedRecord]:
@@ -591,6 +630,9 @@ class S2Client:
                                 self.config.basin,
                                 "create_stream_on_read",
                             )
+                            if error.code == _DELETION_PENDING:
+                                # The records are gone: as a read past the tail.
+                                raise RangeNotSatisfiableError(0) from error
                             if not _is_transient(error):
                                 raise error
                             delay = _retry_after(response.header(b"retry-after"))
@@ -621,6 +663,8 @@ class S2Client:
                 continue
             except S2Error as error:
                 # An error event mid-session: reopened like a failed request.
+                if error.code == _DELETION_PENDING:
+                    raise RangeNotSatisfiableError(0) from error
                 if not _is_transient(error):
                     raise
                 await asyncio.sleep(retry_in(_backoff(failures + 1), error))
