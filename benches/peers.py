@@ -207,6 +207,9 @@ class CountingBackend:
     async def delete(self, name: StreamName) -> None:
         await self.inner.delete(name)
 
+    async def trim(self, name: StreamName, trim_point: int, match_seq_num: int) -> None:
+        await self.inner.trim(name, trim_point, match_seq_num)
+
     async def aclose(self) -> None:
         await self.inner.aclose()
 

@@ -30,6 +30,7 @@ from typing import ClassVar, Protocol
 
 from resumable_fast.append_checks import check_append_input
 from resumable_fast.errors import (
+    ConfigurationError,
     FencingTokenMismatchError,
     RangeNotSatisfiableError,
     SeqNumMismatchError,
@@ -71,6 +72,11 @@ class Backend(Protocol):
     async def delete(self, name: StreamName) -> None:
         """Remove the stream and its records for good (nothing to do when it
         does not exist); a later append or read starts it anew."""
+        ...
+
+    async def trim(self, name: StreamName, trim_point: int, match_seq_num: int) -> None:
+        """Append a ``trim`` command record at ``match_seq_num``: the records
+        before ``trim_point`` go; the command becomes the last record."""
         ...
 
     async def aclose(self) -> None: ...
@@ -290,6 +296,11 @@ class EmbeddedBackend:
 
     async def delete(self, name: StreamName) -> None:
         await self.store.delete(name)
+
+    async def trim(self, name: StreamName, trim_point: int, match_seq_num: int) -> None:
+        """Refused: the context refuses ``trim_finished`` on this backend
+        before any stream exists (docs/design.md, issue 23)."""
+        raise ConfigurationError("the embedded backend does not trim streams")
 
     async def aclose(self) -> None:
         await self.store.release()

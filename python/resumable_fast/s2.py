@@ -20,6 +20,7 @@ put the token or the proxy's credentials there (issue 21).
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import ipaddress
 import logging
@@ -201,6 +202,9 @@ def _records_of(data: bytes | str) -> list[SequencedRecord]:
     return records
 
 
+# "trim" in base64 (a command header's value, in the base64 format).
+_TRIM_HEADER_VALUE = base64.b64encode(b"trim").decode()
+
 # S2's answer to any call on a stream between its delete and the end of the
 # deletion, which it carries out in the background.
 _DELETION_PENDING = "stream_deletion_pending"
@@ -352,6 +356,10 @@ class S2Client:
         self._session_headers = _header_lines({**basin_headers, "Accept": "text/event-stream"})
         self._append_headers = _header_lines({**basin_headers, "Content-Type": "application/json"})
         self._read_headers = _header_lines({**basin_headers, "Accept": "application/json"})
+        # A trim's body is 8 binary bytes, which only the base64 format carries.
+        self._binary_append_headers = _header_lines(
+            {**basin_headers, "Content-Type": "application/json", "s2-format": "base64"}
+        )
         self._account_headers = _header_lines({**headers, "Content-Type": "application/json"})
 
     def __repr__(self) -> str:
@@ -528,6 +536,29 @@ class S2Client:
                 if exc.code != _DELETION_PENDING or loop.time() + delay >= give_up_at:
                     raise
             await asyncio.sleep(delay)
+
+    async def trim(self, name: StreamName, trim_point: int, match_seq_num: int) -> None:
+        """Append a ``trim`` command (body: the trim point, 8 bytes big-endian)
+        at ``match_seq_num``, without a fencing token: S2 drops the records
+        before ``trim_point``, eventually. A retry whose first attempt landed
+        fails with a sequence number mismatch at ``match_seq_num + 1``, which
+        is taken as landed."""
+        record = {
+            "headers": [["", _TRIM_HEADER_VALUE]],
+            "body": base64.b64encode(trim_point.to_bytes(8, "big")).decode(),
+        }
+        body = orjson.dumps({"records": [record], "match_seq_num": match_seq_num})
+        try:
+            await self._request(
+                "POST",
+                self._basin,
+                self._records_path(name),
+                headers=self._binary_append_headers,
+                content=body,
+            )
+        except SeqNumMismatchError as exc:
+            if not (exc.attempts > 1 and exc.expected_seq_num == match_seq_num + 1):
+                raise
 
     async def _read_or_empty(
         self, name: StreamName, seq_num: int, count: int
