@@ -136,6 +136,12 @@ class TimedBackend:
     ) -> AsyncGenerator[list[SequencedRecord], None]:
         return self.inner.read_session(name, seq_num)
 
+    async def delete(self, name: StreamName) -> None:
+        await self.inner.delete(name)
+
+    async def trim(self, name: StreamName, trim_point: int, match_seq_num: int) -> None:
+        await self.inner.trim(name, trim_point, match_seq_num)
+
     async def aclose(self) -> None:
         await self.inner.aclose()
 

@@ -4,6 +4,7 @@ from resumable_fast import errors
 from resumable_fast.backends import Backend, EmbeddedBackend, EmbeddedStore
 from resumable_fast.chats import (
     active_chat_stream,
+    delete_chat_stream,
     resume_chat_stream,
     start_chat_stream,
     stop_chat_stream,
@@ -43,6 +44,7 @@ __all__ = [
     "StreamState",
     "active_chat_stream",
     "create_resumable_stream_context",
+    "delete_chat_stream",
     "encode_ui_message_part",
     "new_stream_id",
     "resume_chat_stream",

@@ -56,6 +56,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from resumable_fast.chats import (
     active_chat_stream,
+    delete_chat_stream,
     resume_chat_stream,
     start_chat_stream,
     stop_chat_stream,
@@ -85,6 +86,8 @@ __all__ = [
     "MakeChatStream",
     "active_chat_stream",
     "chat_response",
+    "delete_chat_response",
+    "delete_chat_stream",
     "parse_chat_request",
     "read_chat_request",
     "resume_chat_response",
@@ -310,6 +313,18 @@ async def stop_chat_response(context: ResumableStreamContext, chat_id: str) -> R
     except ResumableStreamError as exc:
         return error_response(exc, f"chat {chat_id!r}: stopping its reply", json_error)
     return JSONResponse({"stopped": stopped})
+
+
+async def delete_chat_response(context: ResumableStreamContext, chat_id: str) -> Response:
+    """Handler body of a delete route (``DELETE {api}/{chat_id}``, for a user
+    deleting a chat): its replies, a running one stopped first, and its
+    active-reply pointer are deleted. Answers ``{"deleted": n}``, the number
+    of replies deleted (0 for an unknown chat)."""
+    try:
+        deleted = await delete_chat_stream(context, chat_id)
+    except ResumableStreamError as exc:
+        return error_response(exc, f"chat {chat_id!r}: deleting it", json_error)
+    return JSONResponse({"deleted": deleted})
 
 
 def ui_message_response(

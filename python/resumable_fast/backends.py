@@ -29,7 +29,12 @@ from collections.abc import AsyncGenerator
 from typing import ClassVar, Protocol
 
 from resumable_fast.append_checks import check_append_input
-from resumable_fast.errors import FencingTokenMismatchError, SeqNumMismatchError
+from resumable_fast.errors import (
+    ConfigurationError,
+    FencingTokenMismatchError,
+    RangeNotSatisfiableError,
+    SeqNumMismatchError,
+)
 from resumable_fast.records import NO_LANDING, Landing, SequencedRecord, StreamName
 from resumable_fast.waiters import wake_threadsafe
 
@@ -58,7 +63,21 @@ class Backend(Protocol):
 
     def read_session(
         self, name: StreamName, seq_num: int
-    ) -> AsyncGenerator[list[SequencedRecord], None]: ...
+    ) -> AsyncGenerator[list[SequencedRecord], None]:
+        """Follow the stream from ``seq_num`` without end; a
+        :class:`RangeNotSatisfiableError` once ``seq_num`` is past its tail
+        (the stream was deleted under the reader)."""
+        ...
+
+    async def delete(self, name: StreamName) -> None:
+        """Remove the stream and its records for good (nothing to do when it
+        does not exist); a later append or read starts it anew."""
+        ...
+
+    async def trim(self, name: StreamName, trim_point: int, match_seq_num: int) -> None:
+        """Append a ``trim`` command record at ``match_seq_num``: the records
+        before ``trim_point`` go; the command becomes the last record."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -80,7 +99,14 @@ class Store(Protocol):
 
     def wait_for_records(self, name: StreamName, seq_num: int) -> asyncio.Future[None] | None:
         """A future resolved once the stream may have a record at ``seq_num``
-        (the caller reads again), or None when it already has one."""
+        (the caller reads again), or None when it already has one. Raises
+        :class:`RangeNotSatisfiableError` when ``seq_num`` is past the tail,
+        as S2 answers such a read: the stream was deleted (and perhaps begun
+        anew) under its reader, who would otherwise wait for good."""
+        ...
+
+    async def delete(self, name: StreamName) -> None:
+        """Remove the stream's records for good and wake its waiting readers."""
         ...
 
     async def release(self) -> None:
@@ -195,12 +221,24 @@ class EmbeddedStore:
         when it already has one."""
         with self._lock:
             self._expire()
-            stream = self._stream(name)
-            if len(stream.records) > seq_num:
+            held = self._streams.get(name)
+            tail = 0 if held is None else len(held.records)
+            if tail > seq_num:
                 return None
+            if tail < seq_num:
+                raise RangeNotSatisfiableError(tail)
+            stream = self._stream(name)
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             stream.waiters.append(waiter)
             return waiter
+
+    async def delete(self, name: StreamName) -> None:
+        with self._lock:
+            stream = self._streams.pop(name, None)
+        if stream is not None:
+            # Each reads again, finds its position past the (now empty) tail
+            # and ends with the typed error instead of waiting for good.
+            stream.wake_readers()
 
     def stream_names(self) -> list[StreamName]:
         """The names of the streams held now, least recently active first
@@ -255,6 +293,14 @@ class EmbeddedBackend:
                     await waiter
                 finally:
                     waiter.cancel()
+
+    async def delete(self, name: StreamName) -> None:
+        await self.store.delete(name)
+
+    async def trim(self, name: StreamName, trim_point: int, match_seq_num: int) -> None:
+        """Refused: the context refuses ``trim_finished`` on this backend
+        before any stream exists (docs/design.md, issue 23)."""
+        raise ConfigurationError("the embedded backend does not trim streams")
 
     async def aclose(self) -> None:
         await self.store.release()

@@ -10,6 +10,9 @@ request) or in the embedded store of this process (dropped with the replies,
 ``retention_seconds`` after its last record). The reasons are in
 ``docs/design.md`` ("AI SDK").
 
+Deleting a chat (:func:`delete_chat_stream`) deletes every reply its pointer
+names, then the pointer.
+
 A reply is active while its stream is in progress: a finished (or stopped)
 reply, or none at all, means nothing to resume.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import re
+from contextlib import aclosing
 
 import orjson
 
@@ -31,6 +35,7 @@ __all__ = [
     "CHAT_STREAM_PREFIX",
     "MAX_CHAT_ID_BYTES",
     "active_chat_stream",
+    "delete_chat_stream",
     "resume_chat_stream",
     "start_chat_stream",
     "stop_chat_stream",
@@ -140,3 +145,37 @@ async def stop_chat_stream(
         return False
     await context.stop_stream(reply_id)
     return True
+
+
+async def _replies(backend: Backend, pointer: StreamName, chat_id: str) -> list[str]:
+    """Every reply the chat's pointer stream names, oldest first, without
+    repeats (a retried pointer append repeats its record)."""
+    last = await backend.last_record(pointer)
+    if last is None:
+        return []
+    replies: dict[str, None] = {}
+    prefix = _reply_prefix(chat_id)
+    async with aclosing(backend.read_session(pointer, 0)) as batches:
+        async for batch in batches:
+            for record in batch:
+                body = record.get("body", "")
+                if not record.get("headers") and body.startswith(prefix):
+                    replies[body] = None
+            if batch[-1]["seq_num"] >= last["seq_num"]:
+                break
+    return list(replies)
+
+
+async def delete_chat_stream(context: ResumableStreamContext, chat_id: str) -> int:
+    """Delete a chat for good: every reply its pointer names (a reply in
+    progress is stopped first, see
+    :meth:`~resumable_fast.context.ResumableStreamContext.delete_stream`),
+    then the pointer, so a failure midway leaves a pointer that a retry
+    follows to what is left. The number of replies deleted."""
+    validate_chat_id(chat_id)
+    backend, pointer = _pointer(context, chat_id)
+    replies = await _replies(backend, pointer, chat_id)
+    for reply_id in replies:
+        await context.delete_stream(reply_id)
+    await backend.delete(pointer)
+    return len(replies)

@@ -1,4 +1,7 @@
-"""Command line: ``python -m resumable_fast demo [--host 127.0.0.1] [--port 8000]``.
+"""Command line: ``python -m resumable_fast demo [--host 127.0.0.1] [--port 8000]``,
+and ``python -m resumable_fast s2 setup [--retention-seconds N]
+[--delete-on-empty-seconds N]``, which creates or checks the basin named by
+``S2_BASIN`` (see :mod:`resumable_fast.basin_setup`).
 
 The demo's replies come from the simulated LLM, or, with ``OPENAI_BASE_URL``
 set, from that OpenAI-compatible endpoint (``--model``, ``OPENAI_API_KEY``):
@@ -14,6 +17,12 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from resumable_fast.basin_setup import (
+    DEFAULT_DELETE_ON_EMPTY_SECONDS,
+    BasinSettings,
+    set_up_basin,
+)
+from resumable_fast.config import S2Config
 from resumable_fast.context import create_resumable_stream_context
 from resumable_fast.demo.model import (
     DEFAULT_MODEL,
@@ -22,7 +31,8 @@ from resumable_fast.demo.model import (
     default_model_name,
     model_from_env,
 )
-from resumable_fast.errors import ConfigurationError
+from resumable_fast.errors import BackendError, ConfigurationError
+from resumable_fast.s2 import S2Client
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -69,6 +79,41 @@ def _positive(text: str) -> float:
     return value
 
 
+def _whole_seconds(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number of seconds > 0, got {text}")
+    return value
+
+
+async def _set_up_basin(settings: BasinSettings) -> list[str]:
+    config = S2Config.from_options()
+    client = S2Client(config)
+    try:
+        return await set_up_basin(client, config.basin, settings)
+    finally:
+        await client.aclose()
+
+
+def _s2_setup(settings: BasinSettings) -> int:
+    try:
+        changes = asyncio.run(_set_up_basin(settings))
+    except ConfigurationError as exc:
+        print(
+            f"resumable-fast s2 setup: {exc}\n"
+            "It reads S2_BASIN, S2_ACCESS_TOKEN and, for s2-lite, S2_ACCOUNT_ENDPOINT and "
+            "S2_BASIN_ENDPOINT.",
+            file=sys.stderr,
+        )
+        return 2
+    except BackendError as exc:
+        print(f"resumable-fast s2 setup: {exc}", file=sys.stderr)
+        return 1
+    for line in changes or ["basin already set up: nothing changed"]:
+        print(line)
+    return 0
+
+
 def _demo_model(model_name: str, tokens_per_second: float) -> ModelSource | None:
     """The demo's model source from the environment, or None after printing why
     it cannot be used."""
@@ -113,7 +158,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"the simulated LLM (%(default)s; OPENAI_MODEL, when set, replaces {DEFAULT_MODEL} "
         "as the default)",
     )
+    s2 = commands.add_parser("s2", help="S2 administration (reads the S2_* variables)")
+    s2_commands = s2.add_subparsers(dest="s2_command", required=True)
+    setup = s2_commands.add_parser(
+        "setup",
+        help="create the basin, or check it and change what differs: create-on-append, "
+        "create-on-read, delete-on-empty and, if given, a retention policy",
+    )
+    setup.add_argument(
+        "--retention-seconds",
+        type=_whole_seconds,
+        default=None,
+        help="records expire this long after they were appended (default: leave as is)",
+    )
+    setup.add_argument(
+        "--delete-on-empty-seconds",
+        type=_whole_seconds,
+        default=DEFAULT_DELETE_ON_EMPTY_SECONDS,
+        help="delete a stream once it has been empty this long (%(default)s)",
+    )
     args = parser.parse_args(argv)
+    if args.command == "s2":
+        return _s2_setup(
+            BasinSettings(
+                delete_on_empty_seconds=args.delete_on_empty_seconds,
+                retention_seconds=args.retention_seconds,
+            )
+        )
     if args.command == "demo":
         try:
             import starlette  # noqa: F401

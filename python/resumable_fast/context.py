@@ -31,13 +31,14 @@ from resumable_fast.errors import (
     StreamExistsError,
 )
 from resumable_fast.fanout import SharedReads
-from resumable_fast.producer import Producer
+from resumable_fast.producer import Producer, ProducerState
 from resumable_fast.records import (
     MAX_STREAM_ID_BYTES,
     SequencedRecord,
     StreamName,
     StreamState,
     StreamStatus,
+    is_closing_fence,
     prefixed_stream_name,
     status_of,
     validate_stream_id,
@@ -126,7 +127,18 @@ class ResumableStreamContext:
         liveness_timeout: float | None = DEFAULT_LIVENESS_TIMEOUT,
         share_read_sessions: bool | None = None,
         accumulator: BatchAccumulator | None = None,
+        trim_finished: bool = False,
     ) -> None:
+        if trim_finished and isinstance(backend, EmbeddedBackend):
+            # S2 trims; the embedded stores index records by position and
+            # drop a finished stream whole at its retention, so a trim there
+            # would buy nothing but a second layout (docs/design.md, issue 23).
+            raise ConfigurationError(
+                "trim_finished needs S2: the embedded backend does not trim streams"
+            )
+        self.trim_finished = trim_finished
+        # Trims of finished streams still being appended (awaited at close).
+        self._trims: set[asyncio.Task[None]] = set()
         if liveness_timeout is not None and (
             isinstance(liveness_timeout, bool)
             or not isinstance(liveness_timeout, (int, float))
@@ -314,6 +326,26 @@ class ResumableStreamContext:
         if producer is not None:
             producer.stop()
 
+    async def delete_stream(self, stream_id: str) -> None:
+        """Remove a stream for good (a chat deleted, an erasure request).
+
+        An unfinished stream is stopped first (:meth:`stop_stream`: producers
+        anywhere are fenced out, readers that reach the fence end normally),
+        and this context's producer is waited for until its source is closed
+        and none of its appends is in flight, so nothing it sends lands after
+        the delete. Then the backend deletes the stream; a reader still on it
+        ends with :class:`StreamDeletedError`, and :meth:`has_existing_stream`
+        answers None. Deleting a stream that does not exist does nothing."""
+        self._check_open()
+        name = self._name(stream_id)
+        if status_of(await self._backend.last_record(name)) is StreamStatus.LIVE:
+            await fencing.stop(self._backend, name)
+        producer = self._producers.get(name)
+        if producer is not None:
+            producer.stop()
+            await producer.drained()
+        await self._backend.delete(name)
+
     async def aclose(self) -> None:
         """Wait for producers to finish (up to ``drain_timeout``), flush what they
         accepted, and release connections. Idempotent."""
@@ -337,6 +369,8 @@ class ResumableStreamContext:
                     len(unfinished),
                 )
                 await asyncio.gather(*(p.drained() for p in unfinished), return_exceptions=True)
+        if self._trims:
+            await asyncio.wait(set(self._trims), timeout=self.drain_timeout)
         await self._scheduler.aclose()
         await self._backend.aclose()
 
@@ -435,6 +469,24 @@ class ResumableStreamContext:
     def _forget(self, producer: Producer) -> None:
         if self._producers.get(producer.name) is producer:
             del self._producers[producer.name]
+        if self.trim_finished and producer.state is ProducerState.DONE:
+            task = self._scheduler.spawn(self._trim(producer.name), f"trim {producer.name}")
+            self._trims.add(task)
+            task.add_done_callback(self._trims.discard)
+
+    async def _trim(self, name: StreamName) -> None:
+        """Trim a finished stream to its end fence (``trim_finished``): the
+        data goes, the fence stays, so the stream still answers ``"DONE"``
+        and is never produced again. Only if the fence is still the last
+        record (``match_seq_num``); a failure is logged: the stream stays
+        finished, just untrimmed."""
+        try:
+            last = await self._backend.last_record(name)
+            if last is not None and is_closing_fence(last):
+                fence_seq_num = last["seq_num"]
+                await self._backend.trim(name, fence_seq_num, fence_seq_num + 1)
+        except ResumableStreamError as exc:
+            logger.warning("stream %r: trimming it after its end failed: %s", name, exc)
 
     def _resumed(self, stream_id: str, name: StreamName, skip_characters: int) -> ResumedStream:
         return ResumedStream(
@@ -466,6 +518,7 @@ def create_resumable_stream_context(
     retry_deadline: float | None = None,
     liveness_timeout: float | None = DEFAULT_LIVENESS_TIMEOUT,
     share_read_sessions: bool | None = None,
+    trim_finished: bool = False,
 ) -> ResumableStreamContext:
     """Create a context. Explicit options win over environment variables.
 
@@ -487,7 +540,10 @@ def create_resumable_stream_context(
     ``resumable_stream`` takes over a stream silent for longer. Readers of
     one stream in this process share one S2 read session
     (``share_read_sessions``, default: on S2 and in a ``data_dir``, not in
-    memory, whose sessions cost nothing).
+    memory, whose sessions cost nothing). ``trim_finished`` (S2 only; a
+    :class:`ConfigurationError` on the embedded backend) trims each stream
+    this context produced to its end fence once that has landed: its text is
+    gone, it still answers ``"DONE"``, and it is never produced again.
     """
     if backend not in ("auto", "embedded", "s2"):
         raise ConfigurationError(f"backend must be 'auto', 'embedded' or 's2', got {backend!r}")
@@ -529,6 +585,7 @@ def create_resumable_stream_context(
         key_prefix=key_prefix,
         liveness_timeout=liveness_timeout,
         share_read_sessions=share_read_sessions,
+        trim_finished=trim_finished,
     )
 
 

@@ -16,6 +16,7 @@ standard library in brackets, which an ``except`` of it also catches)::
     ├── StreamExistsError
     ├── StreamFailedError
     ├── StreamIncompleteError
+    ├── StreamDeletedError
     └── BackendError: the store the streams live in failed
         ├── S2Error: S2 answered with an error status
         │   ├── S2AuthError
@@ -54,6 +55,7 @@ __all__ = [
     "SeqNumMismatchError",
     "StorageError",
     "StoreUnavailableError",
+    "StreamDeletedError",
     "StreamExistsError",
     "StreamFailedError",
     "StreamIncompleteError",
@@ -123,6 +125,15 @@ class StreamIncompleteError(ResumableStreamError):
         )
         self.stream_id = stream_id
         self.silence_seconds = silence_seconds
+
+
+class StreamDeletedError(ResumableStreamError):
+    """The stream was deleted (``delete_stream``) while this reader was on it:
+    the records it was to read next are gone."""
+
+    def __init__(self, stream_id: str) -> None:
+        super().__init__(f"stream {stream_id!r} was deleted while it was being read")
+        self.stream_id = stream_id
 
 
 class StorageError(BackendError):

@@ -25,8 +25,9 @@ from resumable_fast.records import (
     Landing,
     SequencedRecord,
     StreamName,
-    is_closing_fence,
+    StreamStatus,
     new_fence_token,
+    status_of,
 )
 
 __all__ = ["append_error_fence", "claim", "claim_tail", "is_abandoned", "stop"]
@@ -103,7 +104,7 @@ async def stop(backend: Backend, name: StreamName) -> None:
     unconditionally after a few tries."""
     for _ in range(STOP_ATTEMPTS):
         last = await backend.last_record(name)
-        if last is not None and is_closing_fence(last):
+        if status_of(last) is StreamStatus.DONE:
             return
         seq_num = 0 if last is None else last["seq_num"] + 1
         if await _append_fence_at(backend, name, seq_num, new_fence_token(END_FENCE_PREFIX), None):

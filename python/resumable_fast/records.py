@@ -55,6 +55,7 @@ MAX_BATCH_BYTES = MAX_METERED_BYTES  # metered bytes of one append (and of a rec
 
 # A command record: one header whose name is empty.
 FENCE_HEADER = ["", "fence"]
+TRIM_HEADER = ["", "trim"]
 
 SESSION_FENCE_PREFIX = "session-"
 END_FENCE_PREFIX = "end-"
@@ -117,6 +118,19 @@ def is_fence(record: SequencedRecord) -> bool:
     return headers is not None and len(headers) == 1 and headers[0] == FENCE_HEADER
 
 
+def is_command(record: SequencedRecord) -> bool:
+    """True for any command record (a fence, or a trim S2 appends, e.g. when
+    it deletes the stream): never a chunk of text."""
+    headers = record.get("headers")
+    return headers is not None and len(headers) > 0 and headers[0][0] == ""
+
+
+def is_trim(record: SequencedRecord) -> bool:
+    """True for a ``trim`` command record."""
+    headers = record.get("headers")
+    return headers is not None and len(headers) == 1 and headers[0] == TRIM_HEADER
+
+
 def is_closing_fence(record: SequencedRecord) -> bool:
     """True for the ``end-`` or ``error-`` fence that finishes a stream."""
     return is_fence(record) and record.get("body", "").startswith(CLOSING_FENCE_PREFIXES)
@@ -126,7 +140,11 @@ def status_of(last: SequencedRecord | None) -> StreamStatus:
     """A stream's status from its last record (None: it has none)."""
     if last is None:
         return StreamStatus.ABSENT
-    return StreamStatus.DONE if is_closing_fence(last) else StreamStatus.LIVE
+    # We append a trim only after the end fence (``trim_finished``), so a
+    # trim at the tail means finished; S2's own trim before a deletion
+    # precedes a stream that is gone.
+    finished = is_closing_fence(last) or is_trim(last)
+    return StreamStatus.DONE if finished else StreamStatus.LIVE
 
 
 _PATH_SEGMENTS = (".", "..")

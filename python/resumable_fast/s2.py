@@ -20,11 +20,12 @@ put the token or the proxy's credentials there (issue 21).
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import ipaddress
 import logging
 import random
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import AbstractAsyncContextManager, aclosing
 from dataclasses import dataclass
 from types import TracebackType
@@ -201,6 +202,14 @@ def _records_of(data: bytes | str) -> list[SequencedRecord]:
     return records
 
 
+# "trim" in base64 (a command header's value, in the base64 format).
+_TRIM_HEADER_VALUE = base64.b64encode(b"trim").decode()
+
+# S2's answer to any call on a stream between its delete and the end of the
+# deletion, which it carries out in the background.
+_DELETION_PENDING = "stream_deletion_pending"
+
+
 def _backoff(attempt: int) -> float:
     """Exponential backoff with full jitter, capped."""
     return random.uniform(0, min(MAX_BACKOFF_SECONDS, 0.025 * 2**attempt))
@@ -347,7 +356,11 @@ class S2Client:
         self._session_headers = _header_lines({**basin_headers, "Accept": "text/event-stream"})
         self._append_headers = _header_lines({**basin_headers, "Content-Type": "application/json"})
         self._read_headers = _header_lines({**basin_headers, "Accept": "application/json"})
-        self._create_basin_headers = _header_lines({**headers, "Content-Type": "application/json"})
+        # A trim's body is 8 binary bytes, which only the base64 format carries.
+        self._binary_append_headers = _header_lines(
+            {**basin_headers, "Content-Type": "application/json", "s2-format": "base64"}
+        )
+        self._account_headers = _header_lines({**headers, "Content-Type": "application/json"})
 
     def __repr__(self) -> str:
         return f"S2Client({self.config!r})"
@@ -490,6 +503,63 @@ class S2Client:
             raise _invalid_answer("a tail")
         return tail
 
+    async def delete(self, name: StreamName) -> None:
+        """Delete the stream, and return once S2 has: it answers 202 and
+        deletes in the background, answering every call on the stream with
+        409 ``stream_deletion_pending`` meanwhile, so the tail is asked (with
+        backoff, up to ``retry_deadline``) until it answers. A stream that
+        does not exist is left as it is."""
+        try:
+            await self._request(
+                "DELETE",
+                self._basin,
+                f"/streams/{quote(name, safe='')}",
+                headers=self._read_headers,
+            )
+        except StreamNotFoundError as exc:
+            if exc.code != "stream_not_found":
+                raise _explain_not_found(exc, self.config.basin, "create_stream_on_read") from None
+            return
+        except S2Error as exc:
+            if exc.code != _DELETION_PENDING:  # deleted already, by another caller
+                raise
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self.config.retry_deadline
+        attempt = 0
+        while True:
+            try:
+                await self.check_tail(name)
+                return
+            except S2Error as exc:
+                attempt += 1
+                delay = _backoff(attempt)
+                if exc.code != _DELETION_PENDING or loop.time() + delay >= give_up_at:
+                    raise
+            await asyncio.sleep(delay)
+
+    async def trim(self, name: StreamName, trim_point: int, match_seq_num: int) -> None:
+        """Append a ``trim`` command (body: the trim point, 8 bytes big-endian)
+        at ``match_seq_num``, without a fencing token: S2 drops the records
+        before ``trim_point``, eventually. A retry whose first attempt landed
+        fails with a sequence number mismatch at ``match_seq_num + 1``, which
+        is taken as landed."""
+        record = {
+            "headers": [["", _TRIM_HEADER_VALUE]],
+            "body": base64.b64encode(trim_point.to_bytes(8, "big")).decode(),
+        }
+        body = orjson.dumps({"records": [record], "match_seq_num": match_seq_num})
+        try:
+            await self._request(
+                "POST",
+                self._basin,
+                self._records_path(name),
+                headers=self._binary_append_headers,
+                content=body,
+            )
+        except SeqNumMismatchError as exc:
+            if not (exc.attempts > 1 and exc.expected_seq_num == match_seq_num + 1):
+                raise
+
     async def _read_or_empty(
         self, name: StreamName, seq_num: int, count: int
     ) -> list[SequencedRecord]:
@@ -591,6 +661,9 @@ class S2Client:
                                 self.config.basin,
                                 "create_stream_on_read",
                             )
+                            if error.code == _DELETION_PENDING:
+                                # The records are gone: as a read past the tail.
+                                raise RangeNotSatisfiableError(0) from error
                             if not _is_transient(error):
                                 raise error
                             delay = _retry_after(response.header(b"retry-after"))
@@ -621,6 +694,8 @@ class S2Client:
                 continue
             except S2Error as error:
                 # An error event mid-session: reopened like a failed request.
+                if error.code == _DELETION_PENDING:
+                    raise RangeNotSatisfiableError(0) from error
                 if not _is_transient(error):
                     raise
                 await asyncio.sleep(retry_in(_backoff(failures + 1), error))
@@ -633,18 +708,55 @@ class S2Client:
                 await asyncio.sleep(retry_in(_backoff(failures + 1), ended))
 
     async def create_basin(
-        self, basin: str, *, create_stream_on_append: bool, create_stream_on_read: bool
+        self,
+        basin: str,
+        *,
+        create_stream_on_append: bool,
+        create_stream_on_read: bool,
+        default_stream_config: Mapping[str, object] | None = None,
     ) -> None:
-        """Create a basin (account-level call)."""
-        body = orjson.dumps(
-            {
-                "basin": basin,
-                "config": {
-                    "create_stream_on_append": create_stream_on_append,
-                    "create_stream_on_read": create_stream_on_read,
-                },
-            }
-        )
+        """Create a basin (account-level call); ``default_stream_config`` is
+        S2's config of the basin's new streams (retention, delete-on-empty)."""
+        config: dict[str, object] = {
+            "create_stream_on_append": create_stream_on_append,
+            "create_stream_on_read": create_stream_on_read,
+        }
+        if default_stream_config is not None:
+            config["default_stream_config"] = dict(default_stream_config)
+        body = orjson.dumps({"basin": basin, "config": config})
         await self._request(
-            "POST", self._account, "/basins", headers=self._create_basin_headers, content=body
+            "POST", self._account, "/basins", headers=self._account_headers, content=body
+        )
+
+    async def basin_config(self, basin: str) -> dict[str, Any] | None:
+        """A basin's configuration as S2 answers it, or None when the basin
+        does not exist (account-level call)."""
+        try:
+            content = await self._request(
+                "GET",
+                self._account,
+                f"/basins/{quote(basin, safe='')}",
+                headers=self._account_headers,
+            )
+        except StreamNotFoundError as exc:
+            if exc.code == "basin_not_found":
+                return None
+            raise
+        try:
+            config = orjson.loads(content)
+        except orjson.JSONDecodeError:
+            raise _invalid_answer("a basin configuration") from None
+        if not isinstance(config, dict):
+            raise _invalid_answer("a basin configuration")
+        return config
+
+    async def reconfigure_basin(self, basin: str, changes: Mapping[str, object]) -> None:
+        """Change the fields of a basin's configuration named in ``changes``
+        (S2's partial reconfiguration; account-level call)."""
+        await self._request(
+            "PATCH",
+            self._account,
+            f"/basins/{quote(basin, safe='')}",
+            headers=self._account_headers,
+            content=orjson.dumps(dict(changes)),
         )

@@ -16,6 +16,13 @@ written. An append returns once its transaction committed. With
 returns, so it survives the process being killed at any moment; a power cut
 may lose the last commits, never tear one.
 
+**Deletes.** :meth:`SqliteStore.delete` is queued for the writer thread like
+an append and runs in the same kind of transaction (the stream's row and its
+batches go together), so it is ordered with the appends around it. Waiting
+readers of this process are woken on commit, those of other processes by the
+watcher (a waited stream without a row wakes its readers); each finds its
+position past the emptied tail.
+
 **Memory.** The store holds no records: readers read the database, so what a
 process knows is never ahead of what is committed.
 
@@ -49,6 +56,7 @@ import errno
 import logging
 import os
 import sqlite3
+import sys
 import threading
 import time
 import weakref
@@ -65,6 +73,7 @@ from resumable_fast.append_checks import CheckedAppend, check_append_input
 from resumable_fast.backends import DEFAULT_RETENTION_SECONDS, READ_BATCH_RECORDS
 from resumable_fast.errors import (
     FencingTokenMismatchError,
+    RangeNotSatisfiableError,
     SeqNumMismatchError,
     StorageError,
     StoreUnavailableError,
@@ -137,12 +146,18 @@ _WORDS = {
 }
 
 
+# A delete's outcome in place of a tail: past every position, so each waiting
+# reader of the stream reads again (and finds it emptied).
+_EVERY_READER = sys.maxsize
+
+
 @dataclass(slots=True)
 class _PendingAppend:
-    """An append queued for the writer thread, and the future its caller awaits."""
+    """An append queued for the writer thread, and the future its caller
+    awaits; ``batch`` None is a delete of the stream."""
 
     name: StreamName
-    batch: CheckedAppend
+    batch: CheckedAppend | None
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[None]
 
@@ -388,6 +403,17 @@ class SqliteStore:
             self._queue_changed.notify()
         await pending.future
 
+    async def delete(self, name: StreamName) -> None:
+        """Delete the stream's row and batches; returns once committed."""
+        loop = asyncio.get_running_loop()
+        pending = _PendingAppend(name, None, loop, loop.create_future())
+        with self._queue_changed:
+            if self._closing:
+                raise StorageError("closed", f"the embedded store in {self.data_dir} is closed")
+            self._queue.append(pending)
+            self._queue_changed.notify()
+        await pending.future
+
     def _write(self) -> None:
         """The writer thread: the queued appends, several to a transaction
         when they queued up while the last one committed."""
@@ -440,6 +466,9 @@ class SqliteStore:
                 for pending in group:
                     if pending.future.cancelled():
                         outcomes.append(None)
+                        continue
+                    if pending.batch is None:
+                        outcomes.append(self._apply_delete(connection, pending.name))
                         continue
                     try:
                         outcomes.append(self._apply(connection, pending.name, pending.batch, now))
@@ -500,6 +529,15 @@ class SqliteStore:
             (row_id, end_seq_num, orjson.dumps(records)),
         )
         return end_seq_num
+
+    @staticmethod
+    def _apply_delete(connection: sqlite3.Connection, name: StreamName) -> int:
+        """Delete one stream in the open transaction."""
+        row = connection.execute("SELECT id FROM streams WHERE name = ?", (name,)).fetchone()
+        if row is not None:
+            connection.execute("DELETE FROM batches WHERE stream = ?", (row[0],))
+            connection.execute("DELETE FROM streams WHERE id = ?", (row[0],))
+        return _EVERY_READER
 
     def _sweep(self, now: float) -> None:
         """Delete streams past their retention (whichever process wrote them).
@@ -590,8 +628,11 @@ class SqliteStore:
                 self._watcher.start()
         # Registered first, then checked: a commit after this check wakes the
         # waiter (this process's at once, another's through the watcher).
-        if self._next_seq_num(name) > seq_num:
+        tail = self._next_seq_num(name)
+        if tail != seq_num:
             self._forget(name, waiter)
+            if tail < seq_num:
+                raise RangeNotSatisfiableError(tail)
             return None
         return waiter
 
@@ -672,6 +713,11 @@ class SqliteStore:
             ).fetchall()
             for name, next_seq_num in rows:
                 self._wake(name, int(next_seq_num))
+            # Deleted (or expired) by another process: their readers read again.
+            present = {row[0] for row in rows}
+            for waited in chunk:
+                if waited not in present:
+                    self._wake(StreamName(waited), _EVERY_READER)
 
     def _stop_watching(self) -> None:
         """The watcher failed: wake every reader (each reads again, and gets

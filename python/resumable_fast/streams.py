@@ -7,11 +7,17 @@ from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 
-from resumable_fast.errors import StreamFailedError, StreamIncompleteError
+from resumable_fast.errors import (
+    RangeNotSatisfiableError,
+    StreamDeletedError,
+    StreamFailedError,
+    StreamIncompleteError,
+)
 from resumable_fast.records import (
     END_FENCE_PREFIX,
     ERROR_FENCE_PREFIX,
     SequencedRecord,
+    is_command,
     is_fence,
 )
 from resumable_fast.timeouts import timeout_after
@@ -271,14 +277,18 @@ async def chunks_from_records(
                 return
             except TimeoutError:
                 raise StreamIncompleteError(stream_id, liveness_timeout or 0.0) from None
+            except RangeNotSatisfiableError:
+                # The next position is past the tail: the records were deleted.
+                raise StreamDeletedError(stream_id) from None
             for record in records:
                 body = record.get("body")
-                if is_fence(record):
-                    if body and body.startswith(END_FENCE_PREFIX):
-                        return
-                    if body and body.startswith(ERROR_FENCE_PREFIX):
-                        raise StreamFailedError(stream_id, body)
-                    continue  # the session fence, heartbeats, a takeover
+                if is_command(record):
+                    if is_fence(record) and body:
+                        if body.startswith(END_FENCE_PREFIX):
+                            return
+                        if body.startswith(ERROR_FENCE_PREFIX):
+                            raise StreamFailedError(stream_id, body)
+                    continue  # the session fence, heartbeats, a takeover, a trim
                 if not body:
                     continue
                 if to_skip:

@@ -52,6 +52,7 @@ from resumable_fast.ai_sdk import (
     ChatRequest,
     MakeChatStream,
     chat_response,
+    delete_chat_response,
     parse_chat_request,
     resume_chat_response,
     stop_chat_response,
@@ -121,6 +122,10 @@ def create_app(streams: ResumableStreamContext, reply: MakeChatStream) -> FastAP
     @app.post("/api/chat/{chat_id}/stop")
     async def stop_chat(chat_id: str) -> Response:
         return await stop_chat_response(streams, chat_id)
+
+    @app.delete("/api/chat/{chat_id}")
+    async def delete_chat(chat_id: str) -> Response:
+        return await delete_chat_response(streams, chat_id)
 
     return app
 
@@ -464,6 +469,25 @@ async def test_stop_route_ends_the_reply_for_every_reader(
         assert "token 199" not in text
         assert (await client.get(f"{api}/{chat_id}/stream")).status_code == 204
         assert (await client.post(f"{api}/{chat_id}/stop")).json() == {"stopped": False}
+
+
+async def test_delete_route_deletes_the_chat_and_its_running_reply(
+    ctx: ResumableStreamContext, serve: Serve, chat_id: str
+) -> None:
+    reply = Reply(TOKENS)
+    api = await serve(ctx, reply)
+    body = {"id": chat_id, "messages": [{"role": "user", "parts": []}]}
+    async with httpx.AsyncClient(timeout=10) as client:
+        async with client.stream("POST", api, json=body) as answer:
+            assert answer.status_code == 200
+            deleted = await client.delete(f"{api}/{chat_id}")
+            assert deleted.json() == {"deleted": 1}
+            text = (await answer.aread()).decode()
+        assert "token 0:" in text
+        assert "token 199" not in text
+        assert (await client.get(f"{api}/{chat_id}/stream")).status_code == 204
+        assert (await client.delete(f"{api}/{chat_id}")).json() == {"deleted": 0}
+        assert (await client.delete(f"{api}/tab%09here")).status_code == 400
 
 
 async def test_failing_source_sends_an_error_part(

@@ -21,8 +21,10 @@ from resumable_fast import (
     Landing,
     ResumableStreamContext,
     ResumableStreamError,
+    StreamDeletedError,
     StreamName,
     active_chat_stream,
+    delete_chat_stream,
     resume_chat_stream,
     start_chat_stream,
     stop_chat_stream,
@@ -73,6 +75,7 @@ CHAT_CALLS: dict[str, ChatCall] = {
     "active": active_chat_stream,
     "resume": resume_chat_stream,
     "stop": stop_chat_stream,
+    "delete": delete_chat_stream,
 }
 
 
@@ -222,6 +225,41 @@ async def test_stop_ends_the_reply_for_its_readers(
         # The stream still holds what was said before the stop, and only that.
         replay = await replica_a.resume_stream(produced.stream_id)
         assert await read_text(replay) == "before the stop "
+
+
+async def test_deleting_a_chat_deletes_every_reply_and_its_pointer(
+    new_context: ContextFactory, chat_id: str
+) -> None:
+    """Two replies, the second in progress on another replica: both go (the
+    running one stopped, its source closed), then the pointer; a chat of the
+    same context is left alone."""
+    finished, running, other = HeldReply("first"), HeldReply("second "), HeldReply("kept")
+    finished.release.set()
+    other_chat = f"{chat_id}-other"
+    async with new_context() as replica_a, new_context() as replica_b:
+        first = await start_chat_stream(replica_a, chat_id, finished.make)
+        assert await read_text(first) == "first"
+        second = await start_chat_stream(replica_a, chat_id, running.make)
+        assert await read_text(second, 1) == "second "
+        kept = await start_chat_stream(replica_a, other_chat, other.make)
+        reader = await resume_chat_stream(replica_b, chat_id)
+        assert await read_text(reader, 1) == "second "
+
+        assert await delete_chat_stream(replica_a, chat_id) == 2
+
+        rest, error = await read_until_error(reader)
+        assert rest == []
+        assert error is None or isinstance(error, StreamDeletedError)
+        assert await read_text(second) == ""
+        for reply in (first, second):
+            assert await replica_b.has_existing_stream(reply.stream_id) is None
+        assert await active_chat_stream(replica_b, chat_id) is None
+        assert await replica_b.backend.last_record(pointer_name(replica_b, chat_id)) is None
+        assert await resume_chat_stream(replica_b, chat_id) is None
+        assert await delete_chat_stream(replica_b, chat_id) == 0
+        assert await active_chat_stream(replica_b, other_chat) == kept.stream_id
+        other.release.set()
+        assert await read_text(kept) == "kept"
 
 
 async def test_chats_under_other_key_prefixes_are_apart(
