@@ -30,6 +30,7 @@ from typing import ClassVar, Protocol
 
 from resumable_fast.append_checks import check_append_input
 from resumable_fast.errors import FencingTokenMismatchError, SeqNumMismatchError
+from resumable_fast.metrics import BackendKind
 from resumable_fast.records import NO_LANDING, Landing, SequencedRecord, StreamName
 from resumable_fast.waiters import wake_threadsafe
 
@@ -45,6 +46,8 @@ class Backend(Protocol):
     """What a context needs from the place its streams live."""
 
     description: str
+    kind: BackendKind
+    """What the metrics call it (their ``backend`` attribute)."""
 
     async def append(
         self, name: StreamName, append_input: bytes, landing: Landing = NO_LANDING
@@ -217,6 +220,8 @@ class EmbeddedBackend:
     """The :class:`Backend` over a :class:`Store`: this process's memory
     (:class:`EmbeddedStore`) or a ``data_dir``
     (:class:`~resumable_fast.sqlite_store.SqliteStore`)."""
+
+    kind: BackendKind = "embedded"
 
     def __init__(self, store: Store) -> None:
         self.store = store

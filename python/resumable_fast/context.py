@@ -12,6 +12,8 @@ from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable
 from types import TracebackType
 from typing import Literal
 
+from opentelemetry.metrics import MeterProvider
+
 from resumable_fast import fencing
 from resumable_fast.backends import (
     DEFAULT_RETENTION_SECONDS,
@@ -31,6 +33,7 @@ from resumable_fast.errors import (
     StreamExistsError,
 )
 from resumable_fast.fanout import SharedReads
+from resumable_fast.metrics import Metrics
 from resumable_fast.producer import Producer
 from resumable_fast.records import (
     MAX_STREAM_ID_BYTES,
@@ -114,6 +117,9 @@ class ResumableStreamContext:
     By default the native core's, built from ``batching``; a stand-in must
     frame the same bytes, sealing batches as ``batching`` says (the
     benchmarks pass their pure-Python twin of the core).
+
+    ``meter_provider``: where the metrics go (:mod:`resumable_fast.metrics`;
+    default: the global one, a no-op until an SDK is configured).
     """
 
     def __init__(
@@ -126,6 +132,7 @@ class ResumableStreamContext:
         liveness_timeout: float | None = DEFAULT_LIVENESS_TIMEOUT,
         share_read_sessions: bool | None = None,
         accumulator: BatchAccumulator | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         if liveness_timeout is not None and (
             isinstance(liveness_timeout, bool)
@@ -147,6 +154,7 @@ class ResumableStreamContext:
         self.batching = batching or BatchSettings()
         self.drain_timeout = drain_timeout
         self._backend = backend
+        self._metrics = Metrics(backend.kind, meter_provider)
         heartbeat_interval = (
             None if liveness_timeout is None else liveness_timeout / HEARTBEATS_PER_TIMEOUT
         )
@@ -161,14 +169,16 @@ class ResumableStreamContext:
                 backend.store.shares_read_sessions if isinstance(backend, EmbeddedBackend) else True
             )
         self._shared_reads = (
-            SharedReads(backend, self._scheduler.spawn) if share_read_sessions else None
+            SharedReads(backend, self._scheduler.spawn, self._metrics)
+            if share_read_sessions
+            else None
         )
         self._read_session: Callable[
             [StreamName, int], AsyncGenerator[list[SequencedRecord], None]
         ] = (
             self._shared_reads.read_session
             if self._shared_reads is not None
-            else backend.read_session
+            else self._own_read_session
         )
         # Producers by stream name, until released.
         self._producers: dict[StreamName, Producer] = {}
@@ -395,7 +405,7 @@ class ResumableStreamContext:
             stream_id, name, token, make_stream, 0, first_seq_num=takeover_seq_num + 1
         )
         chunks = stored_then_new(
-            stream_id, self._backend.read_session(name, 0), takeover_seq_num, producer
+            stream_id, self._own_read_session(name, 0), takeover_seq_num, producer
         )
         return GeneratorStream(stream_id, skip_text(chunks, skip_characters))
 
@@ -419,15 +429,24 @@ class ResumableStreamContext:
         except BaseException:
             await fencing.append_error_fence(self._backend, name, token)
             raise
-        writer = StreamWriter(self._scheduler, self._backend, name, token, first_seq_num)
-        producer = Producer(self._scheduler, writer, source, self.batching.batch_size, self._forget)
+        metrics = self._metrics
+        writer = StreamWriter(
+            self._scheduler, self._backend, name, token, first_seq_num, metrics=metrics
+        )
+        producer = Producer(
+            self._scheduler, writer, source, self.batching.batch_size, self._forget, metrics
+        )
         self._producers[name] = producer
         read_session, liveness_timeout = self._read_session, self.liveness_timeout
 
         def from_backend(skip: int) -> ResumableStream:
             # The producer's own records start at first_seq_num.
             return ResumedStream(
-                stream_id, read_session(name, first_seq_num), skip, liveness_timeout
+                stream_id,
+                read_session(name, first_seq_num),
+                skip,
+                liveness_timeout,
+                metrics=metrics,
             )
 
         return ProducerStream(stream_id, producer.channel, skip_characters, from_backend)
@@ -436,12 +455,19 @@ class ResumableStreamContext:
         if self._producers.get(producer.name) is producer:
             del self._producers[producer.name]
 
+    def _own_read_session(
+        self, name: StreamName, seq_num: int
+    ) -> AsyncGenerator[list[SequencedRecord], None]:
+        """A read session of the backend's for one reader, counted."""
+        return self._metrics.session(self._backend.read_session(name, seq_num))
+
     def _resumed(self, stream_id: str, name: StreamName, skip_characters: int) -> ResumedStream:
         return ResumedStream(
             stream_id,
             self._read_session(name, 0),
             skip_characters,
             self.liveness_timeout,
+            metrics=self._metrics,
         )
 
 
@@ -466,6 +492,7 @@ def create_resumable_stream_context(
     retry_deadline: float | None = None,
     liveness_timeout: float | None = DEFAULT_LIVENESS_TIMEOUT,
     share_read_sessions: bool | None = None,
+    meter_provider: MeterProvider | None = None,
 ) -> ResumableStreamContext:
     """Create a context. Explicit options win over environment variables.
 
@@ -487,7 +514,8 @@ def create_resumable_stream_context(
     ``resumable_stream`` takes over a stream silent for longer. Readers of
     one stream in this process share one S2 read session
     (``share_read_sessions``, default: on S2 and in a ``data_dir``, not in
-    memory, whose sessions cost nothing).
+    memory, whose sessions cost nothing). ``meter_provider`` is where the
+    metrics go (:mod:`resumable_fast.metrics`), by default the global one.
     """
     if backend not in ("auto", "embedded", "s2"):
         raise ConfigurationError(f"backend must be 'auto', 'embedded' or 's2', got {backend!r}")
@@ -509,7 +537,8 @@ def create_resumable_stream_context(
                 proxy=proxy,
                 trust_env=trust_env,
                 retry_deadline=retry_deadline,
-            )
+            ),
+            meter_provider=meter_provider,
         )
     else:
         if retention_seconds <= 0:
@@ -529,6 +558,7 @@ def create_resumable_stream_context(
         key_prefix=key_prefix,
         liveness_timeout=liveness_timeout,
         share_read_sessions=share_read_sessions,
+        meter_provider=meter_provider,
     )
 
 
