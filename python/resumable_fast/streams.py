@@ -264,8 +264,8 @@ async def chunks_from_records(
     """
     to_skip = skip_characters
     next_batch = batches.__anext__
-    # The first chunk's time is still to be recorded (a float is cheaper to
-    # test per chunk than a call).
+    # Set until the first chunk's time is recorded: what the chunks' loop
+    # tests, so a reader pays one comparison per chunk for it.
     started: float | None = None
     if metrics is not None:
         metrics.reader_opened()
