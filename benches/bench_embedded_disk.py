@@ -117,6 +117,7 @@ class TimedBackend:
         self.inner = inner
         self.on_ack = on_ack
         self.description = inner.description
+        self.kind = inner.kind
 
     async def append(
         self, name: StreamName, append_input: bytes, landing: Landing = NO_LANDING

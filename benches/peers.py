@@ -189,6 +189,7 @@ class CountingBackend:
         self.inner = inner
         self.counters = counters
         self.description = inner.description
+        self.kind = inner.kind
 
     async def append(
         self, name: StreamName, append_input: bytes, landing: Landing = NO_LANDING

@@ -161,7 +161,7 @@ def recorded_context(
 ) -> tuple[ResumableStreamContext, RecordingHttp]:
     """A context on ``server`` as conftest's ``make_context`` makes one, with
     its options (``retry_deadline``, ``batch_size``, ``linger_ms`` and the
-    context's own), and the :class:`RecordingHttp` its S2 client sends
+    context's own, ``meter_provider`` for both), and the :class:`RecordingHttp` its S2 client sends
     through."""
     config = S2Config.from_options(
         basin=server.basin,
@@ -174,7 +174,9 @@ def recorded_context(
         batch_size=options.pop("batch_size", None), linger_ms=options.pop("linger_ms", 5)
     )
     http = RecordingHttp(HttpClient(http_settings(config)))
-    return ResumableStreamContext(S2Client(config, http=http), batching, **options), http
+    # The client counts its retries where the context's metrics go.
+    client = S2Client(config, http=http, meter_provider=options.get("meter_provider"))
+    return ResumableStreamContext(client, batching, **options), http
 
 
 async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:

@@ -35,6 +35,7 @@ from resumable_fast.errors import (
     RangeNotSatisfiableError,
     SeqNumMismatchError,
 )
+from resumable_fast.metrics import BackendKind
 from resumable_fast.records import NO_LANDING, Landing, SequencedRecord, StreamName
 from resumable_fast.waiters import wake_threadsafe
 
@@ -50,6 +51,8 @@ class Backend(Protocol):
     """What a context needs from the place its streams live."""
 
     description: str
+    kind: BackendKind
+    """What the metrics call it (their ``backend`` attribute)."""
 
     async def append(
         self, name: StreamName, append_input: bytes, landing: Landing = NO_LANDING
@@ -255,6 +258,8 @@ class EmbeddedBackend:
     """The :class:`Backend` over a :class:`Store`: this process's memory
     (:class:`EmbeddedStore`) or a ``data_dir``
     (:class:`~resumable_fast.sqlite_store.SqliteStore`)."""
+
+    kind: BackendKind = "embedded"
 
     def __init__(self, store: Store) -> None:
         self.store = store

@@ -12,6 +12,8 @@ from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable
 from types import TracebackType
 from typing import Literal
 
+from opentelemetry.metrics import MeterProvider
+
 from resumable_fast import fencing
 from resumable_fast.backends import (
     DEFAULT_RETENTION_SECONDS,
@@ -31,6 +33,7 @@ from resumable_fast.errors import (
     StreamExistsError,
 )
 from resumable_fast.fanout import SharedReads
+from resumable_fast.metrics import Metrics
 from resumable_fast.producer import Producer, ProducerState
 from resumable_fast.records import (
     MAX_STREAM_ID_BYTES,
@@ -115,6 +118,9 @@ class ResumableStreamContext:
     By default the native core's, built from ``batching``; a stand-in must
     frame the same bytes, sealing batches as ``batching`` says (the
     benchmarks pass their pure-Python twin of the core).
+
+    ``meter_provider``: where the metrics go (:mod:`resumable_fast.metrics`;
+    default: the global one, a no-op until an SDK is configured).
     """
 
     def __init__(
@@ -128,6 +134,7 @@ class ResumableStreamContext:
         share_read_sessions: bool | None = None,
         accumulator: BatchAccumulator | None = None,
         trim_finished: bool = False,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         if trim_finished and isinstance(backend, EmbeddedBackend):
             # S2 trims; the embedded stores index records by position and
@@ -159,6 +166,7 @@ class ResumableStreamContext:
         self.batching = batching or BatchSettings()
         self.drain_timeout = drain_timeout
         self._backend = backend
+        self._metrics = Metrics(backend.kind, meter_provider)
         heartbeat_interval = (
             None if liveness_timeout is None else liveness_timeout / HEARTBEATS_PER_TIMEOUT
         )
@@ -173,14 +181,16 @@ class ResumableStreamContext:
                 backend.store.shares_read_sessions if isinstance(backend, EmbeddedBackend) else True
             )
         self._shared_reads = (
-            SharedReads(backend, self._scheduler.spawn) if share_read_sessions else None
+            SharedReads(backend, self._scheduler.spawn, self._metrics)
+            if share_read_sessions
+            else None
         )
         self._read_session: Callable[
             [StreamName, int], AsyncGenerator[list[SequencedRecord], None]
         ] = (
             self._shared_reads.read_session
             if self._shared_reads is not None
-            else backend.read_session
+            else self._own_read_session
         )
         # Producers by stream name, until released.
         self._producers: dict[StreamName, Producer] = {}
@@ -429,7 +439,7 @@ class ResumableStreamContext:
             stream_id, name, token, make_stream, 0, first_seq_num=takeover_seq_num + 1
         )
         chunks = stored_then_new(
-            stream_id, self._backend.read_session(name, 0), takeover_seq_num, producer
+            stream_id, self._own_read_session(name, 0), takeover_seq_num, producer
         )
         return GeneratorStream(stream_id, skip_text(chunks, skip_characters))
 
@@ -453,15 +463,24 @@ class ResumableStreamContext:
         except BaseException:
             await fencing.append_error_fence(self._backend, name, token)
             raise
-        writer = StreamWriter(self._scheduler, self._backend, name, token, first_seq_num)
-        producer = Producer(self._scheduler, writer, source, self.batching.batch_size, self._forget)
+        metrics = self._metrics
+        writer = StreamWriter(
+            self._scheduler, self._backend, name, token, first_seq_num, metrics=metrics
+        )
+        producer = Producer(
+            self._scheduler, writer, source, self.batching.batch_size, self._forget, metrics
+        )
         self._producers[name] = producer
         read_session, liveness_timeout = self._read_session, self.liveness_timeout
 
         def from_backend(skip: int) -> ResumableStream:
             # The producer's own records start at first_seq_num.
             return ResumedStream(
-                stream_id, read_session(name, first_seq_num), skip, liveness_timeout
+                stream_id,
+                read_session(name, first_seq_num),
+                skip,
+                liveness_timeout,
+                metrics=metrics,
             )
 
         return ProducerStream(stream_id, producer.channel, skip_characters, from_backend)
@@ -488,12 +507,19 @@ class ResumableStreamContext:
         except ResumableStreamError as exc:
             logger.warning("stream %r: trimming it after its end failed: %s", name, exc)
 
+    def _own_read_session(
+        self, name: StreamName, seq_num: int
+    ) -> AsyncGenerator[list[SequencedRecord], None]:
+        """A read session of the backend's for one reader, counted."""
+        return self._metrics.session(self._backend.read_session(name, seq_num))
+
     def _resumed(self, stream_id: str, name: StreamName, skip_characters: int) -> ResumedStream:
         return ResumedStream(
             stream_id,
             self._read_session(name, 0),
             skip_characters,
             self.liveness_timeout,
+            metrics=self._metrics,
         )
 
 
@@ -519,6 +545,7 @@ def create_resumable_stream_context(
     liveness_timeout: float | None = DEFAULT_LIVENESS_TIMEOUT,
     share_read_sessions: bool | None = None,
     trim_finished: bool = False,
+    meter_provider: MeterProvider | None = None,
 ) -> ResumableStreamContext:
     """Create a context. Explicit options win over environment variables.
 
@@ -544,6 +571,8 @@ def create_resumable_stream_context(
     :class:`ConfigurationError` on the embedded backend) trims each stream
     this context produced to its end fence once that has landed: its text is
     gone, it still answers ``"DONE"``, and it is never produced again.
+    ``meter_provider`` is where the metrics go (:mod:`resumable_fast.metrics`),
+    by default the global one.
     """
     if backend not in ("auto", "embedded", "s2"):
         raise ConfigurationError(f"backend must be 'auto', 'embedded' or 's2', got {backend!r}")
@@ -565,7 +594,8 @@ def create_resumable_stream_context(
                 proxy=proxy,
                 trust_env=trust_env,
                 retry_deadline=retry_deadline,
-            )
+            ),
+            meter_provider=meter_provider,
         )
     else:
         if retention_seconds <= 0:
@@ -586,6 +616,7 @@ def create_resumable_stream_context(
         liveness_timeout=liveness_timeout,
         share_read_sessions=share_read_sessions,
         trim_finished=trim_finished,
+        meter_provider=meter_provider,
     )
 
 

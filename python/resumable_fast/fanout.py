@@ -23,6 +23,7 @@ from contextlib import aclosing
 from typing import Any
 
 from resumable_fast.backends import Backend
+from resumable_fast.metrics import Metrics
 from resumable_fast.records import SequencedRecord, StreamName, is_closing_fence
 from resumable_fast.streams import records_before
 
@@ -128,8 +129,10 @@ class Feed:
 class SharedReads:
     """Read sessions of a backend, one per stream however many follow it."""
 
-    def __init__(self, backend: Backend, spawn: Spawn) -> None:
+    def __init__(self, backend: Backend, spawn: Spawn, metrics: Metrics) -> None:
+        """``metrics`` counts the sessions open on ``backend``."""
         self._backend = backend
+        self._metrics = metrics
         self._spawn = spawn
         self._feeds: dict[StreamName, Feed] = {}
 
@@ -163,9 +166,7 @@ class SharedReads:
             if position < feed.window_start:
                 # Older than the feed keeps: read those on our own, then look again.
                 logger.debug("stream %r: a reader reads records older than its feed keeps", name)
-                older = records_before(
-                    self._backend.read_session(name, position), feed.window_start
-                )
+                older = records_before(self._own_session(name, position), feed.window_start)
                 async with aclosing(older):
                     async for records in older:
                         position = records[-1]["seq_num"] + 1
@@ -204,7 +205,7 @@ class SharedReads:
             if detached:
                 logger.debug("stream %r: a reader fell behind its feed; reads on its own", name)
             break
-        async with aclosing(self._backend.read_session(name, position)) as own:
+        async with aclosing(self._own_session(name, position)) as own:
             async for records in own:
                 yield records
 
@@ -216,7 +217,7 @@ class SharedReads:
 
     async def _pump(self, name: StreamName, feed: Feed, seq_num: int) -> None:
         try:
-            async with aclosing(self._backend.read_session(name, seq_num)) as session:
+            async with aclosing(self._own_session(name, seq_num)) as session:
                 async for records in session:
                     feed.deliver(records)
                     if any(is_closing_fence(record) for record in records):
@@ -229,6 +230,12 @@ class SharedReads:
             if self._feeds.get(name) is feed:
                 del self._feeds[name]
             feed.fail(exc)
+
+    def _own_session(
+        self, name: StreamName, seq_num: int
+    ) -> AsyncGenerator[list[SequencedRecord], None]:
+        """A session of the backend's (a feed's, or one reader's), counted."""
+        return self._metrics.session(self._backend.read_session(name, seq_num))
 
     def _leave(self, name: StreamName, feed: Feed) -> None:
         feed.readers -= 1

@@ -37,6 +37,7 @@ import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 
 from resumable_fast.errors import InvalidChunkError, ResumableStreamError
+from resumable_fast.metrics import Metrics, StreamOutcome
 from resumable_fast.records import (
     END_FENCE_PREFIX,
     ERROR_FENCE_PREFIX,
@@ -88,11 +89,13 @@ class Producer:
     __slots__ = (
         "_batch_size",
         "_loop",
+        "_metrics",
         "_on_released",
         "_pulling",
         "_release_waiter",
         "_scheduler",
         "_source",
+        "_taken_over",
         "_task",
         "_writer",
         "channel",
@@ -109,9 +112,11 @@ class Producer:
         source: AsyncIterable[str],
         batch_size: int,
         on_released: Callable[[Producer], None],
+        metrics: Metrics,
     ) -> None:
         """Drive ``source`` in a task of its own; ``writer`` (the stream's,
-        with its slot open) persists what it yields."""
+        with its slot open) persists what it yields. The stream's start and
+        finish are recorded in ``metrics``."""
         # The stream's name in the backend (the caller's id under the key prefix).
         self.name: StreamName = writer.name
         self.token = writer.token
@@ -123,6 +128,10 @@ class Producer:
         self._source = source
         self._batch_size = batch_size
         self._on_released = on_released
+        self._metrics = metrics
+        # Fenced out by another producer's session fence (not a stop): the
+        # outcome the metrics give a stopped producer.
+        self._taken_over = False
         self._loop = asyncio.get_running_loop()
         self._writer = writer
         writer.on_end = self._persisting_ended
@@ -130,6 +139,7 @@ class Producer:
         # The source's task is inside the source (not yet closing it): only
         # then does a stop or an abort cancel it.
         self._pulling = True
+        metrics.stream_started()
         self._task = scheduler.spawn(self._drive(), f"resumable_fast source {self.name}")
 
     # -- the source's task ----------------------------------------------------
@@ -238,6 +248,9 @@ class Producer:
             self._finish(ProducerState.DONE)
         elif end is WriteEnd.FENCED_OUT:
             self.stop()
+        elif end is WriteEnd.TAKEN_OVER:
+            self._taken_over = True
+            self.stop()
         elif self.state is ProducerState.CLOSING:
             self._finish(ProducerState.FAILED)
         elif self.state is ProducerState.STREAMING:
@@ -247,11 +260,20 @@ class Producer:
     def _finish(self, state: ProducerState) -> None:
         """Enter a final state: the client sees the end, the name is free."""
         self.state = state
+        self._metrics.stream_finished(self._outcome(state))
         self.channel.close(self.failure)
         self._on_released(self)
         waiter = self._release_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _outcome(self, state: ProducerState) -> StreamOutcome:
+        """A stream whose source failed ends with an error fence: failed too."""
+        if state is ProducerState.DONE and self.failure is None:
+            return StreamOutcome.DONE
+        if state is not ProducerState.STOPPED:
+            return StreamOutcome.FAILED
+        return StreamOutcome.TAKEN_OVER if self._taken_over else StreamOutcome.STOPPED
 
     async def drained(self) -> None:
         """Wait until the producer is released and no append of it is queued

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 from urllib.parse import quote, urlencode, urlsplit
 
 import orjson
+from opentelemetry.metrics import MeterProvider
 
 from resumable_fast.config import S2Config
 from resumable_fast.endpoints import Origin, Redactor
@@ -57,6 +58,7 @@ from resumable_fast.http11 import (
     StreamingResponse,
     TransportError,
 )
+from resumable_fast.metrics import BackendKind, Metrics
 from resumable_fast.records import NO_LANDING, Landing, SequencedRecord, StreamName
 from resumable_fast.sse import EventStreamParser
 
@@ -326,11 +328,22 @@ def _header_lines(fields: dict[str, str]) -> bytes:
 class S2Client:
     """Append, read, follow and inspect the streams of one basin."""
 
-    def __init__(self, config: S2Config, *, http: HttpTransport | None = None) -> None:
+    kind: BackendKind = "s2"
+
+    def __init__(
+        self,
+        config: S2Config,
+        *,
+        http: HttpTransport | None = None,
+        meter_provider: MeterProvider | None = None,
+    ) -> None:
         """``http``: what the requests go through (default: an
         :class:`~resumable_fast.http11.HttpClient` with
-        :func:`http_settings`), for a caller that wraps or shares one."""
+        :func:`http_settings`), for a caller that wraps or shares one.
+        ``meter_provider``: where its retries are counted (default: the
+        global one)."""
         self.config = config
+        self._metrics = Metrics(self.kind, meter_provider)
         endpoint = config.basin_endpoint.replace("{basin}", config.basin)
         self.description = f"s2 (basin {config.basin} at {endpoint})"
         self.retries = 0  # requests sent again after a transient fault
@@ -423,6 +436,7 @@ class S2Client:
                     raise error
                 logger.debug("%s %s: %s; retrying in %.3fs", method, endpoint.display, error, delay)
             self.retries += 1
+            self._metrics.retried()
             await asyncio.sleep(delay)
 
     async def append(
@@ -642,6 +656,7 @@ class S2Client:
                     f"{self.config.retry_deadline:g} s: {error}"
                 ) from None
             self.retries += 1
+            self._metrics.retried()
             return delay
 
         while True:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
@@ -13,6 +14,7 @@ from resumable_fast.errors import (
     StreamFailedError,
     StreamIncompleteError,
 )
+from resumable_fast.metrics import Metrics
 from resumable_fast.records import (
     END_FENCE_PREFIX,
     ERROR_FENCE_PREFIX,
@@ -255,16 +257,25 @@ async def chunks_from_records(
     batches: AsyncGenerator[list[SequencedRecord], None],
     skip_characters: int = 0,
     liveness_timeout: float | None = None,
+    metrics: Metrics | None = None,
 ) -> AsyncGenerator[str, None]:
     """Data record bodies in order, until an ``end-`` fence; an ``error-`` fence raises.
 
     The first ``skip_characters`` characters of the text are left out. With
     ``liveness_timeout``, a wait of that many seconds for the next record of an
     unfinished stream raises :class:`StreamIncompleteError` (live producers
-    append a heartbeat fence well within it).
+    append a heartbeat fence well within it). With ``metrics``, the reader
+    counts as active from its first read until it ends, and the time to its
+    first chunk is recorded.
     """
     to_skip = skip_characters
     next_batch = batches.__anext__
+    # Set until the first chunk's time is recorded: what the chunks' loop
+    # tests, so a reader pays one comparison per chunk for it.
+    started: float | None = None
+    if metrics is not None:
+        metrics.reader_opened()
+        started = time.perf_counter()
     try:
         while True:
             try:
@@ -295,8 +306,13 @@ async def chunks_from_records(
                     body, to_skip = skip_prefix(body, to_skip)
                     if not body:
                         continue
+                if started is not None and metrics is not None:
+                    metrics.first_chunk(started)
+                    started = None
                 yield body
     finally:
+        if metrics is not None:
+            metrics.reader_closed()
         await batches.aclose()
 
 
@@ -309,10 +325,12 @@ class ResumedStream(ResumableStream):
         batches: AsyncGenerator[list[SequencedRecord], None],
         skip_characters: int = 0,
         liveness_timeout: float | None = None,
+        *,
+        metrics: Metrics,
     ) -> None:
         self.stream_id = stream_id
         self._chunks: AsyncGenerator[str, None] = chunks_from_records(
-            stream_id, batches, skip_characters, liveness_timeout
+            stream_id, batches, skip_characters, liveness_timeout, metrics
         )
 
     async def __anext__(self) -> str:

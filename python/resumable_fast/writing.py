@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -42,7 +43,15 @@ from resumable_fast.errors import (
     ResumableStreamError,
     SeqNumMismatchError,
 )
-from resumable_fast.records import MAX_BATCH_BYTES, MAX_BATCH_RECORDS, Landing, StreamName
+from resumable_fast.metrics import AppendOutcome, Metrics
+from resumable_fast.records import (
+    END_FENCE_PREFIX,
+    ERROR_FENCE_PREFIX,
+    MAX_BATCH_BYTES,
+    MAX_BATCH_RECORDS,
+    Landing,
+    StreamName,
+)
 
 if TYPE_CHECKING:
     from resumable_fast.scheduling import Scheduler
@@ -68,7 +77,10 @@ class WriteEnd(enum.Enum):
     LANDED = "landed"
     """The closing fence landed: the stream is finished for every reader."""
     FENCED_OUT = "fenced out"
-    """An append was refused by another fence (a stop, a takeover)."""
+    """An append was refused by a closing fence (a stop)."""
+    TAKEN_OVER = "taken over"
+    """An append was refused by another producer's session fence, or found
+    records it did not write: the stream was taken over."""
     REFUSED = "refused"
     """S2 refused an append for good (transient faults are retried below)."""
 
@@ -91,6 +103,7 @@ class StreamWriter:
         "_last_append_at",
         "_loop",
         "_match_seq_num",
+        "_metrics",
         "_scheduled",
         "_scheduler",
         "name",
@@ -108,15 +121,19 @@ class StreamWriter:
         name: StreamName,
         token: str,
         first_seq_num: int = 1,
+        *,
+        metrics: Metrics,
     ) -> None:
         """Open the stream's slot in the scheduler's accumulator, which frames
         the chunks its producer puts in :attr:`pending`, the first at
-        ``first_seq_num`` under the session ``token``."""
+        ``first_seq_num`` under the session ``token``; each append is
+        recorded in ``metrics``."""
         self.name = name
         self.token = token
         self.state = WriterState.OPEN
         self._scheduler = scheduler
         self._backend = backend
+        self._metrics = metrics
         # Chunks not yet framed; the native core frames them once per batch.
         self.pending: list[str] = []
         self.on_end: Callable[[WriteEnd], None] = _nobody_told
@@ -196,15 +213,20 @@ class StreamWriter:
         backend = self._backend
         name = self.name
         batches = self._batches
+        metrics = self._metrics
+        started = 0.0
         try:
             while self.state is not WriterState.ENDED:
                 heartbeat = self._heartbeat
                 closing = self._closing
+                # Data records in this append: its chunks (a heartbeat has none).
+                chunks = 0
                 if heartbeat is not None:
                     self._heartbeat = None
                     body, end_seq_num = heartbeat
                 elif batches:
                     body, end_seq_num = self._merged_batches()
+                    chunks = end_seq_num - self._match_seq_num
                     if (
                         closing is not None
                         and not batches
@@ -212,30 +234,47 @@ class StreamWriter:
                     ):
                         # The last batch carries the closing fence, as S2's own
                         # package writes it: one request less per stream.
+                        started = time.perf_counter()
                         await backend.append(
                             name,
                             _core.merge_append_inputs([body, closing.append_input]),
                             Landing(end_seq_num + 1, closing.token),
                         )
+                        metrics.appended(started, chunks + 1, chunks, len(body))
                         self._end(WriteEnd.LANDED)
                         return
                 elif closing is not None:
+                    started = time.perf_counter()
                     await backend.append(
                         name, closing.append_input, Landing(new_fence=closing.token)
                     )
+                    metrics.appended(started, 1, 0, 0)
                     self._end(WriteEnd.LANDED)
                     return
                 else:
                     return
+                started = time.perf_counter()
                 await backend.append(name, body, Landing(end_seq_num))
+                metrics.appended(started, end_seq_num - self._match_seq_num, chunks, len(body))
                 self._match_seq_num = end_seq_num
                 self._last_append_at = self._loop.time()
-        except (FencingTokenMismatchError, SeqNumMismatchError):
-            logger.info("stream %r was stopped; its producer is fenced out", name)
-            self._end(WriteEnd.FENCED_OUT)
+        except FencingTokenMismatchError as exc:
+            metrics.append_ended(started, AppendOutcome.FENCED_OUT)
+            if exc.current_token.startswith((END_FENCE_PREFIX, ERROR_FENCE_PREFIX)):
+                logger.info("stream %r was stopped; its producer is fenced out", name)
+                self._end(WriteEnd.FENCED_OUT)
+            else:
+                logger.info("stream %r was taken over; its producer is fenced out", name)
+                self._end(WriteEnd.TAKEN_OVER)
+        except SeqNumMismatchError:
+            # Records this writer did not append: another producer's.
+            metrics.append_ended(started, AppendOutcome.FENCED_OUT)
+            logger.info("stream %r was taken over; its producer is fenced out", name)
+            self._end(WriteEnd.TAKEN_OVER)
         except ResumableStreamError as exc:
             # Transient faults are retried below this layer; what reaches here
             # is final.
+            metrics.append_ended(started, AppendOutcome.FAILED)
             logger.error("stream %r: persisting failed: %s", name, exc)
             self._end(WriteEnd.REFUSED)
         finally:

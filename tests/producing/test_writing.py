@@ -12,6 +12,7 @@ import pytest
 
 from resumable_fast import EmbeddedBackend, EmbeddedStore, _core
 from resumable_fast.config import BatchSettings
+from resumable_fast.metrics import Metrics
 from resumable_fast.records import (
     END_FENCE_PREFIX,
     MAX_BATCH_BYTES,
@@ -108,7 +109,7 @@ async def open_stream() -> AsyncIterator[OpenStream]:
         token = new_fence_token(SESSION_FENCE_PREFIX)
         await backend.append(NAME, _core.fence_append_input(token, "", 0))
         ends: list[WriteEnd] = []
-        writer = StreamWriter(scheduler, backend, NAME, token, 1)
+        writer = StreamWriter(scheduler, backend, NAME, token, 1, metrics=Metrics("embedded"))
         writer.on_end = ends.append
         return Stream(scheduler, backend, writer, writer.pending, token, ends)
 
@@ -237,8 +238,8 @@ async def test_a_writer_fenced_out_ends_and_drops_what_is_queued(
     await stream.backend.append(NAME, _core.fence_append_input(takeover, None))
     stream.seal("lost", "too")
     assert [a.bodies for a in await stream.written()] == [[takeover]]
-    assert stream.ends == [WriteEnd.FENCED_OUT]
+    assert stream.ends == [WriteEnd.TAKEN_OVER]
     assert stream.writer.state is WriterState.ENDED
     stream.writer.close(new_fence_token(END_FENCE_PREFIX))  # too late: nothing is queued
     assert [a.bodies for a in await stream.written()] == [[takeover]]
-    assert stream.ends == [WriteEnd.FENCED_OUT]
+    assert stream.ends == [WriteEnd.TAKEN_OVER]
