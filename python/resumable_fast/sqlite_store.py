@@ -393,20 +393,17 @@ class SqliteStore:
 
     async def append(self, name: StreamName, append_input: bytes) -> None:
         """Apply one ``AppendInput`` whole or not at all; returns once committed."""
-        batch = check_append_input(append_input)
-        loop = asyncio.get_running_loop()
-        pending = _PendingAppend(name, batch, loop, loop.create_future())
-        with self._queue_changed:
-            if self._closing:
-                raise StorageError("closed", f"the embedded store in {self.data_dir} is closed")
-            self._queue.append(pending)
-            self._queue_changed.notify()
-        await pending.future
+        await self._submit(name, check_append_input(append_input))
 
     async def delete(self, name: StreamName) -> None:
         """Delete the stream's row and batches; returns once committed."""
+        await self._submit(name, None)
+
+    async def _submit(self, name: StreamName, batch: CheckedAppend | None) -> None:
+        """Queue one write (``batch``, or None to delete the stream) for the
+        writer thread and wait until its transaction has committed."""
         loop = asyncio.get_running_loop()
-        pending = _PendingAppend(name, None, loop, loop.create_future())
+        pending = _PendingAppend(name, batch, loop, loop.create_future())
         with self._queue_changed:
             if self._closing:
                 raise StorageError("closed", f"the embedded store in {self.data_dir} is closed")
