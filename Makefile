@@ -14,7 +14,7 @@ INTEROP_DIR := tests/interop
 
 export S2LITE_BIN
 
-.PHONY: all demo test test-rust lint pytest venv develop s2-lite interop-deps chromium lock bench-core bench-transport bench-sessions bench-disk bench-stalled bench-deps bench bench-quick redis-server tinyproxy wheel test-wheel lint-workflows clean
+.PHONY: all demo demo-s2 test test-rust lint pytest venv develop s2-lite interop-deps chromium lock bench-core bench-transport bench-sessions bench-disk bench-stalled bench-deps bench bench-quick redis-server tinyproxy wheel test-wheel lint-workflows clean
 
 all: develop
 
@@ -79,6 +79,11 @@ test: develop s2-lite interop-deps chromium tinyproxy
 
 demo: develop
 	$(BIN)/python -m resumable_fast demo
+
+# The demo as two replicas (ports 8000 and 8001) behind one s2-lite on port
+# 4566, its basin set up by `resumable-fast s2 setup`; Ctrl-C stops all three.
+demo-s2: develop s2-lite
+	$(BIN)/python tools/demo_s2.py --s2lite-bin $(S2LITE_BIN)
 
 bench-core: develop
 	$(BIN)/python benches/bench_core.py

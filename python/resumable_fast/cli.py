@@ -16,6 +16,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from resumable_fast.basin_setup import (
     DEFAULT_DELETE_ON_EMPTY_SECONDS,
@@ -34,6 +35,9 @@ from resumable_fast.demo.model import (
 from resumable_fast.errors import BackendError, ConfigurationError
 from resumable_fast.s2 import S2Client
 
+if TYPE_CHECKING:
+    from resumable_fast.demo.metrics import PrometheusMetrics
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEMO_DRAIN_TIMEOUT = 5.0
@@ -51,13 +55,18 @@ async def serve_demo(
 
     from resumable_fast.demo.app import create_app, start_server
 
-    context = create_resumable_stream_context(drain_timeout=DEMO_DRAIN_TIMEOUT)
+    metrics = _demo_metrics()
+    context = create_resumable_stream_context(
+        drain_timeout=DEMO_DRAIN_TIMEOUT,
+        meter_provider=metrics.meter_provider if metrics is not None else None,
+    )
     async with context:
         app = create_app(
             context,
             backend_name=context.backend_description,
             tokens_per_second=tokens_per_second,
             model=model,
+            metrics=metrics,
         )
         server = await start_server(
             app, host=host, port=port, log_config=uvicorn.config.LOGGING_CONFIG
@@ -70,6 +79,21 @@ async def serve_demo(
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
+    if metrics is not None:
+        metrics.shutdown()
+
+
+def _demo_metrics() -> PrometheusMetrics | None:
+    """The demo's metrics, or None (logged) without the SDK and exporter."""
+    try:
+        from resumable_fast.demo.metrics import PrometheusMetrics
+    except ImportError as exc:
+        logger.info(
+            "resumable_fast demo: no /metrics (%s is missing): pip install 'resumable_fast[demo]'",
+            exc.name,
+        )
+        return None
+    return PrometheusMetrics()
 
 
 def _positive(text: str) -> float:

@@ -54,10 +54,26 @@ __all__ = [
 
 BackendKind = Literal["s2", "embedded"]
 
+_Buckets = tuple[float, ...]
+
 # Appends take milliseconds to seconds (S2 acknowledges once durable).
-_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_SECONDS_BUCKETS: _Buckets = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 # Up to S2's 1000 records per append.
-_RECORDS_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
+_RECORDS_BUCKETS: _Buckets = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
 
 _Batch = TypeVar("_Batch")
 
@@ -91,47 +107,44 @@ class Instruments:
 
     def __init__(self, meter_provider: MeterProvider) -> None:
         meter = meter_provider.get_meter("resumable_fast", _library_version())
-        self.streams_started: Counter = meter.create_counter(
-            "resumable_fast.streams.started", "{stream}", "Streams a producer started on"
+
+        def counter(name: str, unit: str, description: str) -> Counter:
+            return meter.create_counter(f"resumable_fast.{name}", unit, description)
+
+        def up_down(name: str, unit: str, description: str) -> UpDownCounter:
+            return meter.create_up_down_counter(f"resumable_fast.{name}", unit, description)
+
+        def histogram(name: str, unit: str, description: str, buckets: _Buckets) -> Histogram:
+            return meter.create_histogram(
+                f"resumable_fast.{name}",
+                unit,
+                description,
+                explicit_bucket_boundaries_advisory=buckets,
+            )
+
+        self.streams_started = counter("streams.started", "{stream}", "Streams producers started")
+        self.streams_finished = counter("streams.finished", "{stream}", "Streams that finished")
+        self.streams_active = up_down("streams.active", "{stream}", "Streams producing now")
+        self.chunks_persisted = counter("chunks.persisted", "{chunk}", "Chunks that landed")
+        self.bytes_persisted = counter("bytes.persisted", "By", "Bytes of data batches that landed")
+        self.append_duration = histogram(
+            "append.duration", "s", "How long an append took, retries included", _SECONDS_BUCKETS
         )
-        self.streams_finished: Counter = meter.create_counter(
-            "resumable_fast.streams.finished", "{stream}", "Producers' streams that finished"
+        self.append_records = histogram(
+            "append.records", "{record}", "Records in one append that landed", _RECORDS_BUCKETS
         )
-        self.streams_active: UpDownCounter = meter.create_up_down_counter(
-            "resumable_fast.streams.active", "{stream}", "Streams a producer runs now"
+        self.retries = counter(
+            "retries", "{request}", "Requests sent again after a transient fault"
         )
-        self.chunks_persisted: Counter = meter.create_counter(
-            "resumable_fast.chunks.persisted", "{chunk}", "Chunks whose append landed"
+        self.readers_active = up_down("readers.active", "{reader}", "Resumed streams reading now")
+        self.read_sessions_active = up_down(
+            "read_sessions.active", "{session}", "Read sessions open"
         )
-        self.bytes_persisted: Counter = meter.create_counter(
-            "resumable_fast.bytes.persisted", "By", "Bytes of the data batches that landed"
-        )
-        self.append_duration: Histogram = meter.create_histogram(
-            "resumable_fast.append.duration",
-            "s",
-            "How long an append took, retries included",
-            explicit_bucket_boundaries_advisory=_SECONDS_BUCKETS,
-        )
-        self.append_records: Histogram = meter.create_histogram(
-            "resumable_fast.append.records",
-            "{record}",
-            "Records in one append that landed",
-            explicit_bucket_boundaries_advisory=_RECORDS_BUCKETS,
-        )
-        self.retries: Counter = meter.create_counter(
-            "resumable_fast.retries", "{request}", "Requests sent again after a transient fault"
-        )
-        self.readers_active: UpDownCounter = meter.create_up_down_counter(
-            "resumable_fast.readers.active", "{reader}", "Resumed streams reading now"
-        )
-        self.read_sessions_active: UpDownCounter = meter.create_up_down_counter(
-            "resumable_fast.read_sessions.active", "{session}", "Read sessions open now"
-        )
-        self.first_chunk_duration: Histogram = meter.create_histogram(
-            "resumable_fast.resume.first_chunk.duration",
+        self.first_chunk_duration = histogram(
+            "resume.first_chunk.duration",
             "s",
             "From a resumed stream's first read to its first chunk",
-            explicit_bucket_boundaries_advisory=_SECONDS_BUCKETS,
+            _SECONDS_BUCKETS,
         )
 
 

@@ -11,8 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -35,6 +34,7 @@ from resumable_fast.demo.model import (
 )
 
 from conftest import ContextFactory, S2Lite, ServeDemo, free_port, make_context
+from demo_client import Event, EventLog, read_events, start_chat
 from fake_provider import fake_provider_server
 from fake_provider import reply_tokens as provider_reply_tokens
 from support import read_until_error
@@ -53,78 +53,6 @@ HTTP_TIMEOUT = httpx.Timeout(20.0)
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as http:
         yield http
-
-
-@dataclass
-class Event:
-    name: str = "message"
-    id: str | None = None
-    data: list[str] = field(default_factory=list)
-
-
-@dataclass
-class EventLog:
-    events: list[Event]
-    heartbeats: int
-
-    @property
-    def text(self) -> str:
-        return "".join(json.loads("\n".join(e.data)) for e in self.events if e.name == "message")
-
-    @property
-    def last(self) -> str:
-        return self.events[-1].name if self.events else "(none)"
-
-
-async def read_events(
-    http: httpx.AsyncClient,
-    url: str,
-    *,
-    headers: dict[str, str] | None = None,
-    on_event: Callable[[Event], Awaitable[None]] | None = None,
-    timeout: float = 30.0,
-) -> EventLog:
-    """Read an SSE response to its end (bounded by ``timeout``)."""
-    events: list[Event] = []
-    heartbeats = 0
-
-    async def read() -> None:
-        nonlocal heartbeats
-        async with http.stream("GET", url, headers=headers) as response:
-            assert response.status_code == 200, await response.aread()
-            assert response.headers["content-type"].startswith("text/event-stream")
-            current = Event()
-            async for line in response.aiter_lines():
-                if line == "":
-                    if current.data or current.name != "message":
-                        events.append(current)
-                        if on_event is not None:
-                            await on_event(current)
-                    current = Event()
-                elif line.startswith(":"):
-                    heartbeats += 1
-                else:
-                    name, _, value = line.partition(":")
-                    value = value.removeprefix(" ")
-                    if name == "event":
-                        current.name = value
-                    elif name == "id":
-                        current.id = value
-                    elif name == "data":
-                        current.data.append(value)
-
-    await asyncio.wait_for(read(), timeout)
-    return EventLog(events, heartbeats)
-
-
-async def start_chat(http: httpx.AsyncClient, server: DemoServer, prompt: str) -> str:
-    response = await http.post(f"{server.url}/api/chat", json={"prompt": prompt})
-    assert response.status_code == 201, response.text
-    body = response.json()
-    stream_id = body["stream_id"]
-    assert isinstance(stream_id, str)
-    assert body["events_url"] == f"/api/chat/{stream_id}/events"
-    return stream_id
 
 
 # -- the simulated LLM --------------------------------------------------------------
@@ -464,6 +392,11 @@ def test_cli_serves_the_demo_and_stops_on_sigint(
         assert info.json()["model"] == "simulated LLM"  # no OPENAI_BASE_URL: no network
         chat = httpx.post(f"{url}/api/chat", json={"prompt": "cli"}, timeout=10)
         assert chat.status_code == 201
+        # The demo extra is installed here: the CLI serves the library's metrics.
+        assert info.json()["metrics"] is True
+        metrics = httpx.get(f"{url}/metrics", timeout=10)
+        assert metrics.status_code == 200
+        assert "resumable_fast_streams_started_total{" in metrics.text
     finally:
         output = stop_demo_process(process, signal.SIGINT)
     assert f"serving at {url}/ (backend: {described}" in output

@@ -5,6 +5,7 @@ shows exactly the reply, and Stop ends every page."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,9 +15,10 @@ from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 from resumable_fast import ResumableStreamContext
 from resumable_fast.demo.app import create_app, start_server
 from resumable_fast.demo.llm import full_reply
+from resumable_fast.demo.metrics import PrometheusMetrics
 from resumable_fast.demo.model import OpenAICompatibleModel
 
-from conftest import ServeDemo
+from conftest import ContextFactory, ServeDemo
 from fake_provider import fake_provider_server
 from fake_provider import reply_tokens as provider_reply_tokens
 
@@ -284,4 +286,39 @@ async def test_reload_mid_reply_from_a_real_model_endpoint(
         finally:
             await context.close()
             await server.stop()
+    assert errors.messages == []
+
+
+async def test_metrics_panel_shows_the_reply(new_context: ContextFactory, browser: Browser) -> None:
+    """With a metrics source the page shows a live panel read from /metrics,
+    which counts the reply the page asked for."""
+    metrics = PrometheusMetrics()
+    stream_context = new_context(meter_provider=metrics.meter_provider)
+    app = create_app(
+        stream_context,
+        backend_name=stream_context.backend_description,
+        tokens_per_second=50.0,  # a reply takes ~10 s: the panel polls every 2 s
+        metrics=metrics,
+    )
+    server = await start_server(app, host="127.0.0.1", port=0, graceful_timeout=1)
+    errors = PageErrors()
+    context = await browser.new_context()
+    try:
+        page = await new_page(context, errors)
+        await page.goto(f"{server.url}/")
+        panel = page.locator("#metrics-panel")
+        await expect(panel).to_be_visible()
+        await send(page, "count this reply")
+        await expect(panel.locator('[data-metric="readers_active"]')).to_have_text("1")
+        await expect(page.locator("#status")).to_have_text("done", timeout=REPLY_MS)
+        await expect(panel.locator('[data-metric="streams_started"]')).to_have_text("1")
+        await expect(panel.locator('[data-metric="streams_active"]')).to_have_text("0")
+        await expect(panel.locator('[data-metric="append_ms"]')).to_have_text(re.compile(r" ms$"))
+        chunks = await panel.locator('[data-metric="chunks_persisted"]').text_content()
+        assert int((chunks or "0").replace(",", "")) > 10
+    finally:
+        await context.close()
+        await server.stop()
+        await stream_context.aclose()
+        metrics.shutdown()
     assert errors.messages == []

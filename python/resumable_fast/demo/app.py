@@ -14,6 +14,10 @@ Routes:
   ``Last-Event-ID`` (or the start): what was already written, then the live
   tail; a finished reply is replayed in full.
 * ``POST /api/chat/{stream_id}/stop``: ends the reply for every reader.
+* ``GET /metrics``: the library's metrics in Prometheus' text format, when
+  the app was given a metrics source (the ``demo`` extra's OpenTelemetry SDK
+  and Prometheus exporter: :mod:`resumable_fast.demo.metrics`), else 404 with
+  what to install. The page's panel reads it.
 
 When the stream store cannot be reached (S2 away, a full disk), the chat,
 events and stop routes answer 503 with ``Retry-After`` and a short JSON
@@ -31,7 +35,7 @@ import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import uvicorn
 from starlette.applications import Starlette
@@ -52,6 +56,7 @@ from resumable_fast.responses import failure_response, json_error
 __all__ = [
     "MAX_PROMPT_CHARS",
     "DemoServer",
+    "MetricsSource",
     "create_app",
     "start_server",
 ]
@@ -76,6 +81,14 @@ SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",
 }
+
+
+class MetricsSource(Protocol):
+    """What ``GET /metrics`` serves (:class:`resumable_fast.demo.metrics.PrometheusMetrics`)."""
+
+    content_type: str
+
+    def render(self) -> bytes: ...
 
 
 def new_chat_stream_id() -> str:
@@ -202,11 +215,14 @@ def create_app(
     tokens_per_second: float = DEFAULT_TOKENS_PER_SECOND,
     model: ModelSource | None = None,
     heartbeat_interval: float = 15.0,
+    metrics: MetricsSource | None = None,
 ) -> Starlette:
     """The demo app on a ready context. The caller owns the context and closes it.
 
     Replies come from ``model``; by default the simulated LLM at
-    ``tokens_per_second``.
+    ``tokens_per_second``. ``metrics``: what ``GET /metrics`` serves, read
+    from the meter provider the context was given (None: the route answers
+    404).
     """
     if not tokens_per_second > 0:
         raise ValueError(f"tokens_per_second must be > 0, got {tokens_per_second!r}")
@@ -225,7 +241,20 @@ def create_app(
                 "simulated": pace is not None,
                 "tokens_per_second": pace,
                 "max_prompt_chars": MAX_PROMPT_CHARS,
+                "metrics": metrics is not None,
             }
+        )
+
+    async def metrics_text(request: Request) -> Response:
+        if metrics is None:
+            return json_error(
+                404,
+                "metrics need the OpenTelemetry SDK and its Prometheus exporter: "
+                "pip install 'resumable_fast[demo]'",
+            )
+        return Response(
+            metrics.render(),
+            headers={"content-type": metrics.content_type, "cache-control": "no-store"},
         )
 
     async def start_chat(request: Request) -> Response:
@@ -313,6 +342,7 @@ def create_app(
         routes=[
             Route("/", page, methods=["GET"]),
             Route("/api/info", info, methods=["GET"]),
+            Route("/metrics", metrics_text, methods=["GET"]),
             Route("/api/chat", start_chat, methods=["POST"]),
             Route("/api/chat/{stream_id}/events", events, methods=["GET"]),
             Route("/api/chat/{stream_id}/stop", stop_chat, methods=["POST"]),

@@ -27,6 +27,7 @@
     send: $("send"),
     stop: $("stop"),
     newChat: $("new-chat"),
+    metricsPanel: $("metrics-panel"),
   };
 
   /** Views of the turns on the page, by stream id. */
@@ -431,10 +432,64 @@
       ui.model.title = info.simulated
         ? `a simulated model at about ${info.tokens_per_second} tokens per second`
         : "an OpenAI-compatible endpoint (OPENAI_BASE_URL)";
+      if (info.metrics) startMetrics();
     } catch {
       ui.backend.textContent = "unavailable";
       ui.model.textContent = "unavailable";
     }
+  }
+
+  // -- metrics ------------------------------------------------------------------
+
+  const METRICS_EVERY_MS = 2000;
+
+  /** Sums of a Prometheus text exposition's samples by metric name (labels ignored). */
+  function parseMetrics(text) {
+    const sums = new Map();
+    for (const line of text.split("\n")) {
+      if (!line || line.startsWith("#")) continue;
+      const match = /^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{[^}]*\})?\s+(\S+)/.exec(line);
+      if (!match) continue;
+      const value = Number(match[2]);
+      if (Number.isFinite(value)) sums.set(match[1], (sums.get(match[1]) || 0) + value);
+    }
+    return sums;
+  }
+
+  function showMetrics(sums) {
+    const get = (name) => sums.get(`resumable_fast_${name}`) || 0;
+    const appends = get("append_duration_seconds_count");
+    const shown = {
+      streams_active: get("streams_active"),
+      streams_started: get("streams_started_total"),
+      chunks_persisted: get("chunks_persisted_total"),
+      appends,
+      append_ms: appends
+        ? `${((get("append_duration_seconds_sum") / appends) * 1000).toFixed(2)} ms`
+        : "–",
+      readers_active: get("readers_active"),
+      read_sessions_active: get("read_sessions_active"),
+      retries: get("retries_total"),
+    };
+    for (const cell of ui.metricsPanel.querySelectorAll("[data-metric]")) {
+      const value = shown[cell.dataset.metric];
+      cell.textContent = typeof value === "number" ? value.toLocaleString("en") : value;
+    }
+  }
+
+  async function refreshMetrics() {
+    try {
+      const response = await fetch("/metrics", { cache: "no-store" });
+      if (response.ok) showMetrics(parseMetrics(await response.text()));
+    } catch {
+      // The server is away (a restart): the next poll tries again.
+    }
+  }
+
+  function startMetrics() {
+    ui.metricsPanel.hidden = false;
+    refreshMetrics();
+    setInterval(refreshMetrics, METRICS_EVERY_MS);
   }
 
   ui.form.addEventListener("submit", send);
