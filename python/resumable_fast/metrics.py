@@ -163,6 +163,7 @@ class Metrics:
     context (and per S2 client), handed to what it makes."""
 
     __slots__ = (
+        "_append_landed",
         "_append_outcomes",
         "_attributes",
         "_instruments",
@@ -184,6 +185,9 @@ class Metrics:
         self._append_outcomes = {
             outcome: {"backend": backend, "outcome": outcome.value} for outcome in AppendOutcome
         }
+        # Every landed append records with these: looked up once, not per
+        # append (an enum's hash is a Python call).
+        self._append_landed = self._append_outcomes[AppendOutcome.OK]
 
     # -- producers --------------------------------------------------------------
 
@@ -205,9 +209,7 @@ class Metrics:
         were ``size`` bytes."""
         instruments = self._instruments
         attributes = self._attributes
-        instruments.append_duration.record(
-            time.perf_counter() - started, self._append_outcomes[AppendOutcome.OK]
-        )
+        instruments.append_duration.record(time.perf_counter() - started, self._append_landed)
         instruments.append_records.record(records, attributes)
         if chunks:
             instruments.chunks_persisted.add(chunks, attributes)

@@ -179,6 +179,11 @@ class StreamWriter:
         self.state = WriterState.ENDED
         self._batches.clear()
         self._heartbeat = None
+        # Nobody is told anything more. Letting go of the owner's callback
+        # breaks the writer-owner cycle, so both are freed by reference
+        # counting as the stream ends, not left (one pair per stream) for the
+        # garbage collector to find.
+        self.on_end = _nobody_told
 
     def heartbeat_if_idle(self, now: float, interval: float) -> None:
         """Append a heartbeat when nothing was appended for ``interval``
@@ -321,8 +326,9 @@ class StreamWriter:
     def _end(self, end: WriteEnd) -> None:
         """End on the writer's own account (not dropped), and tell the owner."""
         if self.state is not WriterState.ENDED:
+            on_end = self.on_end
             self.drop()
-            self.on_end(end)
+            on_end(end)
 
     async def idle(self) -> None:
         """Wait until no append of this stream is queued or running.

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -261,3 +263,36 @@ async def test_chunks_reach_the_client_before_they_are_persisted_its_end_after(
     assert loop.time() - began >= 0.3
     monkeypatch.undo()
     assert await ctx.has_existing_stream(stream_id) == "DONE"
+
+
+async def test_a_finished_stream_lets_go_of_its_source_without_the_garbage_collector(
+    ctx: ResumableStreamContext, stream_id: str
+) -> None:
+    """Once a stream has ended, nothing of it is left in a reference cycle: its
+    source (and the producer and writer that held it) are freed by reference
+    counting at once, not kept, one set per stream, until a collection."""
+    sources: list[weakref.ref[AsyncIterator[str]]] = []
+
+    async def tokens() -> AsyncIterator[str]:
+        for token in ("no ", "cycle ", "left"):
+            yield token
+            await asyncio.sleep(0)
+
+    def make_stream() -> AsyncIterator[str]:
+        source = tokens()
+        sources.append(weakref.ref(source))
+        return source
+
+    gc.collect()
+    gc.disable()
+    try:
+        stream = await ctx.resumable_stream(stream_id, make_stream)
+        assert stream is not None
+        assert await read_text(stream) == "no cycle left"
+        assert await ctx.has_existing_stream(stream_id) == "DONE"
+        for _ in range(5):  # the source task's last steps
+            await asyncio.sleep(0)
+        assert ctx.producer(stream_id) is None
+        assert sources[0]() is None, "the finished stream's source is only freed by a collection"
+    finally:
+        gc.enable()
