@@ -22,6 +22,19 @@ METRICS = (
     "resume first chunk p50 ms",
     "resume full p50 ms",
     "RSS KiB per in-flight stream",
+    "persistence lag p50 ms",
+    "persistence lag p99 ms",
+    "reader lag p50 ms",
+    "reader lag p99 ms",
+)
+# The lag scenario's table: staleness beside the CPU it costs.
+LAG_METRICS = (
+    "persistence lag p50 ms",
+    "persistence lag p99 ms",
+    "reader lag p50 ms",
+    "reader lag p99 ms",
+    "CPU s per 1M tokens",
+    "requests per 1k tokens",
 )
 
 
@@ -33,6 +46,8 @@ def metrics(result: dict[str, Any]) -> dict[str, float | None]:
     latency = result.get("latency_us") or {}
     first = result.get("resume_first_chunk_ms") or {}
     full = result.get("resume_full_ms") or {}
+    persistence = result.get("persistence_lag_ms") or {}
+    reader = result.get("reader_lag_ms") or {}
     return {
         "tokens/s": tokens / result["wall_s"] if result["wall_s"] else None,
         "CPU s per 1M tokens": result["cpu_s"] / tokens * 1e6 if tokens else None,
@@ -51,6 +66,10 @@ def metrics(result: dict[str, Any]) -> dict[str, float | None]:
             if result.get("rss_in_flight_kib") is not None
             else None
         ),
+        "persistence lag p50 ms": persistence.get("p50"),
+        "persistence lag p99 ms": persistence.get("p99"),
+        "reader lag p50 ms": reader.get("p50"),
+        "reader lag p99 ms": reader.get("p99"),
     }
 
 

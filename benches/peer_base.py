@@ -8,6 +8,8 @@ import platform
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from lag import LagProbe
+
 
 @dataclass(frozen=True)
 class Options:
@@ -23,6 +25,8 @@ class Options:
     hold: bool = False
     # Readers of each stream resumed while it is live (from the start).
     live_readers: int = 0
+    # Measure persistence and live-reader lag (benches/lag.py).
+    lag: bool = False
 
 
 @dataclass
@@ -44,6 +48,12 @@ class Peer:
     def __init__(self, versions: dict[str, str]) -> None:
         self.versions = {"python": platform.python_version(), **versions}
         self.counters = Counters()
+        self.lag: LagProbe | None = None
+
+    def watch(self, probe: LagProbe) -> None:
+        """Report to ``probe`` how many of each stream's tokens the store has
+        acknowledged, as acknowledgements arrive (``--lag`` only)."""
+        self.lag = probe
 
     async def produce(self, stream_id: str, source: AsyncIterator[str]) -> AsyncIterator[str]:
         """The producer client's stream: each chunk as the source yields it."""

@@ -4,7 +4,7 @@ Usage::
 
     python benches/peers.py PEER --streams N --tokens T --rate R
         [--batch-size B] [--linger-ms L] [--reader] [--hold] [--live-readers K]
-        [--seed S] [--timeout SECONDS]
+        [--lag] [--seed S] [--timeout SECONDS]
 
 ``N`` concurrent streams in one asyncio process each produce ``T`` synthetic
 LLM tokens (``benches/workload.py``), paced at ``R`` tokens/s per stream
@@ -18,6 +18,11 @@ finished streams, run one at a time, are timed to the first chunk and to the
 full text. With ``--live-readers K``, each stream also gets ``K`` readers
 resumed from its start as soon as it exists, which follow it live to its
 end; their texts are checked too, and their work counts in the produce phase.
+With ``--lag`` (``benches/lag.py``), the peer reports as they arrive how many
+of each stream's tokens the store has acknowledged, and a second peer of the
+same kind, with a client of its own (another context), follows every stream
+live; each token's persistence lag (yield to acknowledged) and live-reader lag
+(yield to that reader having it) are taken, p50 and p99.
 
 Peers (``PEERS``):
 
@@ -53,7 +58,8 @@ round trips, sent in the produce phase), ``appends`` (append batches in it,
 fences included), ``rss_kib`` (growth of the peak RSS over it), ``rss_in_flight_kib``
 (with ``--hold``: every source pauses halfway until all streams got there;
 then, after the linger plus 2 s, the growth of the current RSS over its value
-before the run; that pause is left out of ``wall_s``) and ``verified``.
+before the run; that pause is left out of ``wall_s``), ``persistence_lag_ms``
+and ``reader_lag_ms`` (p50/p99 with ``--lag``, else null) and ``verified``.
 Progress goes to stderr. The exit status is 1 when the run fails or a
 stream's text does not match.
 """
@@ -101,6 +107,7 @@ from resumable_fast.scheduling import BatchAccumulator, native_accumulator
 from resumable_fast.streams import ChunkChannel, ProducerStream
 
 import pure_python_core
+from lag import LagProbe
 from peer_base import Counters, Options, Peer
 from redis_peers import REDIS_PEERS
 from workload import SEED, stream_offset, stream_tokens
@@ -190,12 +197,20 @@ class CountingBackend:
         self.counters = counters
         self.description = inner.description
         self.kind = inner.kind
+        # With --lag: told each stream's tail as its appends land.
+        self.lag: LagProbe | None = None
 
     async def append(
         self, name: StreamName, append_input: bytes, landing: Landing = NO_LANDING
     ) -> None:
         self.counters.appends += 1
         await self.inner.append(name, append_input, landing)
+        lag = self.lag
+        if lag is not None and landing.end_seq_num is not None:
+            # The tail once this landed: the session fence is at 0 and the
+            # tokens from 1 (no heartbeat at these rates), so the tail less
+            # one is how many tokens are acknowledged.
+            lag.acked(name, landing.end_seq_num - 1)
 
     async def last_record(self, name: StreamName) -> SequencedRecord | None:
         return await self.inner.last_record(name)
@@ -264,14 +279,19 @@ class LibraryPeer(Peer):
         batching = BatchSettings.from_options(
             batch_size=options.batch_size, linger_ms=options.linger_ms
         )
+        self.backend = CountingBackend(backend, self.counters)
         self.context = ResumableStreamContext(
-            CountingBackend(backend, self.counters),
+            self.backend,
             batching,
             share_read_sessions=share_read_sessions,
             accumulator=accumulator(batching),
         )
         # A directory of this run's alone, removed when the peer closes.
         self.data_dir = data_dir
+
+    def watch(self, probe: LagProbe) -> None:
+        super().watch(probe)
+        self.backend.lag = probe
 
     async def produce(self, stream_id: str, source: AsyncIterator[str]) -> AsyncIterator[str]:
         stream = await self.context.resumable_stream(stream_id, lambda: source)
@@ -483,11 +503,11 @@ class SdkPeer(Peer):
         await self._append(stream, session_fence)
         channel = ChunkChannel()
         if self.batched:
-            self._spawn(self._produce_batched(stream, token, source, channel))
+            self._spawn(self._produce_batched(stream_id, stream, token, source, channel))
         else:
             queue: asyncio.Queue[str | None] = asyncio.Queue()
             self._spawn(self._pump(source, channel, queue))
-            self._spawn(self._write_each(stream, token, queue, channel))
+            self._spawn(self._write_each(stream_id, stream, token, queue, channel))
         return ProducerStream(stream_id, channel)
 
     async def _pump(
@@ -502,6 +522,7 @@ class SdkPeer(Peer):
 
     async def _write_each(
         self,
+        stream_id: str,
         stream: S2Stream,
         token: str,
         queue: asyncio.Queue[str | None],
@@ -516,6 +537,8 @@ class SdkPeer(Peer):
                 record = Record(body=chunk.encode())
                 inp = AppendInput(records=[record], fencing_token=token, match_seq_num=seq_num)
                 await self._append(stream, inp)
+                if self.lag is not None:
+                    self.lag.acked(stream_id, seq_num)
                 seq_num += 1
             await self._end(stream, token)
         except BaseException as exc:
@@ -524,17 +547,29 @@ class SdkPeer(Peer):
         channel.close()
 
     async def _produce_batched(
-        self, stream: S2Stream, token: str, source: AsyncIterator[str], channel: ChunkChannel
+        self,
+        stream_id: str,
+        stream: S2Stream,
+        token: str,
+        source: AsyncIterator[str],
+        channel: ChunkChannel,
     ) -> None:
         """The SDK's Producer: per-record submit, batched by count, bytes and linger."""
         from s2_sdk import Record
 
         producer = stream.producer(fencing_token=token, match_seq_num=1, batching=self.batching)
+        lag = self.lag
         try:
             submit = producer.submit
+            submitted = 0
             async for chunk in source:
                 channel.put(chunk)
-                await submit(Record(body=chunk.encode()))
+                ticket = await submit(Record(body=chunk.encode()))
+                submitted += 1
+                if lag is not None:
+                    # A task per record, only with --lag: its ticket resolves
+                    # once the SDK's batch holding it is acknowledged.
+                    self._spawn(_acked_when(ticket, lag, stream_id, submitted))
             await producer.close()
             await self._end(stream, token)
         except BaseException as exc:
@@ -567,6 +602,13 @@ class SdkPeer(Peer):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.s2.close()
+
+
+async def _acked_when(
+    ticket: Awaitable[object], lag: LagProbe, stream_id: str, tokens: int
+) -> None:
+    await ticket
+    lag.acked(stream_id, tokens)
 
 
 async def s2sdk_naive(options: Options) -> Peer:
@@ -661,13 +703,22 @@ def current_rss_kib() -> int:
 
 async def run(options: Options) -> tuple[dict[str, Any], bool]:
     peer = await PEERS[options.peer](options)
+    # With --lag, a second peer of the same kind, with its own client: the
+    # reader in another context.
+    follower = await PEERS[options.peer](options) if options.lag else None
     try:
-        return await measure(peer, options)
+        return await measure(peer, options, follower)
     finally:
         await peer.aclose()
+        if follower is not None:
+            await follower.aclose()
 
 
-async def measure(peer: Peer, options: Options) -> tuple[dict[str, Any], bool]:
+async def measure(
+    peer: Peer, options: Options, follower: Peer | None = None
+) -> tuple[dict[str, Any], bool]:
+    """Run the scenario on ``peer``; with ``follower`` (``--lag``), that peer
+    follows every stream live and the lag of each token is measured."""
     count = options.streams
     tokens = [stream_tokens(index, options.tokens, options.seed) for index in range(count)]
     texts = ["".join(stream) for stream in tokens]
@@ -677,19 +728,36 @@ async def measure(peer: Peer, options: Options) -> tuple[dict[str, Any], bool]:
     received: list[str] = [""] * count
     followed: list[list[str]] = [[] for _ in range(count)]
     hold = HoldPoint(count) if options.hold else None
+    probe = LagProbe() if follower is not None else None
+    if probe is not None:
+        peer.watch(probe)
 
     async def follow(index: int) -> None:
         parts = [chunk async for chunk in await peer.resume(stream_ids[index])]
+        followed[index].append("".join(parts))
+
+    async def follow_elsewhere(index: int, probe: LagProbe, follower: Peer) -> None:
+        """The reader in another context: how much of the text it has, when."""
+        parts: list[str] = []
+        size = 0
+        async for chunk in await follower.resume(stream_ids[index]):
+            parts.append(chunk)
+            size += len(chunk)
+            probe.received(stream_ids[index], size)
         followed[index].append("".join(parts))
 
     async def produce_one(index: int) -> None:
         sent_ns: list[int] = []
         offset = stream_offset(index, count, options.rate)
         source = paced_source(tokens[index], sent_ns, options.rate, offset, hold)
+        if probe is not None:
+            probe.track(stream_ids[index], tokens[index], sent_ns)
         client = await peer.produce(stream_ids[index], source)
         # Live readers, resumed from the start as soon as the stream exists;
         # their work counts with the produce phase.
         readers = [follow(index) for _ in range(options.live_readers)]
+        if probe is not None and follower is not None:
+            readers.append(follow_elsewhere(index, probe, follower))
         reading = asyncio.gather(*readers) if readers else None
         clock = time.perf_counter_ns
         keep = latencies_ns.append
@@ -775,6 +843,9 @@ async def measure(peer: Peer, options: Options) -> tuple[dict[str, Any], bool]:
     for stream_id in mismatched:
         print(f"{options.peer}: text mismatch in {stream_id}", file=sys.stderr)
     verified = not mismatched
+    if probe is not None and not probe.complete():
+        print(f"{options.peer}: some tokens were never acknowledged or read", file=sys.stderr)
+        verified = False
 
     timed = options.reader and peer.persists
     result: dict[str, Any] = {
@@ -804,9 +875,15 @@ async def measure(peer: Peer, options: Options) -> tuple[dict[str, Any], bool]:
         "appends": appends,
         "rss_kib": rss_kib,
         "rss_in_flight_kib": rss_in_flight,
+        "persistence_lag_ms": _lag_ms(probe.persistence_ns) if probe else None,
+        "reader_lag_ms": _lag_ms(probe.reader_ns) if probe else None,
         "verified": verified,
     }
     return result, verified
+
+
+def _lag_ms(lags_ns: list[int]) -> dict[str, float] | None:
+    return _rounded(percentiles([ns / 1e6 for ns in lags_ns])) if lags_ns else None
 
 
 def _rounded(values: dict[str, float]) -> dict[str, float]:
@@ -842,6 +919,11 @@ def parse_options(argv: Sequence[str] | None) -> Options:
     parser.add_argument(
         "--live-readers", type=int, default=0, help="readers of each stream resumed while live"
     )
+    parser.add_argument(
+        "--lag",
+        action="store_true",
+        help="measure persistence and live-reader lag (a reader per stream in another context)",
+    )
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per phase")
     args = parser.parse_args(argv)
@@ -859,6 +941,7 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         timeout=args.timeout,
         hold=args.hold,
         live_readers=args.live_readers,
+        lag=args.lag,
     )
 
 

@@ -33,12 +33,18 @@ class Peer:
     live_readers: bool = False
     # Runs in the live-readers scenario only.
     live_readers_only: bool = False
+    # Takes --lag: reports its acknowledgements, and a second one of it can
+    # follow its streams live (the lag scenario's peers: the Python S2 peers
+    # and this library's embedded rows).
+    lag: bool = False
     # For peers 30-100x slower than ours per token: fewer runs, and a phase
     # that takes longer than this many seconds is reported as failed.
     max_runs: int | None = None
     timeout_s: float | None = None
 
     def runs_in(self, scenario: Scenario) -> bool:
+        if scenario.lag:
+            return self.lag
         if scenario.live_readers:
             return self.live_readers
         return not self.live_readers_only
@@ -54,7 +60,7 @@ PEERS = (
     # The floor of a task-to-task handoff: a source in a task of its own, as
     # the library keeps it, nothing persisted.
     Peer("raw_task", (sys.executable, str(HERE / "peers.py"), "raw_task"), "none"),
-    Peer(OURS, (sys.executable, str(HERE / "peers.py"), OURS), "s2", live_readers=True),
+    Peer(OURS, (sys.executable, str(HERE / "peers.py"), OURS), "s2", live_readers=True, lag=True),
     # Ours with a read session per reader: what sharing one saves.
     Peer(
         "resumable_fast_s2_unshared",
@@ -63,7 +69,13 @@ PEERS = (
         live_readers=True,
         live_readers_only=True,
     ),
-    Peer(EMBEDDED, (sys.executable, str(HERE / "peers.py"), EMBEDDED), "none", live_readers=True),
+    Peer(
+        EMBEDDED,
+        (sys.executable, str(HERE / "peers.py"), EMBEDDED),
+        "none",
+        live_readers=True,
+        lag=True,
+    ),
     # The same in a data_dir (SQLite; a fresh directory each run, made and
     # removed by the peer process, whose CPU includes the store's writer thread).
     Peer(
@@ -71,10 +83,16 @@ PEERS = (
         (sys.executable, str(HERE / "peers.py"), EMBEDDED_DIR),
         "none",
         live_readers=True,
+        lag=True,
     ),
-    Peer("pure_python", (sys.executable, str(HERE / "peers.py"), "pure_python"), "s2"),
-    Peer("s2sdk_naive", (sys.executable, str(HERE / "peers.py"), "s2sdk_naive"), "s2"),
-    Peer("s2sdk_producer", (sys.executable, str(HERE / "peers.py"), "s2sdk_producer"), "s2"),
+    Peer("pure_python", (sys.executable, str(HERE / "peers.py"), "pure_python"), "s2", lag=True),
+    Peer("s2sdk_naive", (sys.executable, str(HERE / "peers.py"), "s2sdk_naive"), "s2", lag=True),
+    Peer(
+        "s2sdk_producer",
+        (sys.executable, str(HERE / "peers.py"), "s2sdk_producer"),
+        "s2",
+        lag=True,
+    ),
     Peer("node_s2", ("node", str(HERE / "node/s2_peer.mjs")), "s2"),
     Peer("vercel_redis", ("node", str(HERE / "node/redis_peer.mjs")), "redis"),
     Peer(
@@ -123,6 +141,9 @@ class Scenario:
     reader: bool = False
     hold: bool = False  # every stream held mid-reply while RSS is sampled
     live_readers: int = 0  # readers of each stream following it live
+    # Persistence and live-reader lag, with a reader of each stream in
+    # another context (benches/lag.py); its CPU is not a target.
+    lag: bool = False
 
 
 MEMORY = "memory"
@@ -130,6 +151,7 @@ PACED = "paced"
 THROUGHPUT_MANY = "throughput, many streams"
 RESUME = "resume"
 LIVE_READERS = "live readers"
+LAG = "lag"
 
 
 def scenarios(quick: bool) -> list[Scenario]:
@@ -142,6 +164,7 @@ def scenarios(quick: bool) -> list[Scenario]:
             Scenario("resume, 2,000-token stream", 2, 2000, 0, reader=True),
             Scenario("memory, 1,000 streams in flight", 1000, 8, 0, hold=True),
             Scenario("live readers, 100 of one stream", 1, 200, 100, live_readers=100),
+            Scenario("lag, paced 50 tok/s, 20 streams", 20, 50, 50, lag=True),
         ]
     return [
         Scenario("throughput, 1 stream", 1, 10_000, 0),
@@ -151,6 +174,7 @@ def scenarios(quick: bool) -> list[Scenario]:
         Scenario("resume, 10,000-token stream", 10, 10_000, 0, reader=True),
         Scenario("memory, 10,000 streams in flight", 10_000, 8, 0, hold=True),
         Scenario("live readers, 1,000 of one stream", 1, 500, 100, live_readers=1000),
+        Scenario("lag, paced 50 tok/s, 100 streams", 100, 200, 50, lag=True),
     ]
 
 

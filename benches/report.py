@@ -13,7 +13,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from metrics import METRICS, fmt, median_metric, metrics, summarize, tokens_per_cpu_second
+from metrics import (
+    LAG_METRICS,
+    METRICS,
+    fmt,
+    median_metric,
+    metrics,
+    summarize,
+    tokens_per_cpu_second,
+)
 from plan import BASELINES, OURS, Peer, Scenario
 from targets import targets
 
@@ -121,9 +129,11 @@ def render(
             f"rate {scenario.rate or 'unpaced'}{', held halfway' if scenario.hold else ''})",
             "",
         ]
-        names = list(METRICS)
+        names = [name for name in METRICS if name not in LAG_METRICS[:4]]
         ours = results.get((scenario.name, OURS))
         ours_value: float | None
+        if scenario.lag:
+            names = list(LAG_METRICS)
         if scenario.hold:
             names = ["RSS KiB per in-flight stream", "CPU s per 1M tokens"]
             ours_value = median_metric(ours, names[0]) if ours else None

@@ -47,6 +47,8 @@ def run_peer(
         args.append("--reader")
     if scenario.hold:
         args.append("--hold")
+    if scenario.lag:
+        args.append("--lag")
     timeout_s = peer.timeout_s
     if scenario.live_readers:
         # Ours takes seconds here; a peer whose readers hang fails in a minute,
