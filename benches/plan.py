@@ -93,7 +93,7 @@ PEERS = (
         "s2",
         lag=True,
     ),
-    Peer("node_s2", ("node", str(HERE / "node/s2_peer.mjs")), "s2"),
+    Peer("node_s2", ("node", str(HERE / "node/s2_peer.mjs")), "s2", lag=True),
     Peer("vercel_redis", ("node", str(HERE / "node/redis_peer.mjs")), "redis"),
     Peer(
         "redis_streams",

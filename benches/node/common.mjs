@@ -4,7 +4,7 @@
 // makes both peers run exactly the same workload.
 //
 // Driver protocol: node <peer>.mjs --streams N --tokens T --rate R [--batch-size B]
-// [--linger-ms L] [--reader] [--hold] [--seed S] [--timeout-s S]. N streams run concurrently
+// [--linger-ms L] [--reader] [--hold] [--lag] [--seed S] [--timeout-s S]. N streams run concurrently
 // in one process, each producing T tokens, paced at R tokens/s per stream (0 =
 // unpaced); the producer's client reads each stream to its end. Then every stream
 // (or 20 spread evenly when N > 100) is resumed and its text compared.
@@ -22,6 +22,9 @@
 //   requests      HTTP requests (S2) / producer-path commands (Redis) of the produce phase,
 //   rss_in_flight_kib  --hold: process RSS with all N streams held mid-reply minus the RSS
 //                 before the produce phase (after global.gc() if exposed), KiB; else null,
+//   persistence_lag_ms, reader_lag_ms  {p50, p99} over all tokens with --lag (the S2 peer:
+//                 yield -> acknowledged, and yield -> a reader with a client of its own has it),
+//                 else null (the Redis peer ignores --lag),
 //   verified_streams, verified (and resume_note for Redis).
 // Exit status: 0 verified, 1 error or failed verification, 2 bad arguments, 3 timeout.
 
@@ -41,7 +44,7 @@ export class UsageError extends Error {}
 export function parseArgs(argv) {
   const options = {
     streams: undefined, tokens: undefined, rate: undefined, batchSize: 10, lingerMs: 100,
-    reader: false, hold: false, seed: 20240611, timeoutS: 900,
+    reader: false, hold: false, lag: false, seed: 20240611, timeoutS: 900,
   };
   const numeric = {
     "--streams": ["streams", true, 1], "--tokens": ["tokens", true, 1], "--rate": ["rate", false, 0],
@@ -50,7 +53,7 @@ export function parseArgs(argv) {
   };
   for (let i = 0; i < argv.length; i += 1) {
     const arg = argv[i];
-    if (arg === "--reader" || arg === "--hold") {
+    if (arg === "--reader" || arg === "--hold" || arg === "--lag") {
       options[arg.slice(2)] = true;
       continue;
     }

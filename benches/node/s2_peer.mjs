@@ -27,6 +27,11 @@
 // Resume (verification, and its timing with --reader): the seed's resumeStream, a
 // read session from seq 0 that skips fence records and ends at the `end-` fence.
 //
+// --lag (issue 24, as benches/lag.py measures the Python peers): each record's ack
+// promise gives its persistence lag (yield to acknowledged), and a reader with an S2
+// client of its own follows every stream live from seq 0, giving each token's
+// live-reader lag (yield to that reader having it); both p50/p99 in ms.
+//
 // Environment: S2_ACCESS_TOKEN, S2_BASIN, S2_ACCOUNT_ENDPOINT, S2_BASIN_ENDPOINT
 // (for s2-lite both endpoints are http://127.0.0.1:PORT; a basin endpoint without a
 // `{basin}` placeholder is shared, so basin calls carry the `s2-basin` header).
@@ -96,7 +101,9 @@ const fenceRecord = (token) => AppendRecord.make(token, [["", "fence"]]);
 // The seed's producer for one stream. Returns the client branch and the promise of
 // the persistence task (the seed hands that to waitUntil); the promise resolves to
 // the number of data records the stream holds (from the end fence's ack).
-async function produce(env, options, streamName, makeStream) {
+const elapsedSinceMs = (yieldTime) => Number(process.hrtime.bigint() - yieldTime) / 1e6;
+
+async function produce(env, options, streamName, makeStream, lag) {
   const basin = makeBasin(env);
   const stream = basin.stream(streamName);
   // As in the seed, the source is made and teed before the state check and the claim,
@@ -131,6 +138,10 @@ async function produce(env, options, streamName, makeStream) {
         if (done) break;
         const ack = batcher.submit(AppendRecord.make(value));
         ack.catch(() => {}); // awaited below; this only avoids an unhandled rejection
+        if (lag) {
+          const index = acks.length;
+          ack.then(() => lag.persistence.push(elapsedSinceMs(lag.yieldTimes[index])), () => {});
+        }
         acks.push(ack);
       }
       batcher.flush();
@@ -181,6 +192,26 @@ async function resume(env, streamName) {
   return { text: parts.join(""), firstMs, fullMs };
 }
 
+// --lag: a reader in another context (an S2 client of its own) following the
+// stream live; each data record's live-reader lag, in the order they were yielded.
+async function followElsewhere(env, streamName, lag) {
+  const session = await makeBasin(env).stream(streamName).readSession({ seq_num: 0 });
+  let index = 0;
+  const parts = [];
+  for await (const record of session) {
+    if (isFence(record)) {
+      if (/^(end|error)-/.test(record.body ?? "")) break;
+      continue;
+    }
+    if (record.body) {
+      lag.reader.push(elapsedSinceMs(lag.yieldTimes[index]));
+      index += 1;
+      parts.push(record.body);
+    }
+  }
+  return parts.join("");
+}
+
 async function main(options) {
   const env = {
     accessToken: requireEnv("S2_ACCESS_TOKEN"),
@@ -208,16 +239,21 @@ async function main(options) {
   requestCounter.counting = true;
   const cpu0 = process.cpuUsage();
   const wall0 = process.hrtime.bigint();
+  const persistenceLags = [];
+  const readerLags = [];
   const results = await Promise.all(names.map(async (name, i) => {
     const yieldTimes = new BigInt64Array(t);
+    const lag = options.lag ? { yieldTimes, persistence: persistenceLags, reader: readerLags } : null;
     const called = process.hrtime.bigint();
-    const { clientStream, persisted } = await produce(env, options, name, () => makeSource(tokens[i], rate, yieldTimes, { hold }));
+    const { clientStream, persisted } = await produce(env, options, name, () => makeSource(tokens[i], rate, yieldTimes, { hold }), lag);
     setupMs[i] = Number(process.hrtime.bigint() - called) / 1e6;
-    const [client, stored] = await Promise.all([
+    const [client, stored, followed] = await Promise.all([
       consumeClient(clientStream, yieldTimes, latencies, i * t),
       persisted,
+      lag ? followElsewhere(env, name, lag) : null,
     ]);
-    return { clientOk: client.count === t && client.text === expected[i], stored };
+    const followedOk = followed === null || followed === expected[i];
+    return { clientOk: client.count === t && client.text === expected[i] && followedOk, stored };
   }));
   let wallS = Number(process.hrtime.bigint() - wall0) / 1e9;
   const cpu = process.cpuUsage(cpu0);
@@ -262,6 +298,8 @@ async function main(options) {
     resume_full_ms: options.reader ? percentiles(fullMs) : null,
     requests,
     rss_in_flight_kib: rssInFlightKib,
+    persistence_lag_ms: options.lag ? percentiles(persistenceLags) : null,
+    reader_lag_ms: options.lag ? percentiles(readerLags) : null,
     verified_streams: picks.length,
     verified,
   };
