@@ -31,7 +31,7 @@
 //   and chunk channels, SUBSCRIBE/UNSUBSCRIBE of chunk channels) are left out.
 // - --batch-size / --linger-ms do not apply (no batching: one PUBLISH per chunk per
 //   listener); config reports them as null. --linger-ms only sets the --hold settle
-//   time (linger + 500 ms, default 600 ms), as for the other peers.
+//   time (linger + 500 ms, default 700 ms), as for the other peers.
 // - --hold: every source (held for verification or not) stops after floor(T/2)
 //   tokens until the in-flight RSS is sampled; the verified streams' gate is a
 //   second, separate wait after their last token. The settle time is left out of wall_s.

@@ -17,7 +17,10 @@ __all__ = ["DEFAULT_ACCOUNT_ENDPOINT", "DEFAULT_BASIN_ENDPOINT", "BatchSettings"
 DEFAULT_ACCOUNT_ENDPOINT = "https://aws.s2.dev"
 DEFAULT_BASIN_ENDPOINT = "https://{basin}.b.aws.s2.dev"
 DEFAULT_BATCH_SIZE = 10
-DEFAULT_LINGER_MS = 100.0
+# At 50 tokens/s a 200 ms linger fills the default batch of 10, half the
+# appends of 100 ms, while a reader in another context still has each token
+# within 250 ms (p99; docs/design.md, "The default linger").
+DEFAULT_LINGER_MS = 200.0
 # How long a request to S2 is retried through transient faults (seconds).
 DEFAULT_RETRY_DEADLINE = 60.0
 
