@@ -39,7 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--runs", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=100)  # the library's default
     parser.add_argument("--linger-ms", type=float, default=200.0)  # the library's default
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--peers", default=",".join(peer.name for peer in PEERS))

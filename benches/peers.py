@@ -119,7 +119,7 @@ logger = logging.getLogger("peers")
 
 VERIFY_ALL_UP_TO = 100  # streams; above that, VERIFY_SAMPLE sampled ones
 VERIFY_SAMPLE = 20
-DEFAULT_BATCH_SIZE = 10  # the library's defaults (README, Configuration)
+DEFAULT_BATCH_SIZE = 100  # the library's defaults (README, Configuration)
 DEFAULT_LINGER_MS = 200.0
 # With --hold: how long after every stream is held (beyond the linger) before
 # RSS is sampled, so batches flushed by the linger have landed. Same in common.mjs.

@@ -43,7 +43,7 @@ export class UsageError extends Error {}
 // the in-flight memory measurement (see the top of this file and memoryProbe).
 export function parseArgs(argv) {
   const options = {
-    streams: undefined, tokens: undefined, rate: undefined, batchSize: 10, lingerMs: 200,
+    streams: undefined, tokens: undefined, rate: undefined, batchSize: 100, lingerMs: 200,
     reader: false, hold: false, lag: false, seed: 20240611, timeoutS: 900,
   };
   const numeric = {

@@ -65,7 +65,8 @@ def test_defaults_point_at_s2_cloud() -> None:
     assert config.account_url == "https://aws.s2.dev/v1"
     assert config.basin_url == "https://my-basin-1.b.aws.s2.dev/v1"
     assert not config.shared_basin_endpoint
-    assert BatchSettings.from_options(env={}).batch_size == 10
+    defaults = BatchSettings.from_options(env={})
+    assert (defaults.batch_size, defaults.linger_ms) == (100, 200.0)
 
 
 @pytest.mark.parametrize(
