@@ -705,13 +705,24 @@ async def run(options: Options) -> tuple[dict[str, Any], bool]:
     peer = await PEERS[options.peer](options)
     # With --lag, a second peer of the same kind, with its own client: the
     # reader in another context.
-    follower = await PEERS[options.peer](options) if options.lag else None
+    follower = await _follower_of(peer, options) if options.lag else None
     try:
         return await measure(peer, options, follower)
     finally:
         await peer.aclose()
         if follower is not None:
             await follower.aclose()
+
+
+async def _follower_of(peer: Peer, options: Options) -> Peer:
+    """Another peer of ``peer``'s kind, on the same store: with a client of
+    its own (S2), or another context on the same ``data_dir``, as a second
+    worker of the machine has (the directory stays ``peer``'s to remove)."""
+    if isinstance(peer, LibraryPeer) and peer.data_dir is not None:
+        return LibraryPeer(
+            EmbeddedBackend(SqliteStore.shared(peer.data_dir)), options, _library_versions()
+        )
+    return await PEERS[options.peer](options)
 
 
 async def measure(
