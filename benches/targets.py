@@ -104,10 +104,14 @@ def targets(
     handoff_p99 = median_metric(rows_of(paced, "raw_task") or [], "latency p99 µs")
     added = ours_p99 - raw_p99 if ours_p99 is not None and raw_p99 is not None else None
     floor = handoff_p99 - raw_p99 if handoff_p99 is not None and raw_p99 is not None else None
+    # Issue 24: within 1.5x of the floor (was: under 100 µs).
+    over_floor = added / floor if added is not None and floor else None
     lines.append(
         f"| producer-client added latency p99, {paced.name if paced else 'paced'} "
-        f"(ours p99 - raw p99; floor: raw_task p99 - raw p99, one task-to-task handoff) "
-        f"| {fmt(added)} µs (floor {fmt(floor)} µs) | < 100 µs | {verdict(added, 100, False)} |"
+        f"(ours p99 - raw p99, against the floor: raw_task p99 - raw p99, one task-to-task "
+        f"handoff) | {fmt(added)} µs, floor {fmt(floor)} µs: "
+        f"{f'{over_floor:.2f}x' if over_floor is not None else '—'} | <= 1.5x "
+        f"| {verdict(over_floor, 1.5 + 1e-9, False)} |"
     )
     resume = scenario_of(plan, RESUME)
     first = median_metric(rows_of(resume, OURS) or [], "resume first chunk p50 ms")
@@ -128,21 +132,22 @@ def targets(
         f"| {fmt(per_stream)} KiB ({fmt(net)} KiB above raw's own) | < 8 KiB "
         f"| {verdict(per_stream, 8, False)} |"
     )
-    # Issue 15: close to the floor at 1,000 streams, CPU per persisted token
-    # against raw passthrough (raw_task, one task-to-task handoff per token,
-    # is the floor of a source kept in a task of its own).
-    raw_cpu = median_metric(rows_of(many, "raw") or [], "CPU s per 1M tokens")
-    handoff_cpu = median_metric(rows_of(many, "raw_task") or [], "CPU s per 1M tokens")
-    for peer, goal in ((EMBEDDED, 2.0), (OURS, 3.0)):
-        cpu = median_metric(rows_of(many, peer) or [], "CPU s per 1M tokens")
-        ratio = cpu / raw_cpu if cpu and raw_cpu else None
-        floor = handoff_cpu / raw_cpu if handoff_cpu and raw_cpu else None
-        lines.append(
-            f"| CPU per persisted token, {many.name if many else 'many streams'}: {peer} / raw "
-            f"(raw_task / raw: {f'{floor:.2f}x' if floor else '—'}) "
-            f"| {f'{ratio:.2f}x' if ratio else '—'} | <= {goal:.0f}x "
-            f"| {verdict(ratio, goal + 1e-9, False)} |"
-        )
+    # Issue 24: close to the floor, CPU per persisted token against raw_task
+    # (a source in a task of its own, one task-to-task handoff per token: what
+    # keeps real sources safe), at 100 and 1,000 unpaced streams. These
+    # replace issue 15's ratios to raw passthrough.
+    for scenario in plan:
+        if scenario.rate or scenario.streams < 100 or not scenario.name.startswith("throughput"):
+            continue
+        handoff_cpu = median_metric(rows_of(scenario, "raw_task") or [], "CPU s per 1M tokens")
+        for peer, goal in ((EMBEDDED, 1.3), (OURS, 2.0)):
+            cpu = median_metric(rows_of(scenario, peer) or [], "CPU s per 1M tokens")
+            ratio = cpu / handoff_cpu if cpu and handoff_cpu else None
+            lines.append(
+                f"| CPU per persisted token, {scenario.name}: {peer} / raw_task "
+                f"| {f'{ratio:.2f}x' if ratio else '—'} | <= {goal}x "
+                f"| {verdict(ratio, goal + 1e-9, False)} |"
+            )
     # The data_dir's cost: CPU per token against in memory at 100 streams.
     for scenario in plan:
         if (
