@@ -43,28 +43,29 @@ class LagProbe:
 
     def acked(self, stream_id: str, tokens: int) -> None:
         """The store has acknowledged the stream's first ``tokens`` tokens."""
-        done = self._acked.get(stream_id)
-        if done is None or tokens <= done:
-            return
-        now = time.perf_counter_ns()
-        sent = self._sent_ns[stream_id]
-        upto = min(tokens, len(sent))
-        self.persistence_ns.extend(now - sent[index] for index in range(done, upto))
-        self._acked[stream_id] = upto
+        if stream_id in self._acked:
+            self._advance(self._acked, self.persistence_ns, stream_id, tokens)
 
     def received(self, stream_id: str, characters: int) -> None:
         """A reader in another context has the stream's first ``characters``."""
-        done = self._received_tokens.get(stream_id)
-        if done is None:
-            return
-        tokens = bisect.bisect_right(self._token_ends[stream_id], characters)
-        if tokens <= done:
-            return
-        now = time.perf_counter_ns()
+        ends = self._token_ends.get(stream_id)
+        if ends is not None:
+            tokens = bisect.bisect_right(ends, characters)
+            self._advance(self._received_tokens, self.reader_ns, stream_id, tokens)
+
+    def _advance(
+        self, done_by_stream: dict[str, int], lags_ns: list[int], stream_id: str, tokens: int
+    ) -> None:
+        """Take the lag of the stream's tokens from the last report's count up
+        to ``tokens`` (never past what the source has yielded)."""
+        done = done_by_stream[stream_id]
         sent = self._sent_ns[stream_id]
         upto = min(tokens, len(sent))
-        self.reader_ns.extend(now - sent[index] for index in range(done, upto))
-        self._received_tokens[stream_id] = upto
+        if upto <= done:
+            return
+        now = time.perf_counter_ns()
+        lags_ns.extend(now - sent[index] for index in range(done, upto))
+        done_by_stream[stream_id] = upto
 
     def complete(self) -> bool:
         """Whether every tracked token was both acknowledged and read."""

@@ -48,6 +48,17 @@ def targets(
     def rows_of(scenario: Scenario | None, peer: str) -> list[dict[str, Any]] | None:
         return results.get((scenario.name, peer)) if scenario else None
 
+    def cpu_ratio_row(scenario: Scenario, peer: str, floor_peer: str, goal: float) -> str:
+        """CPU per persisted token of ``peer`` against ``floor_peer``'s, at most ``goal``."""
+        cpu = median_metric(rows_of(scenario, peer) or [], "CPU s per 1M tokens")
+        floor = median_metric(rows_of(scenario, floor_peer) or [], "CPU s per 1M tokens")
+        ratio = cpu / floor if cpu and floor else None
+        return (
+            f"| CPU per persisted token, {scenario.name}: {peer} / {floor_peer} "
+            f"| {f'{ratio:.2f}x' if ratio else '—'} | <= {goal}x "
+            f"| {verdict(ratio, goal + 1e-9, False)} |"
+        )
+
     def verdict(value: float | None, goal: float, above: bool) -> str:
         """``above``: the value must exceed the goal (or reach it, for a ratio
         goal above 1); else stay under it."""
@@ -139,15 +150,8 @@ def targets(
     for scenario in plan:
         if scenario.rate or scenario.streams < 100 or not scenario.name.startswith("throughput"):
             continue
-        handoff_cpu = median_metric(rows_of(scenario, "raw_task") or [], "CPU s per 1M tokens")
         for peer, goal in ((EMBEDDED, 1.3), (OURS, 2.0)):
-            cpu = median_metric(rows_of(scenario, peer) or [], "CPU s per 1M tokens")
-            ratio = cpu / handoff_cpu if cpu and handoff_cpu else None
-            lines.append(
-                f"| CPU per persisted token, {scenario.name}: {peer} / raw_task "
-                f"| {f'{ratio:.2f}x' if ratio else '—'} | <= {goal}x "
-                f"| {verdict(ratio, goal + 1e-9, False)} |"
-            )
+            lines.append(cpu_ratio_row(scenario, peer, "raw_task", goal))
     # The data_dir's cost: CPU per token against in memory at 100 streams.
     for scenario in plan:
         if (
@@ -158,14 +162,7 @@ def targets(
             or scenario.lag
         ):
             continue
-        memory_cpu = median_metric(rows_of(scenario, EMBEDDED) or [], "CPU s per 1M tokens")
-        dir_cpu = median_metric(rows_of(scenario, EMBEDDED_DIR) or [], "CPU s per 1M tokens")
-        ratio = dir_cpu / memory_cpu if dir_cpu and memory_cpu else None
-        lines.append(
-            f"| CPU per persisted token, {scenario.name}: {EMBEDDED_DIR} / {EMBEDDED} "
-            f"| {f'{ratio:.2f}x' if ratio else '—'} | <= {DATA_DIR_CPU_GOAL}x "
-            f"| {verdict(ratio, DATA_DIR_CPU_GOAL + 1e-9, False)} |"
-        )
+        lines.append(cpu_ratio_row(scenario, EMBEDDED_DIR, EMBEDDED, DATA_DIR_CPU_GOAL))
     # Issue 24: no speed bought with staleness. At the shipped defaults a
     # reader in another context has each token within 250 ms (p99).
     lag = scenario_of(plan, LAG)
