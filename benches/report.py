@@ -129,7 +129,7 @@ def render(
             f"rate {scenario.rate or 'unpaced'}{', held halfway' if scenario.hold else ''})",
             "",
         ]
-        names = [name for name in METRICS if name not in LAG_METRICS[:4]]
+        names = list(METRICS)
         ours = results.get((scenario.name, OURS))
         ours_value: float | None
         if scenario.lag:

@@ -57,23 +57,9 @@ BackendKind = Literal["s2", "embedded"]
 _Buckets = tuple[float, ...]
 
 # Appends take milliseconds to seconds (S2 acknowledges once durable).
-_SECONDS_BUCKETS: _Buckets = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-)
+_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Up to S2's 1000 records per append.
-_RECORDS_BUCKETS: _Buckets = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
+_RECORDS_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
 
 _Batch = TypeVar("_Batch")
 

@@ -1,9 +1,10 @@
 """The demo's metrics: the library's instruments in Prometheus' text format.
 
 With the ``demo`` extra installed (the OpenTelemetry SDK and its Prometheus
-exporter), :func:`prometheus_metrics` gives a meter provider for the demo's
-context that renders what it measured for ``GET /metrics``; without them it
-gives None and the route says what to install. The exporter writes into a
+exporter), a :class:`PrometheusMetrics` gives the demo's context its meter
+provider and renders what it measured for ``GET /metrics``; without them this
+module does not import, the CLI serves no metrics and the route says what to
+install. The exporter writes into a
 registry of its own, not prometheus_client's global one, so two apps in one
 process (the tests run several) never mix their figures.
 """
