@@ -15,6 +15,7 @@ working tree, scenario by scenario, and the report ends with each of our
 figures' ratio to its (``baseline.py``).
 
 Usage: python benches/harness.py [--quick] [--runs N] [--out DIR] [--baseline REV]
+    [--peers NAMES] [--scenarios KINDS]
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--peers", default=",".join(peer.name for peer in PEERS))
     parser.add_argument(
+        "--scenarios",
+        metavar="KINDS",
+        help="run only the scenarios whose names start with one of these, comma-separated",
+    )
+    parser.add_argument(
         "--baseline", metavar="REV", help="a revision of this library to run beside this tree"
     )
     options = parser.parse_args()
@@ -55,6 +61,9 @@ def main() -> None:
     if base is not None:
         peers += base.peers(peers)
     plan = scenarios(options.quick)
+    if options.scenarios:
+        kinds = tuple(options.scenarios.split(","))
+        plan = [scenario for scenario in plan if scenario.name.startswith(kinds)]
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     print("core microbenchmark (benches/bench_core.py) ...", file=sys.stderr, flush=True)
     core = run_core_benchmark(options.quick)

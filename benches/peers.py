@@ -27,6 +27,10 @@ live; each token's persistence lag (yield to acknowledged) and live-reader lag
 Peers (``PEERS``):
 
 * ``raw``: the source handed straight to the client, nothing persisted (the floor).
+* ``raw_task``: the source in a task of its own, each chunk handed to the
+  client through a channel, nothing persisted; ``s2_floor``: that plus one
+  bare append per batch to S2 (``benches/s2_floor.py``), the least
+  persisting on S2 costs.
 * ``resumable_fast_s2``, ``resumable_fast_embedded`` (in memory),
   ``resumable_fast_embedded_dir`` (in a fresh ``data_dir``: SQLite, its
   writer thread's CPU counted with the process's): this library;
@@ -110,6 +114,7 @@ import pure_python_core
 from lag import LagProbe
 from peer_base import Counters, Options, Peer
 from redis_peers import REDIS_PEERS
+from s2_floor import s2_floor
 from workload import SEED, stream_offset, stream_tokens
 
 if TYPE_CHECKING:
@@ -629,6 +634,7 @@ PEERS: dict[str, Callable[[Options], Awaitable[Peer]]] = {
     "s2sdk_naive": s2sdk_naive,
     "s2sdk_producer": s2sdk_producer,
     "raw_task": raw_task,
+    "s2_floor": s2_floor,
     **REDIS_PEERS,
 }
 

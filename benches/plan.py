@@ -16,8 +16,9 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 OURS = "resumable_fast_s2"
-# Peers that persist nothing: what the others are measured against, not ranked.
-BASELINES = ("raw", "raw_task")
+# What the others are measured against, not ranked: peers that persist
+# nothing, and s2_floor, the least work persisting on S2 can be (s2_floor.py).
+BASELINES = ("raw", "raw_task", "s2_floor")
 EMBEDDED, EMBEDDED_DIR = "resumable_fast_embedded", "resumable_fast_embedded_dir"
 # This library's other rows (on the embedded backend, in memory or in a
 # data_dir, with its pure-Python core): not peers a user would pick instead of it.
@@ -37,12 +38,16 @@ class Peer:
     # follow its streams live (the lag scenario's peers: the Python S2 peers
     # and this library's embedded rows).
     lag: bool = False
+    # Runs in the throughput and paced scenarios only (a floor of their CPU).
+    throughput_only: bool = False
     # For peers 30-100x slower than ours per token: fewer runs, and a phase
     # that takes longer than this many seconds is reported as failed.
     max_runs: int | None = None
     timeout_s: float | None = None
 
     def runs_in(self, scenario: Scenario) -> bool:
+        if self.throughput_only:
+            return not (scenario.lag or scenario.live_readers or scenario.hold or scenario.reader)
         if scenario.lag:
             return self.lag
         if scenario.live_readers:
@@ -60,6 +65,13 @@ PEERS = (
     # The floor of a task-to-task handoff: a source in a task of its own, as
     # the library keeps it, nothing persisted.
     Peer("raw_task", (sys.executable, str(HERE / "peers.py"), "raw_task"), "none"),
+    # raw_task plus one bare append per batch (benches/s2_floor.py).
+    Peer(
+        "s2_floor",
+        (sys.executable, str(HERE / "peers.py"), "s2_floor"),
+        "s2",
+        throughput_only=True,
+    ),
     Peer(OURS, (sys.executable, str(HERE / "peers.py"), OURS), "s2", live_readers=True, lag=True),
     # Ours with a read session per reader: what sharing one saves.
     Peer(
