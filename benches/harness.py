@@ -15,7 +15,7 @@ working tree, scenario by scenario, and the report ends with each of our
 figures' ratio to its (``baseline.py``).
 
 Usage: python benches/harness.py [--quick] [--runs N] [--out DIR] [--baseline REV]
-    [--peers NAMES] [--scenarios KINDS]
+    [--peers NAMES] [--scenarios KINDS] [--label LABEL]
 """
 
 from __future__ import annotations
@@ -48,6 +48,9 @@ def main() -> None:
         "--scenarios",
         metavar="KINDS",
         help="run only the scenarios whose names start with one of these, comma-separated",
+    )
+    parser.add_argument(
+        "--label", help="appended to the report's file names (<date>[-quick]-<label>.md)"
     )
     parser.add_argument(
         "--baseline", metavar="REV", help="a revision of this library to run beside this tree"
@@ -89,6 +92,8 @@ def main() -> None:
                     results.setdefault((scenario.name, peer.name), []).append(result)
     options.out.mkdir(parents=True, exist_ok=True)
     stamp = dt.date.today().isoformat() + ("-quick" if options.quick else "")
+    if options.label:
+        stamp += f"-{options.label}"
     plot(plan, peers, results, options.out / f"{stamp}.png")
     report = render(plan, peers, results, runs, options, f"{stamp}.png", core)
     if base is not None:

@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,15 @@ def _commit() -> str:
     return f"`{head}`" + (" with local changes" if dirty else "")
 
 
+def _make_command(options: argparse.Namespace) -> str:
+    return f"python benches/harness.py{' --quick' if options.quick else ''}"
+
+
+def _command_line() -> str:
+    """How the harness was run, as typed (its options decide what the report holds)."""
+    return " ".join(["python benches/harness.py", *sys.argv[1:]])
+
+
 def render(
     plan: Sequence[Scenario],
     peers: Sequence[Peer],
@@ -98,8 +108,9 @@ def render(
     lines = [
         f"# Benchmarks, {dt.date.today().isoformat()}",
         "",
-        f"Command: `python benches/harness.py{' --quick' if options.quick else ''}`"
-        f" (`make bench{'-quick' if options.quick else ''}`); "
+        f"Command: `{_command_line()}`"
+        f" (`make bench{'-quick' if options.quick else ''}`"
+        f"{' with other options' if _command_line() != _make_command(options) else ''}); "
         f"{runs} run(s) per cell (one for "
         f"{', '.join(p.name for p in peers if p.max_runs == 1) or 'none'}), "
         f"median (min to max); batch size {options.batch_size}, "
