@@ -7,7 +7,6 @@ with S2's status (422) and a typed error, and nothing of it is stored.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 
@@ -27,7 +26,9 @@ __all__ = ["CheckedAppend", "check_append_input"]
 class CheckedAppend:
     """An ``AppendInput`` that passed the checks, not yet given positions."""
 
-    records: list[dict[str, Any]]
+    bodies: list[str]
+    headed: list[tuple[int, list[list[str]]]]
+    """The records that have headers: their index in the batch, and the headers."""
     fencing_token: str | None
     match_seq_num: int | None
     new_fencing_token: str | None
@@ -36,17 +37,18 @@ class CheckedAppend:
 
     def sequenced(self, first_seq_num: int, timestamp_ms: int) -> list[SequencedRecord]:
         """The records at their positions from ``first_seq_num``, stamped."""
-        return [
-            {"seq_num": seq_num, "timestamp": timestamp_ms, "body": record.get("body", "")}
-            if not record.get("headers")
-            else {
-                "seq_num": seq_num,
-                "timestamp": timestamp_ms,
-                "headers": record["headers"],
-                "body": record.get("body", ""),
-            }
-            for seq_num, record in enumerate(self.records, first_seq_num)
+        records: list[SequencedRecord] = [
+            {"seq_num": seq_num, "timestamp": timestamp_ms, "body": body}
+            for seq_num, body in enumerate(self.bodies, first_seq_num)
         ]
+        for index, headers in self.headed:
+            records[index] = {
+                "seq_num": first_seq_num + index,
+                "timestamp": timestamp_ms,
+                "headers": headers,
+                "body": self.bodies[index],
+            }
+        return records
 
 
 def _invalid(message: str) -> S2Error:
@@ -82,27 +84,39 @@ def check_append_input(append_input: bytes) -> CheckedAppend:
         raise _invalid("append input must be a JSON object with records") from None
     if not isinstance(records, list) or not 1 <= len(records) <= MAX_BATCH_RECORDS:
         raise _invalid(f"a batch holds 1 to {MAX_BATCH_RECORDS} records")
-    batch_bytes = 0
+    bodies: list[str] = []
+    headed: list[tuple[int, list[list[str]]]] = []
+    header_bytes = 0
     new_token: str | None = None
+    # One pass over the records for their shape and headers (rare: fences);
+    # the bodies' metered size is then taken over their joined text at once,
+    # which costs a fraction of measuring each (the batches are mostly tokens).
     for record in records:
         if type(record) is not dict:
             raise _invalid("records must be objects with a string body")
         body = record.get("body", "")
         if type(body) is not str:
             raise _invalid("records must be objects with a string body")
-        body_bytes = _utf8_len(body)
-        size = 8 + body_bytes
         headers = record.get("headers")
         if headers:
-            size += _headers_size(headers)
+            header_bytes += _headers_size(headers)
             if headers == [FENCE_HEADER]:
-                if body_bytes > MAX_FENCING_TOKEN_BYTES:
+                if _utf8_len(body) > MAX_FENCING_TOKEN_BYTES:
                     raise _invalid("fencing token exceeds 36 bytes")
                 new_token = body
-        if size > MAX_BATCH_BYTES:
-            raise _invalid("a record exceeds 1 MiB metered")
-        batch_bytes += size
+            headed.append((len(bodies), headers))
+        bodies.append(body)
+    batch_bytes = 8 * len(bodies) + header_bytes + _utf8_len("".join(bodies))
     if batch_bytes > MAX_BATCH_BYTES:
+        # Within a batch under the limit every record is; over it, S2 names
+        # a record over its own limit first.
+        headers_of = dict(headed)
+        for index, body in enumerate(bodies):
+            size = 8 + _utf8_len(body)
+            if index in headers_of:
+                size += _headers_size(headers_of[index])
+            if size > MAX_BATCH_BYTES:
+                raise _invalid("a record exceeds 1 MiB metered")
         raise _invalid("a batch exceeds 1 MiB metered")
     token = request.get("fencing_token")
     match = request.get("match_seq_num")
@@ -110,4 +124,4 @@ def check_append_input(append_input: bytes) -> CheckedAppend:
         raise _invalid("fencing_token must be a string")
     if match is not None and (type(match) is not int or match < 0):
         raise _invalid("match_seq_num must be a non-negative integer")
-    return CheckedAppend(records, token, match, new_token)
+    return CheckedAppend(bodies, headed, token, match, new_token)

@@ -126,6 +126,34 @@ async def test_records_up_to_the_limit_are_accepted(
     assert last["body"] == largest_two_byte
 
 
+async def test_a_fence_amid_data_records_keeps_its_place_and_headers(
+    new_backend: Callable[..., EmbeddedBackend],
+) -> None:
+    backend = new_backend()
+    batch = orjson.dumps(
+        {
+            "records": [
+                {"body": "a"},
+                {"headers": [["", "fence"]], "body": "session-b"},
+                {"body": "é"},
+            ]
+        }
+    )
+    await backend.append(S, batch)
+    session = backend.read_session(S, 0)
+    records = await asyncio.wait_for(session.__anext__(), 5)
+    await session.aclose()
+    assert [(r["seq_num"], r["body"], r.get("headers")) for r in records] == [
+        (0, "a", None),
+        (1, "session-b", [["", "fence"]]),
+        (2, "é", None),
+    ]
+    # The fence in the middle set the token.
+    with pytest.raises(FencingTokenMismatchError):
+        await backend.append(S, data_batch(["x"], "session-a"))
+    await backend.append(S, data_batch(["x"], "session-b", match=3))
+
+
 async def test_read_session_follows_the_live_tail(
     new_backend: Callable[..., EmbeddedBackend],
 ) -> None:
