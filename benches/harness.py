@@ -56,7 +56,7 @@ def main() -> None:
         "--baseline", metavar="REV", help="a revision of this library to run beside this tree"
     )
     options = parser.parse_args()
-    # Three runs give a median; the full plan takes about an hour with them.
+    # Three runs give a median; the full plan takes about 40 minutes with them.
     runs = options.runs or (1 if options.quick else 3)
     wanted = set(options.peers.split(","))
     peers = [peer for peer in PEERS if peer.name in wanted]
