@@ -4,9 +4,12 @@ them): a module of its own so that ``benches/redis_peers.py`` can subclass
 
 from __future__ import annotations
 
+import asyncio
 import platform
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+
+from resumable_fast.streams import ChunkChannel, ProducerStream
 
 from lag import LagProbe
 
@@ -70,3 +73,29 @@ class Peer:
 
     async def aclose(self) -> None:
         """Release connections and background tasks."""
+
+
+class ChannelPeer(Peer):
+    """A peer that drives each source in a task of its own (:meth:`drive`),
+    which hands every chunk to the producer's client through a channel; the
+    tasks are awaited on close."""
+
+    def __init__(self, versions: dict[str, str]) -> None:
+        super().__init__(versions)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def produce(self, stream_id: str, source: AsyncIterator[str]) -> AsyncIterator[str]:
+        channel = ChunkChannel()
+        task = asyncio.get_running_loop().create_task(self.drive(stream_id, source, channel))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return ProducerStream(stream_id, channel)
+
+    async def drive(
+        self, stream_id: str, source: AsyncIterator[str], channel: ChunkChannel
+    ) -> None:
+        """Pull ``source`` to its end, putting each chunk in ``channel``, and close it."""
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*self._tasks, return_exceptions=True)

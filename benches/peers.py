@@ -112,7 +112,7 @@ from resumable_fast.streams import ChunkChannel, ProducerStream
 
 import pure_python_core
 from lag import LagProbe
-from peer_base import Counters, Options, Peer
+from peer_base import ChannelPeer, Counters, Options, Peer
 from redis_peers import REDIS_PEERS
 from s2_floor import s2_floor
 from workload import SEED, stream_offset, stream_tokens
@@ -157,34 +157,21 @@ async def raw(options: Options) -> Peer:
     return RawPeer({})
 
 
-class RawTaskPeer(Peer):
+class RawTaskPeer(ChannelPeer):
     """The source driven by a task of its own, each chunk handed to the client
     through a channel: the floor of the one task-to-task handoff that keeping
     a source in its own task costs (what the library does, minus persisting)."""
 
     persists = False
 
-    def __init__(self, versions: dict[str, str]) -> None:
-        super().__init__(versions)
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def produce(self, stream_id: str, source: AsyncIterator[str]) -> AsyncIterator[str]:
-        channel = ChunkChannel()
-        task = asyncio.get_running_loop().create_task(self._drive(source, channel))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return ProducerStream(stream_id, channel)
-
-    @staticmethod
-    async def _drive(source: AsyncIterator[str], channel: ChunkChannel) -> None:
+    async def drive(
+        self, stream_id: str, source: AsyncIterator[str], channel: ChunkChannel
+    ) -> None:
         try:
             async for chunk in source:
                 channel.put(chunk)
         finally:
             channel.close()
-
-    async def aclose(self) -> None:
-        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 async def raw_task(options: Options) -> Peer:

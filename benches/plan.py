@@ -47,7 +47,7 @@ class Peer:
 
     def runs_in(self, scenario: Scenario) -> bool:
         if self.throughput_only:
-            return not (scenario.lag or scenario.live_readers or scenario.hold or scenario.reader)
+            return scenario.plain
         if scenario.lag:
             return self.lag
         if scenario.live_readers:
@@ -60,87 +60,37 @@ class Peer:
 # defaults at 100 streams) fails in two minutes rather than in ten.
 SLOW_PEER: dict[str, Any] = {"max_runs": 1, "timeout_s": 120.0}
 
+
+def python_peer(name: str, needs: str, **flags: Any) -> Peer:
+    """A peer of ``benches/peers.py`` (the Python peers), by its name there."""
+    return Peer(name, (sys.executable, str(HERE / "peers.py"), name), needs, **flags)
+
+
 PEERS = (
-    Peer("raw", (sys.executable, str(HERE / "peers.py"), "raw"), "none"),
+    python_peer("raw", "none"),
     # The floor of a task-to-task handoff: a source in a task of its own, as
     # the library keeps it, nothing persisted.
-    Peer("raw_task", (sys.executable, str(HERE / "peers.py"), "raw_task"), "none"),
+    python_peer("raw_task", "none"),
     # raw_task plus one bare append per batch (benches/s2_floor.py).
-    Peer(
-        "s2_floor",
-        (sys.executable, str(HERE / "peers.py"), "s2_floor"),
-        "s2",
-        throughput_only=True,
-    ),
-    Peer(OURS, (sys.executable, str(HERE / "peers.py"), OURS), "s2", live_readers=True, lag=True),
+    python_peer("s2_floor", "s2", throughput_only=True),
+    python_peer(OURS, "s2", live_readers=True, lag=True),
     # Ours with a read session per reader: what sharing one saves.
-    Peer(
-        "resumable_fast_s2_unshared",
-        (sys.executable, str(HERE / "peers.py"), "resumable_fast_s2_unshared"),
-        "s2",
-        live_readers=True,
-        live_readers_only=True,
-    ),
-    Peer(
-        EMBEDDED,
-        (sys.executable, str(HERE / "peers.py"), EMBEDDED),
-        "none",
-        live_readers=True,
-        lag=True,
-    ),
+    python_peer("resumable_fast_s2_unshared", "s2", live_readers=True, live_readers_only=True),
+    python_peer(EMBEDDED, "none", live_readers=True, lag=True),
     # The same in a data_dir (SQLite; a fresh directory each run, made and
     # removed by the peer process, whose CPU includes the store's writer thread).
-    Peer(
-        EMBEDDED_DIR,
-        (sys.executable, str(HERE / "peers.py"), EMBEDDED_DIR),
-        "none",
-        live_readers=True,
-        lag=True,
-    ),
-    Peer("pure_python", (sys.executable, str(HERE / "peers.py"), "pure_python"), "s2", lag=True),
-    Peer("s2sdk_naive", (sys.executable, str(HERE / "peers.py"), "s2sdk_naive"), "s2", lag=True),
-    Peer(
-        "s2sdk_producer",
-        (sys.executable, str(HERE / "peers.py"), "s2sdk_producer"),
-        "s2",
-        lag=True,
-    ),
+    python_peer(EMBEDDED_DIR, "none", live_readers=True, lag=True),
+    python_peer("pure_python", "s2", lag=True),
+    python_peer("s2sdk_naive", "s2", lag=True),
+    python_peer("s2sdk_producer", "s2", lag=True),
     Peer("node_s2", ("node", str(HERE / "node/s2_peer.mjs")), "s2", lag=True),
     Peer("vercel_redis", ("node", str(HERE / "node/redis_peer.mjs")), "redis"),
-    Peer(
-        "redis_streams",
-        (sys.executable, str(HERE / "peers.py"), "redis_streams"),
-        "redis",
-        live_readers=True,
-    ),
-    Peer(
-        "py_resumable_stream",
-        (sys.executable, str(HERE / "peers.py"), "py_resumable_stream"),
-        "redis",
-        live_readers=True,
-    ),
-    Peer(
-        "fastapi_resumable_stream",
-        (sys.executable, str(HERE / "peers.py"), "fastapi_resumable_stream"),
-        "redis",
-        live_readers=True,
-        **SLOW_PEER,
-    ),
+    python_peer("redis_streams", "redis", live_readers=True),
+    python_peer("py_resumable_stream", "redis", live_readers=True),
+    python_peer("fastapi_resumable_stream", "redis", live_readers=True, **SLOW_PEER),
     # The same with settings that let it finish where its defaults fail.
-    Peer(
-        "fastapi_resumable_stream_tuned",
-        (sys.executable, str(HERE / "peers.py"), "fastapi_resumable_stream_tuned"),
-        "redis",
-        live_readers=True,
-        **SLOW_PEER,
-    ),
-    Peer(
-        "assistant_stream",
-        (sys.executable, str(HERE / "peers.py"), "assistant_stream"),
-        "redis",
-        live_readers=True,
-        **SLOW_PEER,
-    ),
+    python_peer("fastapi_resumable_stream_tuned", "redis", live_readers=True, **SLOW_PEER),
+    python_peer("assistant_stream", "redis", live_readers=True, **SLOW_PEER),
 )
 
 
@@ -156,6 +106,13 @@ class Scenario:
     # Persistence and live-reader lag, with a reader of each stream in
     # another context (benches/lag.py); its CPU is not a target.
     lag: bool = False
+
+    @property
+    def plain(self) -> bool:
+        """Streams produced and read by their producer's client alone (the
+        throughput and paced scenarios): no timed resumes, no hold, no other
+        readers, no lag probe."""
+        return not (self.reader or self.hold or self.live_readers or self.lag)
 
 
 MEMORY = "memory"

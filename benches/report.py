@@ -105,12 +105,13 @@ def render(
     plot_name: str,
     core: str,
 ) -> str:
+    command = _command_line()
     lines = [
         f"# Benchmarks, {dt.date.today().isoformat()}",
         "",
-        f"Command: `{_command_line()}`"
+        f"Command: `{command}`"
         f" (`make bench{'-quick' if options.quick else ''}`"
-        f"{' with other options' if _command_line() != _make_command(options) else ''}); "
+        f"{' with other options' if command != _make_command(options) else ''}); "
         f"{runs} run(s) per cell (one for "
         f"{', '.join(p.name for p in peers if p.max_runs == 1) or 'none'}), "
         f"median (min to max); batch size {options.batch_size}, "

@@ -25,9 +25,9 @@ from urllib.parse import quote, urlsplit
 import orjson
 
 from resumable_fast.config import S2Config
-from resumable_fast.streams import ChunkChannel, ProducerStream
+from resumable_fast.streams import ChunkChannel
 
-from peer_base import Options, Peer
+from peer_base import ChannelPeer, Options, Peer
 
 __all__ = ["s2_floor"]
 
@@ -107,7 +107,7 @@ class _AppendConnection(asyncio.Protocol):
             self._transport.close()
 
 
-class S2FloorPeer(Peer):
+class S2FloorPeer(ChannelPeer):
     persists = False  # nothing it writes is fenced or read back; see the module
 
     def __init__(self, options: Options) -> None:
@@ -127,16 +127,8 @@ class S2FloorPeer(Peer):
         # Paced, a batch holds what one linger gathers; unpaced, a batch size.
         per_linger = round(options.rate * options.linger_ms / 1000) if options.rate else 0
         self._per_batch = max(1, min(options.batch_size, per_linger or options.batch_size))
-        self._tasks: set[asyncio.Task[None]] = set()
 
-    async def produce(self, stream_id: str, source: AsyncIterator[str]) -> AsyncIterator[str]:
-        channel = ChunkChannel()
-        task = asyncio.get_running_loop().create_task(self._drive(stream_id, source, channel))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return ProducerStream(stream_id, channel)
-
-    async def _drive(
+    async def drive(
         self, stream_id: str, source: AsyncIterator[str], channel: ChunkChannel
     ) -> None:
         request_line = (
@@ -173,9 +165,6 @@ class S2FloorPeer(Peer):
         finally:
             connection.close()
             channel.close(failure)
-
-    async def aclose(self) -> None:
-        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 async def s2_floor(options: Options) -> Peer:

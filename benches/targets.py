@@ -92,7 +92,7 @@ def targets(
     # Issue 15: ahead of every peer a user would pick, in each throughput and
     # paced scenario; the best of them (most tokens per CPU-second) stands for all.
     for scenario in plan:
-        if scenario.reader or scenario.hold or scenario.live_readers or scenario.lag:
+        if not scenario.plain:
             continue
         ours_rows = rows_of(scenario, OURS)
         ours_efficiency = tokens_per_cpu_second(ours_rows) if ours_rows else None
@@ -154,13 +154,7 @@ def targets(
             lines.append(cpu_ratio_row(scenario, peer, "raw_task", goal))
     # The data_dir's cost: CPU per token against in memory at 100 streams.
     for scenario in plan:
-        if (
-            scenario.streams != 100
-            or scenario.reader
-            or scenario.hold
-            or scenario.live_readers
-            or scenario.lag
-        ):
+        if scenario.streams != 100 or not scenario.plain:
             continue
         lines.append(cpu_ratio_row(scenario, EMBEDDED_DIR, EMBEDDED, DATA_DIR_CPU_GOAL))
     # Issue 24: no speed bought with staleness. At the shipped defaults a
