@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyString};
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
+use crate::append_input;
 use crate::batcher::{self, BatchError, BatchLimits, FrameBuffer};
 use crate::framing;
 
@@ -287,11 +288,44 @@ fn merge_append_inputs<'py>(
     Ok(PyBytes::new(py, &merged))
 }
 
+/// An `AppendInput` checked as S2 checks it (`append_input`), as
+/// `(bodies, headed, fencing_token, match_seq_num, new_fencing_token)`:
+/// every record's body, and `(index, [[name, value], ...])` for each record
+/// with headers. A `ValueError` names the check it failed.
+#[pyfunction]
+fn check_append_input<'py>(py: Python<'py>, input: &[u8]) -> PyResult<Bound<'py, PyTuple>> {
+    let checked = append_input::check_append_input(input)
+        .map_err(|invalid| PyValueError::new_err(invalid.0))?;
+    let bodies = PyList::new(py, checked.bodies.iter().map(|body| body.as_ref()))?;
+    let headed = PyList::empty(py);
+    for (index, headers) in &checked.headed {
+        let pairs = PyList::empty(py);
+        for (name, value) in headers {
+            pairs.append(PyList::new(py, [name.as_ref(), value.as_ref()])?)?;
+        }
+        headed.append((*index, pairs))?;
+    }
+    // The new token is the fence's body: the same str object as in `bodies`.
+    let new_fencing_token = match checked.last_fence {
+        Some(index) => Some(bodies.get_item(index)?),
+        None => None,
+    };
+    (
+        bodies,
+        headed,
+        checked.fencing_token.as_deref(),
+        checked.match_seq_num,
+        new_fencing_token,
+    )
+        .into_pyobject(py)
+}
+
 #[pymodule]
 fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Accumulator>()?;
     module.add_function(wrap_pyfunction!(fence_append_input, module)?)?;
     module.add_function(wrap_pyfunction!(merge_append_inputs, module)?)?;
+    module.add_function(wrap_pyfunction!(check_append_input, module)?)?;
     module.add("MAX_METERED_BYTES", framing::MAX_METERED_BYTES)?;
     module.add("MAX_BATCH_RECORDS", framing::MAX_BATCH_RECORDS)?;
     module.add("MAX_FENCING_TOKEN_BYTES", framing::MAX_FENCING_TOKEN_BYTES)?;

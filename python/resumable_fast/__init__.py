@@ -1,7 +1,7 @@
 """Resumable LLM token streams, persisted to S2 in batches by a Rust core."""
 
 from resumable_fast import errors
-from resumable_fast.backends import Backend, EmbeddedBackend, EmbeddedStore
+from resumable_fast.backends import Backend, EmbeddedBackend
 from resumable_fast.chats import (
     active_chat_stream,
     delete_chat_stream,
@@ -18,6 +18,7 @@ from resumable_fast.context import (
     new_stream_id,
 )
 from resumable_fast.errors import *  # noqa: F403 (every error is public: errors.__all__)
+from resumable_fast.memory_store import EmbeddedStore
 from resumable_fast.records import NO_LANDING, Landing, StreamName
 from resumable_fast.sqlite_store import SqliteStore
 from resumable_fast.streams import ResumableStream

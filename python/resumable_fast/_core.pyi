@@ -8,6 +8,7 @@ __all__ = [
     "MAX_FENCING_TOKEN_BYTES",
     "MAX_METERED_BYTES",
     "Accumulator",
+    "check_append_input",
     "fence_append_input",
     "merge_append_inputs",
 ]
@@ -37,3 +38,6 @@ def fence_append_input(
     new_token: str, fencing_token: str | None, match_seq_num: int | None = None
 ) -> bytes: ...
 def merge_append_inputs(parts: list[bytes]) -> bytes: ...
+def check_append_input(
+    input: bytes,
+) -> tuple[list[str], list[tuple[int, list[list[str]]]], str | None, int | None, str | None]: ...

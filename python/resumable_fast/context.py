@@ -15,13 +15,7 @@ from typing import Literal
 from opentelemetry.metrics import MeterProvider
 
 from resumable_fast import fencing
-from resumable_fast.backends import (
-    DEFAULT_RETENTION_SECONDS,
-    Backend,
-    EmbeddedBackend,
-    EmbeddedStore,
-    Store,
-)
+from resumable_fast.backends import DEFAULT_RETENTION_SECONDS, Backend, EmbeddedBackend, Store
 from resumable_fast.config import BatchSettings, S2Config
 from resumable_fast.endpoints import Verify
 from resumable_fast.errors import (
@@ -33,6 +27,7 @@ from resumable_fast.errors import (
     StreamExistsError,
 )
 from resumable_fast.fanout import SharedReads
+from resumable_fast.memory_store import EmbeddedStore
 from resumable_fast.metrics import Metrics
 from resumable_fast.producer import Producer, ProducerState
 from resumable_fast.records import (

@@ -217,6 +217,7 @@ class SqliteStore:
     """
 
     shares_read_sessions = True
+    process_local = False
 
     _shared: ClassVar[dict[tuple[int, str, float], SqliteStore]] = {}
     _shared_lock: ClassVar[threading.Lock] = threading.Lock()

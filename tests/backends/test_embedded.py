@@ -14,12 +14,15 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from producer_process import token_text
 from resumable_fast import (
     EmbeddedBackend,
     EmbeddedStore,
     FencingTokenMismatchError,
+    RangeNotSatisfiableError,
     ResumableStreamContext,
     S2Error,
     SeqNumMismatchError,
@@ -28,6 +31,7 @@ from resumable_fast import (
     create_resumable_stream_context,
 )
 from resumable_fast._core import fence_append_input
+from resumable_fast.records import SequencedRecord
 
 from support import from_list, read_chunks, read_text
 
@@ -166,6 +170,76 @@ async def test_read_session_follows_the_live_tail(
     records = await asyncio.wait_for(first, 5)
     assert records[0]["body"] == "session-a"
     await session.aclose()
+
+
+async def test_a_read_from_any_position_gets_the_records_from_there(
+    new_backend: Callable[..., EmbeddedBackend],
+) -> None:
+    """Appends of every size, a fence amid them: a read starting at each
+    position gets the records from there in order, at most 1,000 of them, and
+    the last record is the last appended."""
+    backend = new_backend()
+    await backend.append(S, fence_append_input("session-a", "", 0))
+    bodies = ["session-a"]
+    for size in (1, 3, 700, 2, 600, 1):
+        batch = [f"r{len(bodies) + index}" for index in range(size)]
+        await backend.append(S, data_batch(batch, "session-a", match=len(bodies)))
+        bodies += batch
+    await backend.append(S, fence_append_input("session-b", "session-a", len(bodies)))
+    bodies.append("session-b")
+    await backend.append(S, data_batch(["after", "last"], "session-b", match=len(bodies)))
+    bodies += ["after", "last"]
+    for seq_num in [*range(12), 706, 707, 708, 1000, 1306, 1307, 1308, 1309, 1310]:
+        session = backend.read_session(S, seq_num)
+        records = await asyncio.wait_for(session.__anext__(), 5)
+        await session.aclose()
+        expected = bodies[seq_num : seq_num + 1000]
+        assert [r["body"] for r in records] == expected, seq_num
+        assert [r["seq_num"] for r in records] == list(range(seq_num, seq_num + len(expected)))
+        fences = [r["seq_num"] for r in records if r.get("headers") == [["", "fence"]]]
+        assert fences == [n for n in (0, 1308) if seq_num <= n < seq_num + len(expected)]
+    last = await backend.last_record(S)
+    assert last is not None
+    assert (last["seq_num"], last["body"], last.get("headers")) == (1310, "last", None)
+    session = backend.read_session(S, 1312)
+    with pytest.raises(RangeNotSatisfiableError):
+        await asyncio.wait_for(session.__anext__(), 5)
+
+
+_TEXT = st.text(st.characters(codec="utf-8"), max_size=40)
+# Named headers: a fence command (an empty name) is checked apart.
+_HEADERS = st.lists(st.tuples(_TEXT.filter(bool), _TEXT).map(list), max_size=3)
+_RECORD = st.fixed_dictionaries({"body": _TEXT}, optional={"headers": _HEADERS, "extra": _TEXT})
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    records=st.lists(_RECORD, min_size=1, max_size=30),
+    fenced=st.booleans(),
+    indent=st.booleans(),
+)
+def test_what_is_appended_is_read_back_exactly(
+    records: list[dict[str, object]], fenced: bool, indent: bool
+) -> None:
+    """Any bodies and headers (escapes, every plane, empty ones), any extra
+    keys, the JSON indented or not: the records read back are those appended."""
+    request: dict[str, object] = {"records": records, "match_seq_num": 0, "other": [{}]}
+    if fenced:
+        request["fencing_token"] = ""  # a new stream's token
+    option = orjson.OPT_INDENT_2 if indent else 0
+
+    async def appended_then_read() -> list[SequencedRecord]:
+        backend = fresh_backend()
+        await backend.append(S, orjson.dumps(request, option=option))
+        session = backend.read_session(S, 0)
+        got = await asyncio.wait_for(session.__anext__(), 5)
+        await session.aclose()
+        return got
+
+    got = asyncio.run(appended_then_read())
+    assert [r["seq_num"] for r in got] == list(range(len(records)))
+    assert [r["body"] for r in got] == [r["body"] for r in records]
+    assert [r.get("headers") or None for r in got] == [r.get("headers") or None for r in records]
 
 
 async def test_finished_streams_are_dropped_after_retention(
