@@ -361,6 +361,8 @@ impl<'de> Visitor<'de> for Headers {
 /// One header: `[name, value]`.
 struct HeaderPair;
 
+const HEADER_PAIR: &str = "a header as a [name, value] pair of strings";
+
 impl<'de> DeserializeSeed<'de> for HeaderPair {
     type Value = Header<'de>;
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
@@ -371,18 +373,17 @@ impl<'de> DeserializeSeed<'de> for HeaderPair {
 impl<'de> Visitor<'de> for HeaderPair {
     type Value = Header<'de>;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a header as a [name, value] pair of strings")
+        f.write_str(HEADER_PAIR)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut parts: A) -> Result<Self::Value, A::Error> {
-        const PAIR: &str = "a header as a [name, value] pair of strings";
         let name = parts
-            .next_element_seed(Text(PAIR))?
-            .ok_or_else(|| de::Error::invalid_length(0, &PAIR))?;
+            .next_element_seed(Text(HEADER_PAIR))?
+            .ok_or_else(|| de::Error::invalid_length(0, &HEADER_PAIR))?;
         let value = parts
-            .next_element_seed(Text(PAIR))?
-            .ok_or_else(|| de::Error::invalid_length(1, &PAIR))?;
+            .next_element_seed(Text(HEADER_PAIR))?
+            .ok_or_else(|| de::Error::invalid_length(1, &HEADER_PAIR))?;
         if parts.next_element::<IgnoredAny>()?.is_some() {
-            return Err(de::Error::invalid_length(3, &PAIR));
+            return Err(de::Error::invalid_length(3, &HEADER_PAIR));
         }
         Ok((name, value))
     }

@@ -14,10 +14,10 @@ from resumable_fast.context import (
     MakeStream,
     ResumableStreamContext,
     StreamState,
-    create_resumable_stream_context,
     new_stream_id,
 )
 from resumable_fast.errors import *  # noqa: F403 (every error is public: errors.__all__)
+from resumable_fast.factory import create_resumable_stream_context
 from resumable_fast.memory_store import EmbeddedStore
 from resumable_fast.records import NO_LANDING, Landing, StreamName
 from resumable_fast.sqlite_store import SqliteStore

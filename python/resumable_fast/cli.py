@@ -24,7 +24,6 @@ from resumable_fast.basin_setup import (
     set_up_basin,
 )
 from resumable_fast.config import S2Config
-from resumable_fast.context import create_resumable_stream_context
 from resumable_fast.demo.model import (
     DEFAULT_MODEL,
     ModelSource,
@@ -33,6 +32,7 @@ from resumable_fast.demo.model import (
     model_from_env,
 )
 from resumable_fast.errors import BackendError, ConfigurationError
+from resumable_fast.factory import create_resumable_stream_context
 from resumable_fast.s2 import S2Client
 
 if TYPE_CHECKING:
