@@ -106,7 +106,8 @@ from resumable_fast.config import BatchSettings, S2Config
 from resumable_fast.endpoints import Origin
 from resumable_fast.http11 import HttpClient, Request, Response, StreamingResponse
 from resumable_fast.records import NO_LANDING, Landing, SequencedRecord, StreamName
-from resumable_fast.s2 import DelegatingHttp, S2Client, http_settings
+from resumable_fast.s2 import S2Client
+from resumable_fast.s2_transport import DelegatingHttp, http_settings
 from resumable_fast.scheduling import BatchAccumulator, native_accumulator
 from resumable_fast.streams import ChunkChannel, ProducerStream
 

@@ -12,7 +12,8 @@ from resumable_fast import BatchSettings, ResumableStream, ResumableStreamContex
 from resumable_fast.endpoints import Origin
 from resumable_fast.http11 import ConnectFailed, HttpClient, Request, Response, StreamingResponse
 from resumable_fast.records import Landing, SequencedRecord, is_fence
-from resumable_fast.s2 import DelegatingHttp, S2Client, http_settings
+from resumable_fast.s2 import S2Client
+from resumable_fast.s2_transport import DelegatingHttp, http_settings
 
 from conftest import S2Lite
 

@@ -60,7 +60,8 @@ from resumable_fast import Landing, S2Config, StreamName
 from resumable_fast._core import Accumulator, fence_append_input
 from resumable_fast.endpoints import Origin
 from resumable_fast.http11 import HttpClient, Request, Response
-from resumable_fast.s2 import DelegatingHttp, S2Client, http_settings
+from resumable_fast.s2 import S2Client
+from resumable_fast.s2_transport import DelegatingHttp, http_settings
 
 from conftest import S2Lite, start_s2lite, stop_s2lite
 

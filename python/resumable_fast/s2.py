@@ -3,15 +3,17 @@
 Every request, unary calls (appends, reads, tail checks) and read sessions
 (SSE) alike, goes through the client's HTTP collaborator: an
 :class:`~resumable_fast.http11.HttpClient` of its own, or whatever is passed as
-``S2Client(config, http=...)`` (an :class:`HttpTransport`; tests and benches
-pass a wrapper around an HttpClient that records or counts what is sent).
+``S2Client(config, http=...)`` (an
+:class:`~resumable_fast.s2_transport.HttpTransport`; tests and benches pass a
+wrapper around an HttpClient that records or counts what is sent).
 Every error S2 answers with becomes a typed exception from
-:mod:`resumable_fast.errors`; the HTTP layer's errors become ours at one
-boundary (:data:`_transport_errors`, as httpx's ``map_httpcore_exceptions``),
-and a transport fault that outlasts the retries is a
-:class:`~resumable_fast.errors.S2ConnectionError`. The access token is only
-ever placed in the ``Authorization`` header, never in a message; and what an
-answer says (its message, code or body) goes through a
+:mod:`resumable_fast.errors` (:mod:`resumable_fast.s2_answers`); the HTTP
+layer's errors become ours at one boundary
+(:data:`~resumable_fast.s2_transport.transport_errors`, as httpx's
+``map_httpcore_exceptions``), and a transport fault that outlasts the retries
+is a :class:`~resumable_fast.errors.S2ConnectionError`. The access token is
+only ever placed in the ``Authorization`` header, never in a message; and
+what an answer says (its message, code or body) goes through a
 :class:`~resumable_fast.endpoints.Redactor` before it is kept in an error or
 logged, so an upstream that echoes the request (a gateway, a proxy) cannot
 put the token or the proxy's credentials there (issue 21).
@@ -24,45 +26,50 @@ import base64
 import functools
 import ipaddress
 import logging
-import random
 from collections.abc import AsyncGenerator, Mapping
-from contextlib import AbstractAsyncContextManager, aclosing
+from contextlib import aclosing
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 import orjson
 from opentelemetry.metrics import MeterProvider
 
 from resumable_fast.config import S2Config
-from resumable_fast.endpoints import Origin, Redactor
+from resumable_fast.endpoints import Origin
 from resumable_fast.errors import (
-    BasinMisconfiguredError,
     ConfigurationError,
     FencingTokenMismatchError,
     RangeNotSatisfiableError,
-    ResumableStreamError,
-    S2AuthError,
     S2ConnectionError,
     S2Error,
     SeqNumMismatchError,
     StreamNotFoundError,
 )
 from resumable_fast.http11 import (
-    ClientClosed,
     HttpClient,
-    HttpSettings,
     Request,
-    Response,
-    StreamingResponse,
-    TransportError,
 )
 from resumable_fast.metrics import BackendKind, Metrics
 from resumable_fast.records import NO_LANDING, Landing, SequencedRecord, StreamName
+from resumable_fast.s2_answers import (
+    backoff,
+    error_from_response,
+    explain_not_found,
+    invalid_answer,
+    is_transient,
+    records_of,
+    retry_after,
+)
+from resumable_fast.s2_transport import (
+    HttpTransport,
+    TransportFault,
+    http_settings,
+    transport_errors,
+)
 from resumable_fast.sse import EventStreamParser
 
-__all__ = ["DelegatingHttp", "HttpTransport", "S2Client", "http_settings"]
+__all__ = ["S2Client"]
 
 logger = logging.getLogger("resumable_fast")
 
@@ -74,134 +81,6 @@ READ_SESSION_IDLE_TIMEOUT = 45.0
 FIRST_CATCH_UP_RECORDS = 100
 CATCH_UP_RECORDS = 1000
 CATCH_UP_READS = 4
-MAX_BACKOFF_SECONDS = 2.0
-# How much of an error's answer its message keeps: a body that is not JSON
-# (an excerpt), a JSON message, a code.
-ERROR_EXCERPT_CHARS = 200
-ERROR_MESSAGE_CHARS = 1000
-ERROR_CODE_CHARS = 100
-# S2 answers a read with at most 1 MiB of records, which JSON makes larger.
-MAX_ANSWER_BYTES = 16 * 1024 * 1024
-
-
-class HttpTransport(Protocol):
-    """What :class:`S2Client` needs of its HTTP client: an
-    :class:`~resumable_fast.http11.HttpClient`, or an object around one."""
-
-    @property
-    def redactor(self) -> Redactor:
-        """Cleans what answers say of the credentials sent (it learns the
-        proxy's as they are resolved; S2Client adds its token)."""
-        ...
-
-    async def request(
-        self, origin: Origin, request: Request, *, idempotent: bool, timeout: float
-    ) -> Response: ...
-
-    def stream(
-        self, origin: Origin, request: Request, *, timeout: float
-    ) -> AbstractAsyncContextManager[StreamingResponse]: ...
-
-    async def aclose(self) -> None: ...
-
-
-class DelegatingHttp:
-    """An :class:`HttpTransport` that passes every call to ``inner``:
-    subclass it to observe or change some (a test's recorder, a bench's
-    request counter) and pass it as ``S2Client(config, http=...)``."""
-
-    def __init__(self, inner: HttpTransport) -> None:
-        self.inner = inner
-
-    @property
-    def redactor(self) -> Redactor:
-        return self.inner.redactor
-
-    async def request(
-        self, origin: Origin, request: Request, *, idempotent: bool, timeout: float
-    ) -> Response:
-        return await self.inner.request(origin, request, idempotent=idempotent, timeout=timeout)
-
-    def stream(
-        self, origin: Origin, request: Request, *, timeout: float
-    ) -> AbstractAsyncContextManager[StreamingResponse]:
-        return self.inner.stream(origin, request, timeout=timeout)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
-def http_settings(config: S2Config) -> HttpSettings:
-    """The HTTP settings ``config`` asks for (an S2Client's own HttpClient
-    uses them; so should one passed as ``http=``)."""
-    return HttpSettings(
-        verify=config.verify,
-        trust_env=config.trust_env,
-        proxy=config.proxy,
-        max_body_bytes=MAX_ANSWER_BYTES,
-    )
-
-
-class _TransportFault(S2ConnectionError):
-    """A transport fault on one attempt, as ours: the same request may get
-    past it. Its message is the fault's repr."""
-
-
-class _MappedTransportErrors:
-    """The one boundary where the HTTP layer's errors become ours: a
-    :class:`~resumable_fast.http11.TransportError` a :class:`_TransportFault`
-    (which the retries handle), a closed HTTP client this client's closed
-    error. What the HTTP layer raises as ours already (an answer over its cap,
-    a certificate that does not verify) passes. Stateless, so one instance
-    serves every request without an allocation."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if isinstance(error, TransportError):
-            raise _TransportFault(repr(error)) from error
-        if isinstance(error, ClientClosed):
-            raise ResumableStreamError("the S2 client is closed (its context was closed)") from None
-
-
-_transport_errors = _MappedTransportErrors()
-
-
-def _is_transient(error: S2Error) -> bool:
-    """Faults after which the same request may succeed."""
-    return error.status in (429, 500, 502, 503, 504) or (
-        error.status == 409 and error.code == "transaction_conflict"
-    )
-
-
-def _invalid_answer(what: str) -> S2Error:
-    """S2 (or something in between) answered with JSON its API does not specify."""
-    return S2Error(200, "invalid_response", f"S2 answered {what} not as its API specifies")
-
-
-def _records_of(data: bytes | str) -> list[SequencedRecord]:
-    """The records of a read's answer or a session's batch, checked."""
-    try:
-        records = orjson.loads(data)["records"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        raise _invalid_answer("records") from None
-    if type(records) is not list:
-        raise _invalid_answer("records")
-    for record in records:
-        if (
-            type(record) is not dict
-            or type(record.get("seq_num")) is not int
-            or type(record.get("body", "")) is not str
-            or type(record.get("headers", [])) is not list
-        ):
-            raise _invalid_answer("a record")
-    return records
 
 
 # "trim" in base64 (a command header's value, in the base64 format).
@@ -210,75 +89,6 @@ _TRIM_HEADER_VALUE = base64.b64encode(b"trim").decode()
 # S2's answer to any call on a stream between its delete and the end of the
 # deletion, which it carries out in the background.
 _DELETION_PENDING = "stream_deletion_pending"
-
-
-def _backoff(attempt: int) -> float:
-    """Exponential backoff with full jitter, capped."""
-    return random.uniform(0, min(MAX_BACKOFF_SECONDS, 0.025 * 2**attempt))
-
-
-def _retry_after(value: str | bytes | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return min(max(float(value), 0.0), 30.0)
-    except ValueError:
-        return None
-
-
-def _explain_not_found(error: S2Error, basin: str, setting: str) -> S2Error:
-    """A 404 from a basin call means the basin is missing or is not set to
-    create streams on demand, which the stream layout relies on."""
-    if not isinstance(error, StreamNotFoundError):
-        return error
-    if error.code == "basin_not_found":
-        message = f"basin {basin!r} does not exist (create it, or check S2_BASIN)"
-    elif error.code == "stream_not_found":
-        message = (
-            f"basin {basin!r} does not create streams on demand: "
-            f"enable {setting} in its configuration"
-        )
-    else:
-        return error
-    misconfigured = BasinMisconfiguredError(error.status, error.code, message)
-    misconfigured.attempts = error.attempts
-    return misconfigured
-
-
-def _error_from_response(status: int, content: bytes, redact: Redactor) -> S2Error:
-    """The typed error for an answer. Nothing of the answer reaches the
-    error but through ``redact``: an upstream may echo the request, with
-    its credentials, in any field."""
-    try:
-        payload: Any = orjson.loads(content) if content else None
-    except orjson.JSONDecodeError:
-        payload = None
-    if status == 412 and isinstance(payload, dict):
-        if "fencing_token_mismatch" in payload:
-            token = redact(str(payload["fencing_token_mismatch"]), ERROR_CODE_CHARS)
-            return FencingTokenMismatchError(token)
-        if "seq_num_mismatch" in payload:
-            expected = payload["seq_num_mismatch"]
-            if type(expected) is not int:
-                return _invalid_answer("a sequence number mismatch")
-            return SeqNumMismatchError(expected)
-    if status == 416:
-        tail = payload.get("tail") if isinstance(payload, dict) else None
-        seq_num = tail.get("seq_num") if isinstance(tail, dict) else None
-        return RangeNotSatisfiableError(seq_num if type(seq_num) is int else None)
-    raw_code = payload.get("code") if isinstance(payload, dict) else None
-    code = None if raw_code is None else redact(str(raw_code), ERROR_CODE_CHARS)
-    if isinstance(payload, dict):
-        message = redact(str(payload.get("message", "")), ERROR_MESSAGE_CHARS)
-    else:
-        # Enough bytes for the excerpt's characters and the look past its cut.
-        text = content[: 4 * (ERROR_EXCERPT_CHARS + 16)].decode("utf-8", "replace")
-        message = redact(text, ERROR_EXCERPT_CHARS)
-    if status in (401, 403):
-        return S2AuthError(status, code, message or "access token refused")
-    if status == 404:
-        return StreamNotFoundError(status, code, message or "not found")
-    return S2Error(status, code, message)
 
 
 @dataclass(frozen=True)
@@ -352,7 +162,7 @@ class S2Client:
             headers["Authorization"] = f"Bearer {config.access_token}"
         self._http = http if http is not None else HttpClient(http_settings(config))
         # Every credential sent: the proxy's once the HTTP client resolves
-        # it, the token here (see _error_from_response).
+        # it, the token here (see s2_answers.error_from_response).
         self._redact = self._http.redactor
         self._redact.add(config.access_token)
         basin_headers = dict(headers)
@@ -409,15 +219,15 @@ class S2Client:
         while True:
             attempt += 1
             try:
-                with _transport_errors:
+                with transport_errors:
                     answer = await self._http.request(
                         endpoint.origin,
                         Request(method.encode(), (endpoint.path + path).encode(), headers, content),
                         idempotent=method == "GET",
                         timeout=self.config.request_timeout,
                     )
-            except _TransportFault as fault:
-                delay = _backoff(attempt)
+            except TransportFault as fault:
+                delay = backoff(attempt)
                 if loop.time() + delay >= give_up_at:
                     raise S2ConnectionError(
                         f"S2 unreachable at {endpoint.display} after {attempt} attempts "
@@ -428,9 +238,9 @@ class S2Client:
                 status = answer.status
                 if status < 400:
                     return answer.content
-                error = _error_from_response(status, answer.content, self._redact)
-                delay = _retry_after(answer.header(b"retry-after")) or _backoff(attempt)
-                if not _is_transient(error) or loop.time() + delay >= give_up_at:
+                error = error_from_response(status, answer.content, self._redact)
+                delay = retry_after(answer.header(b"retry-after")) or backoff(attempt)
+                if not is_transient(error) or loop.time() + delay >= give_up_at:
                     if attempt > 1:
                         error.attempts = attempt
                     raise error
@@ -454,7 +264,7 @@ class S2Client:
                 content=append_input,
             )
         except StreamNotFoundError as exc:
-            raise _explain_not_found(exc, self.config.basin, "create_stream_on_append") from None
+            raise explain_not_found(exc, self.config.basin, "create_stream_on_append") from None
         except SeqNumMismatchError as exc:
             landed = landing.end_seq_num
             if exc.attempts > 1 and landed is not None and exc.expected_seq_num == landed:
@@ -489,8 +299,8 @@ class S2Client:
         try:
             content = await self._request("GET", self._basin, path, headers=self._read_headers)
         except StreamNotFoundError as exc:
-            raise _explain_not_found(exc, self.config.basin, "create_stream_on_read") from None
-        records = _records_of(content)
+            raise explain_not_found(exc, self.config.basin, "create_stream_on_read") from None
+        records = records_of(content)
         return records
 
     async def last_record(self, name: StreamName) -> SequencedRecord | None:
@@ -508,13 +318,13 @@ class S2Client:
                 "GET", self._basin, self._records_path(name) + "/tail", headers=self._read_headers
             )
         except StreamNotFoundError as exc:
-            raise _explain_not_found(exc, self.config.basin, "create_stream_on_read") from None
+            raise explain_not_found(exc, self.config.basin, "create_stream_on_read") from None
         try:
             tail = orjson.loads(content)["tail"]["seq_num"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
-            raise _invalid_answer("a tail") from None
+            raise invalid_answer("a tail") from None
         if type(tail) is not int:
-            raise _invalid_answer("a tail")
+            raise invalid_answer("a tail")
         return tail
 
     async def delete(self, name: StreamName) -> None:
@@ -532,7 +342,7 @@ class S2Client:
             )
         except StreamNotFoundError as exc:
             if exc.code != "stream_not_found":
-                raise _explain_not_found(exc, self.config.basin, "create_stream_on_read") from None
+                raise explain_not_found(exc, self.config.basin, "create_stream_on_read") from None
             return
         except S2Error as exc:
             if exc.code != _DELETION_PENDING:  # deleted already, by another caller
@@ -546,7 +356,7 @@ class S2Client:
                 return
             except S2Error as exc:
                 attempt += 1
-                delay = _backoff(attempt)
+                delay = backoff(attempt)
                 if exc.code != _DELETION_PENDING or loop.time() + delay >= give_up_at:
                     raise
             await asyncio.sleep(delay)
@@ -640,7 +450,7 @@ class S2Client:
         basin = self._basin
         path = (basin.path + self._records_path(name)).encode()
 
-        def retry_in(delay: float, error: S2Error | _TransportFault) -> float:
+        def retry_in(delay: float, error: S2Error | TransportFault) -> float:
             """How long to wait before reopening, or raise once past the deadline."""
             nonlocal failures, failing_since
             failures += 1
@@ -665,45 +475,45 @@ class S2Client:
                 request = Request(
                     b"GET", path + b"?seq_num=%d" % next_seq_num, self._session_headers
                 )
-                with _transport_errors:
+                with transport_errors:
                     async with self._http.stream(
                         basin.origin, request, timeout=self.config.request_timeout
                     ) as response:
                         if response.status >= 400:
                             content = await response.read(self.config.request_timeout)
-                            error = _explain_not_found(
-                                _error_from_response(response.status, content, self._redact),
+                            error = explain_not_found(
+                                error_from_response(response.status, content, self._redact),
                                 self.config.basin,
                                 "create_stream_on_read",
                             )
                             if error.code == _DELETION_PENDING:
                                 # The records are gone: as a read past the tail.
                                 raise RangeNotSatisfiableError(0) from error
-                            if not _is_transient(error):
+                            if not is_transient(error):
                                 raise error
-                            delay = _retry_after(response.header(b"retry-after"))
-                            await asyncio.sleep(retry_in(delay or _backoff(failures + 1), error))
+                            delay = retry_after(response.header(b"retry-after"))
+                            await asyncio.sleep(retry_in(delay or backoff(failures + 1), error))
                             continue
                         events = EventStreamParser()
                         async for chunk in response.iter_bytes(READ_SESSION_IDLE_TIMEOUT):
                             for event in events.feed(chunk):
                                 if event.type == "batch":
-                                    records = _records_of(event.data)
+                                    records = records_of(event.data)
                                     if records:
                                         received = True
                                         failures, failing_since = 0, None
                                         next_seq_num = records[-1]["seq_num"] + 1
                                         yield records
                                 elif event.type == "error":
-                                    raise _error_from_response(
+                                    raise error_from_response(
                                         500, event.data.encode(), self._redact
                                     )
                                 # "ping" heartbeats and the final "[DONE]" need no
                                 # action: the loop reopens the session after the
                                 # last record seen.
                         events.close()
-            except _TransportFault as fault:
-                delay = retry_in(_backoff(failures + 1), fault)
+            except TransportFault as fault:
+                delay = retry_in(backoff(failures + 1), fault)
                 logger.debug("read session on %r dropped (%s); reopening", name, fault)
                 await asyncio.sleep(delay)
                 continue
@@ -711,16 +521,16 @@ class S2Client:
                 # An error event mid-session: reopened like a failed request.
                 if error.code == _DELETION_PENDING:
                     raise RangeNotSatisfiableError(0) from error
-                if not _is_transient(error):
+                if not is_transient(error):
                     raise
-                await asyncio.sleep(retry_in(_backoff(failures + 1), error))
+                await asyncio.sleep(retry_in(backoff(failures + 1), error))
                 continue
             if not received:
                 # The session ended without a record: back off before opening
                 # the next, so a server that ends sessions at once is not
                 # asked again and again in a hot loop.
-                ended = _TransportFault("the session ended without a record")
-                await asyncio.sleep(retry_in(_backoff(failures + 1), ended))
+                ended = TransportFault("the session ended without a record")
+                await asyncio.sleep(retry_in(backoff(failures + 1), ended))
 
     async def create_basin(
         self,
@@ -760,9 +570,9 @@ class S2Client:
         try:
             config = orjson.loads(content)
         except orjson.JSONDecodeError:
-            raise _invalid_answer("a basin configuration") from None
+            raise invalid_answer("a basin configuration") from None
         if not isinstance(config, dict):
-            raise _invalid_answer("a basin configuration")
+            raise invalid_answer("a basin configuration")
         return config
 
     async def reconfigure_basin(self, basin: str, changes: Mapping[str, object]) -> None:
