@@ -28,10 +28,9 @@ process knows is never ahead of what is committed.
 
 **Live tail.** A commit of this process wakes its readers at once. While any
 reader waits, a watcher thread checks ``PRAGMA data_version`` every
-``poll_interval`` seconds (10 ms); when it moved (a commit by another
-connection), it reads the tails of the streams waited on (one query per
-500 of them) and wakes the readers those passed. While nobody waits the
-watcher is gone and costs nothing.
+``poll_interval`` seconds (10 ms) and wakes the readers of what other
+processes commit; while nobody waits it is gone and costs nothing
+(:mod:`resumable_fast.sqlite_tail`).
 
 **Retention.** A stream idle for ``retention_seconds`` (by the wall clock of
 its last append, whichever process made it) is gone for every reader, and
@@ -40,7 +39,8 @@ its rows are deleted by the next sweep, which runs with appends at most every
 
 **Failures.** A full disk, a read-only directory, a corrupt database or a
 lock held past ``busy_timeout`` raise :class:`~resumable_fast.errors.StorageError`
-with nothing of the failed transaction written; the next transaction tries
+(:mod:`resumable_fast.sqlite_errors`) with nothing of the failed transaction
+written; the next transaction tries
 again, so writes go on once there is room.
 
 Layout (format version 1): ``streams`` (one row per stream: its name, next
@@ -56,7 +56,6 @@ import errno
 import logging
 import os
 import sqlite3
-import sys
 import threading
 import time
 import weakref
@@ -79,7 +78,8 @@ from resumable_fast.errors import (
     StoreUnavailableError,
 )
 from resumable_fast.records import SequencedRecord, StreamName
-from resumable_fast.waiters import wake_threadsafe
+from resumable_fast.sqlite_errors import storage_error
+from resumable_fast.sqlite_tail import EVERY_READER, TailWatch
 
 __all__ = ["DATABASE_FILE_NAME", "SqliteStore"]
 
@@ -96,8 +96,6 @@ SWEEP_INTERVAL = 60.0
 SWEEP_BATCH = 200
 # Appends committed in one transaction at most (they queued up meanwhile).
 MAX_GROUP_APPENDS = 64
-# Waited streams whose tails one query of the watcher reads.
-WATCH_QUERY_NAMES = 500
 # A read hands out about this much record text at most (a reader's batch).
 READ_BATCH_BYTES = 1024 * 1024
 
@@ -123,33 +121,6 @@ CREATE TABLE IF NOT EXISTS batches (
 CREATE UNIQUE INDEX IF NOT EXISTS batches_by_stream ON batches (stream, end_seq_num);
 """
 
-# sqlite3's primary result codes (the low byte of an extended code).
-_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 5, 6, 8
-_SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN = 10, 11, 13, 14
-_SQLITE_NOTADB = 26
-_REASONS = {
-    _SQLITE_FULL: "disk_full",
-    _SQLITE_READONLY: "read_only",
-    _SQLITE_CORRUPT: "corrupt",
-    _SQLITE_NOTADB: "corrupt",
-    _SQLITE_BUSY: "locked",
-    _SQLITE_LOCKED: "locked",
-    _SQLITE_IOERR: "io",
-    _SQLITE_CANTOPEN: "io",
-}
-_WORDS = {
-    "disk_full": "the disk is full",
-    "read_only": "the directory or database is read-only",
-    "corrupt": "the database is corrupt or not a resumable_fast database",
-    "locked": "the database stayed locked by another process",
-    "io": "the operating system refused a read or write",
-}
-
-
-# A delete's outcome in place of a tail: past every position, so each waiting
-# reader of the stream reads again (and finds it emptied).
-_EVERY_READER = sys.maxsize
-
 
 @dataclass(slots=True)
 class _PendingAppend:
@@ -165,46 +136,6 @@ class _PendingAppend:
 # What became of a queued append: its stream's new tail, the error it gets,
 # or None when its caller was gone before it ran.
 Outcome: TypeAlias = int | BaseException | None
-
-
-def _storage_error(exc: sqlite3.Error, where: Path, doing: str) -> StorageError:
-    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
-    reason = _REASONS.get(code & 0xFF) if isinstance(code, int) else None
-    if reason is None:
-        text = str(exc).lower()
-        reason = next(
-            (
-                name
-                for name, needle in (
-                    ("disk_full", "full"),
-                    ("read_only", "readonly"),
-                    ("corrupt", "malformed"),
-                    ("corrupt", "not a database"),
-                    ("locked", "locked"),
-                    ("io", "disk i/o"),
-                    ("io", "unable to open"),
-                )
-                if needle in text
-            ),
-            "io",
-        )
-    if reason == "io" and _is_read_only(where):
-        # SQLite says only that it cannot open the file (or its -wal, -shm).
-        reason = "read_only"
-    return StorageError(
-        reason, f"embedded store in {where}: {doing} failed: {_WORDS[reason]} ({exc})"
-    )
-
-
-def _is_read_only(directory: Path) -> bool:
-    """Whether ``directory`` is on a read-only file system, or not writable
-    by this process."""
-    try:
-        if os.statvfs(directory).f_flag & os.ST_RDONLY:
-            return True
-    except (OSError, AttributeError):  # no statvfs on Windows
-        pass
-    return not os.access(directory, os.W_OK)
 
 
 class SqliteStore:
@@ -264,10 +195,7 @@ class SqliteStore:
         self._queue: deque[_PendingAppend] = deque()
         self._queue_changed = threading.Condition()
         self._closing = False
-        # Readers waiting for a record: stream name -> (seq_num, future).
-        self._waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
-        self._waiters_lock = threading.Lock()
-        self._watcher: threading.Thread | None = None
+        self._tail = TailWatch(self._connect, self.data_dir, self._closed, self.poll_interval)
         # One thread, so this process's transactions run in the order asked.
         self._write_thread = threading.Thread(
             target=self._write, name="resumable_fast sqlite writer", daemon=True
@@ -345,7 +273,7 @@ class SqliteStore:
         return connection
 
     def _unavailable(self, exc: sqlite3.Error, doing: str) -> StoreUnavailableError:
-        error = _storage_error(exc, self.data_dir, doing)
+        error = storage_error(exc, self.data_dir, doing)
         return StoreUnavailableError(error.reason, str(error))
 
     def _init_schema(self) -> None:
@@ -440,7 +368,7 @@ class SqliteStore:
         the appenders."""
         for pending, outcome in settled:
             if isinstance(outcome, int):
-                self._wake(pending.name, outcome)
+                self._tail.wake(pending.name, outcome)
         for pending, outcome in settled:
             future = pending.future
             if future.done() or outcome is None:
@@ -474,7 +402,7 @@ class SqliteStore:
                         outcomes.append(refused)
         except sqlite3.Error as exc:
             return [
-                _storage_error(exc, self.data_dir, f"appending to stream {pending.name!r}")
+                storage_error(exc, self.data_dir, f"appending to stream {pending.name!r}")
                 for pending in group
             ]
         except Exception as exc:
@@ -535,7 +463,7 @@ class SqliteStore:
         if row is not None:
             connection.execute("DELETE FROM batches WHERE stream = ?", (row[0],))
             connection.execute("DELETE FROM streams WHERE id = ?", (row[0],))
-        return _EVERY_READER
+        return EVERY_READER
 
     def _sweep(self, now: float) -> None:
         """Delete streams past their retention (whichever process wrote them).
@@ -554,7 +482,7 @@ class SqliteStore:
                 if len(expired) < SWEEP_BATCH:
                     return
         except sqlite3.Error as exc:
-            logger.warning("%s", _storage_error(exc, self.data_dir, "deleting expired streams"))
+            logger.warning("%s", storage_error(exc, self.data_dir, "deleting expired streams"))
 
     # -- reads (in the caller's thread) ----------------------------------------------
 
@@ -566,7 +494,7 @@ class SqliteStore:
             with self._reader_lock:
                 yield self._reader
         except sqlite3.Error as exc:
-            raise _storage_error(exc, self.data_dir, doing) from None
+            raise storage_error(exc, self.data_dir, doing) from None
 
     def _horizon(self) -> float:
         return time.time() - self.retention_seconds
@@ -617,115 +545,16 @@ class SqliteStore:
 
     def wait_for_records(self, name: StreamName, seq_num: int) -> asyncio.Future[None] | None:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        with self._waiters_lock:
-            self._waiters.setdefault(name, []).append((seq_num, waiter))
-            if self._watcher is None:
-                self._watcher = threading.Thread(
-                    target=self._watch, name="resumable_fast sqlite watcher", daemon=True
-                )
-                self._watcher.start()
+        self._tail.add(name, seq_num, waiter)
         # Registered first, then checked: a commit after this check wakes the
         # waiter (this process's at once, another's through the watcher).
         tail = self._next_seq_num(name)
         if tail != seq_num:
-            self._forget(name, waiter)
+            self._tail.forget(name, waiter)
             if tail < seq_num:
                 raise RangeNotSatisfiableError(tail)
             return None
         return waiter
-
-    def _forget(self, name: StreamName, waiter: asyncio.Future[None]) -> None:
-        with self._waiters_lock:
-            entries = self._waiters.get(name)
-            if entries is not None:
-                entries[:] = [entry for entry in entries if entry[1] is not waiter]
-                if not entries:
-                    del self._waiters[name]
-
-    def _wake(self, name: StreamName, end_seq_num: int) -> None:
-        """Wake this process's readers of ``name`` waiting for a record before
-        ``end_seq_num`` (the stream now has it)."""
-        with self._waiters_lock:
-            entries = self._waiters.get(name)
-            if not entries:
-                return
-            kept = []
-            for seq_num, waiter in entries:
-                if seq_num < end_seq_num:
-                    wake_threadsafe(waiter)
-                elif not waiter.done():
-                    kept.append((seq_num, waiter))
-            if kept:
-                self._waiters[name] = kept
-            else:
-                del self._waiters[name]
-
-    def _watch(self) -> None:
-        """Wake readers for what other processes commit, while any waits."""
-        try:
-            connection = self._connect("watching the database")
-        except StorageError as exc:
-            logger.error("%s", exc)
-            self._stop_watching()
-            return
-        try:
-            version = connection.execute("PRAGMA data_version").fetchone()[0]
-            # A commit just before the version read above may have come
-            # after a waiter's own check: look once; later commits change
-            # the version, which the loop reads.
-            self._wake_waited(connection)
-            while not self._closed.wait(self.poll_interval):
-                with self._waiters_lock:
-                    gone = [
-                        name
-                        for name, entries in self._waiters.items()
-                        if all(waiter.done() for _, waiter in entries)
-                    ]
-                    for name in gone:
-                        del self._waiters[name]
-                    if not self._waiters:
-                        self._watcher = None
-                        return
-                current = connection.execute("PRAGMA data_version").fetchone()[0]
-                if current != version:
-                    version = current
-                    self._wake_waited(connection)
-        except sqlite3.Error as exc:
-            logger.error("%s", _storage_error(exc, self.data_dir, "watching the database"))
-            self._stop_watching()
-        finally:
-            connection.close()
-
-    def _wake_waited(self, connection: sqlite3.Connection) -> None:
-        """Wake the readers of every waited stream that has grown past them:
-        one query per :data:`WATCH_QUERY_NAMES` streams waited on."""
-        with self._waiters_lock:
-            names = list(self._waiters)
-        for start in range(0, len(names), WATCH_QUERY_NAMES):
-            chunk = names[start : start + WATCH_QUERY_NAMES]
-            marks = ",".join("?" * len(chunk))
-            rows = connection.execute(
-                # Only "?" placeholders go into the text; the names are bound.
-                f"SELECT name, next_seq_num FROM streams WHERE name IN ({marks})",
-                chunk,
-            ).fetchall()
-            for name, next_seq_num in rows:
-                self._wake(name, int(next_seq_num))
-            # Deleted (or expired) by another process: their readers read again.
-            present = {row[0] for row in rows}
-            for waited in chunk:
-                if waited not in present:
-                    self._wake(StreamName(waited), _EVERY_READER)
-
-    def _stop_watching(self) -> None:
-        """The watcher failed: wake every reader (each reads again, and gets
-        the storage error if the database is still failing)."""
-        with self._waiters_lock:
-            for entries in self._waiters.values():
-                for _, waiter in entries:
-                    wake_threadsafe(waiter)
-            self._waiters.clear()
-            self._watcher = None
 
     # -- closing -----------------------------------------------------------------------
 
@@ -747,10 +576,7 @@ class SqliteStore:
             self._closing = True
             self._queue_changed.notify()
         self._write_thread.join()
-        watcher = self._watcher
-        if watcher is not None and watcher.is_alive():
-            watcher.join()
-        self._stop_watching()
+        self._tail.stop()
         with self._reader_lock:
             self._reader.close()
         self._writer.close()
