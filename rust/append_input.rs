@@ -13,10 +13,10 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::framing::{MAX_BATCH_RECORDS, MAX_FENCING_TOKEN_BYTES, MAX_METERED_BYTES};
+use crate::framing::{
+    data_record_size, MAX_BATCH_RECORDS, MAX_FENCING_TOKEN_BYTES, MAX_METERED_BYTES,
+};
 
-/// Fixed part of every record's metered size.
-const RECORD_OVERHEAD: usize = 8;
 /// Fixed part of each header's metered size, beside its name and value.
 const HEADER_OVERHEAD: usize = 2;
 
@@ -90,7 +90,7 @@ fn check_sizes(checked: &CheckedAppend<'_>) -> Result<(), InvalidAppend> {
     let mut batch_bytes = 0;
     let mut record_over = false;
     for (index, body) in checked.bodies.iter().enumerate() {
-        let mut size = RECORD_OVERHEAD + body.len();
+        let mut size = data_record_size(body);
         if let Some((_, headers)) = headed.next_if(|(at, _)| *at == index) {
             size += headers
                 .iter()
@@ -136,20 +136,20 @@ impl<'de> Visitor<'de> for Text {
     }
 }
 
-/// A [`Text`] or null.
-struct OptionalText(&'static str);
+/// What the seed `S` reads, or None for null.
+struct Nullable<S>(S);
 
-impl<'de> DeserializeSeed<'de> for OptionalText {
-    type Value = Option<Cow<'de, str>>;
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Nullable<S> {
+    type Value = Option<S::Value>;
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_option(self)
     }
 }
 
-impl<'de> Visitor<'de> for OptionalText {
-    type Value = Option<Cow<'de, str>>;
+impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for Nullable<S> {
+    type Value = Option<S::Value>;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0)
+        f.write_str("a value or null")
     }
     fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
         Ok(None)
@@ -158,36 +158,27 @@ impl<'de> Visitor<'de> for OptionalText {
         Ok(None)
     }
     fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        Text(self.0).deserialize(deserializer).map(Some)
+        self.0.deserialize(deserializer).map(Some)
     }
 }
 
-/// `match_seq_num`: a non-negative integer, or null.
+/// `match_seq_num`: a non-negative integer.
 struct MatchSeqNum;
 
 impl<'de> DeserializeSeed<'de> for MatchSeqNum {
-    type Value = Option<u64>;
+    type Value = u64;
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_option(self)
+        deserializer.deserialize_u64(self)
     }
 }
 
 impl<'de> Visitor<'de> for MatchSeqNum {
-    type Value = Option<u64>;
+    type Value = u64;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("match_seq_num as a non-negative integer")
     }
-    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_u64(self)
-    }
     fn visit_u64<E: de::Error>(self, value: u64) -> Result<Self::Value, E> {
-        Ok(Some(value))
+        Ok(value)
     }
 }
 
@@ -224,9 +215,11 @@ impl<'de> Visitor<'de> for AppendVisitor {
                 }
                 "fencing_token" => {
                     checked.fencing_token =
-                        map.next_value_seed(OptionalText("fencing_token as a string"))?;
+                        map.next_value_seed(Nullable(Text("fencing_token as a string")))?;
                 }
-                "match_seq_num" => checked.match_seq_num = map.next_value_seed(MatchSeqNum)?,
+                "match_seq_num" => {
+                    checked.match_seq_num = map.next_value_seed(Nullable(MatchSeqNum))?;
+                }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -315,7 +308,9 @@ impl<'de> Visitor<'de> for Record {
         while let Some(key) = map.next_key_seed(Text("a key"))? {
             match key.as_ref() {
                 "body" => body = map.next_value_seed(Text("a record's body as a string"))?,
-                "headers" => headers = map.next_value_seed(Headers)?,
+                "headers" => {
+                    headers = map.next_value_seed(Nullable(Headers))?.unwrap_or_default();
+                }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -325,13 +320,13 @@ impl<'de> Visitor<'de> for Record {
     }
 }
 
-/// A record's headers: a list of `[name, value]` pairs of strings, or null.
+/// A record's headers: a list of `[name, value]` pairs of strings.
 struct Headers;
 
 impl<'de> DeserializeSeed<'de> for Headers {
     type Value = Vec<Header<'de>>;
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_option(self)
+        deserializer.deserialize_seq(self)
     }
 }
 
@@ -339,15 +334,6 @@ impl<'de> Visitor<'de> for Headers {
     type Value = Vec<Header<'de>>;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("headers as a list of [name, value] pairs")
-    }
-    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Vec::new())
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Vec::new())
-    }
-    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_seq(self)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut pairs: A) -> Result<Self::Value, A::Error> {
         let mut headers = Vec::new();

@@ -38,10 +38,7 @@ class CheckedAppend:
             stop = len(bodies)
         records: list[SequencedRecord] = [
             {"seq_num": seq_num, "timestamp": timestamp_ms, "body": body}
-            for seq_num, body in enumerate(
-                bodies if start == 0 and stop == len(bodies) else bodies[start:stop],
-                first_seq_num + start,
-            )
+            for seq_num, body in enumerate(bodies[start:stop], first_seq_num + start)
         ]
         for index, headers in self.headed:
             if start <= index < stop:
